@@ -1,0 +1,229 @@
+"""The one exception tree of the platform.
+
+Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
+:class:`VeniceError`. The branches say what the caller should do::
+
+    VeniceError                      code                 HTTP
+    ├── RequestError                 BAD_REQUEST          400   fix the request
+    │   ├── InvalidKeyError          INVALID_KEY          400
+    │   ├── InvalidValueError        INVALID_VALUE        400
+    │   ├── SchemaError              INVALID_SCHEMA       400
+    │   ├── InvalidInputError        INVALID_INPUT        400   (a push input file)
+    │   ├── NoCurrentVersionError    NO_CURRENT_VERSION   400   (push data first)
+    │   └── ConflictError            CONFLICT             409
+    │       └── StoreExistsError     STORE_EXISTS         409
+    ├── NotFoundError                NOT_FOUND            404   treat as absent
+    │   ├── StoreNotFoundError       STORE_NOT_FOUND      404
+    │   ├── VersionNotFoundError     VERSION_NOT_FOUND    404
+    │   ├── KeyNotFoundError         KEY_NOT_FOUND        404
+    │   └── TopicNotFoundError       TOPIC_NOT_FOUND      404
+    ├── UnavailableError             UNAVAILABLE          503   retry (elsewhere)
+    │   ├── ReplicaNotReadyError     REPLICA_NOT_READY    503
+    │   ├── NoReplicaError           NO_REPLICA           503
+    │   ├── NotEnoughServersError    NOT_ENOUGH_SERVERS   503
+    │   ├── TransportError           TRANSPORT            503   (connect error, reset)
+    │   ├── DeadlineExceededError    DEADLINE_EXCEEDED    504
+    │   └── PubSubError              PUBSUB               503
+    ├── PushError                    PUSH_FAILED          500   a push did not complete
+    └── InternalError                INTERNAL             500
+
+Flags on each class drive decisions without string matching: ``retriable`` (the
+same request may succeed on another replica or later) and ``refresh_routing``
+(the caller's routing table may be stale).
+
+Over HTTP every error has one JSON shape::
+
+    {"error": {"code": "STORE_NOT_FOUND", "message": "store 'x' does not exist"}}
+
+:func:`error_from_response` turns that shape back into the matching class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+
+__all__ = [
+    "ConflictError",
+    "DeadlineExceededError",
+    "InternalError",
+    "InvalidInputError",
+    "InvalidKeyError",
+    "InvalidValueError",
+    "KeyNotFoundError",
+    "NoCurrentVersionError",
+    "NoReplicaError",
+    "NotEnoughServersError",
+    "NotFoundError",
+    "PubSubError",
+    "PushError",
+    "ReplicaNotReadyError",
+    "RequestError",
+    "SchemaError",
+    "StoreExistsError",
+    "StoreNotFoundError",
+    "TopicNotFoundError",
+    "TransportError",
+    "UnavailableError",
+    "VeniceError",
+    "VersionNotFoundError",
+    "error_body",
+    "error_from_response",
+]
+
+
+class VeniceError(Exception):
+    """Root of every error the platform raises."""
+
+    code: ClassVar[str] = "INTERNAL"
+    http_status: ClassVar[int] = 500
+    retriable: ClassVar[bool] = False
+    refresh_routing: ClassVar[bool] = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class RequestError(VeniceError):
+    """The request is wrong; sending it again will not help."""
+
+    code = "BAD_REQUEST"
+    http_status = 400
+
+
+class InvalidKeyError(RequestError):
+    code = "INVALID_KEY"
+
+
+class InvalidValueError(RequestError):
+    code = "INVALID_VALUE"
+
+
+class SchemaError(RequestError):
+    code = "INVALID_SCHEMA"
+
+
+class InvalidInputError(RequestError):
+    """A push input file holds a record that cannot be pushed."""
+
+    code = "INVALID_INPUT"
+
+
+class NoCurrentVersionError(RequestError):
+    code = "NO_CURRENT_VERSION"
+
+
+class ConflictError(RequestError):
+    code = "CONFLICT"
+    http_status = 409
+
+
+class StoreExistsError(ConflictError):
+    code = "STORE_EXISTS"
+
+
+class NotFoundError(VeniceError):
+    """The thing asked for does not exist."""
+
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class StoreNotFoundError(NotFoundError):
+    code = "STORE_NOT_FOUND"
+
+
+class VersionNotFoundError(NotFoundError):
+    code = "VERSION_NOT_FOUND"
+
+
+class KeyNotFoundError(NotFoundError):
+    code = "KEY_NOT_FOUND"
+
+
+class TopicNotFoundError(NotFoundError):
+    code = "TOPIC_NOT_FOUND"
+
+
+class UnavailableError(VeniceError):
+    """A part is down, busy or not ready: retry, on another replica if there is one."""
+
+    code = "UNAVAILABLE"
+    http_status = 503
+    retriable = True
+
+
+class ReplicaNotReadyError(UnavailableError):
+    code = "REPLICA_NOT_READY"
+    refresh_routing = True
+
+
+class NoReplicaError(UnavailableError):
+    code = "NO_REPLICA"
+    refresh_routing = True
+
+
+class NotEnoughServersError(UnavailableError):
+    code = "NOT_ENOUGH_SERVERS"
+
+
+class TransportError(UnavailableError):
+    code = "TRANSPORT"
+
+
+class DeadlineExceededError(UnavailableError):
+    code = "DEADLINE_EXCEEDED"
+    http_status = 504
+
+
+class PubSubError(UnavailableError):
+    code = "PUBSUB"
+
+
+class PushError(VeniceError):
+    code = "PUSH_FAILED"
+
+
+class InternalError(VeniceError):
+    code = "INTERNAL"
+
+
+def _all_subclasses(cls: type[VeniceError]) -> list[type[VeniceError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+_BY_CODE: dict[str, type[VeniceError]] = {c.code: c for c in _all_subclasses(VeniceError)}
+
+
+def error_body(exc: VeniceError) -> bytes:
+    """The JSON body for an HTTP error response."""
+    return orjson.dumps(exc.to_dict())
+
+
+def error_from_response(status: int, body: bytes) -> VeniceError:
+    """Rebuild the typed error from an HTTP error response of any Venice service."""
+    try:
+        payload = orjson.loads(body)["error"]
+        code, message = str(payload["code"]), str(payload["message"])
+        details = payload.get("details") or {}
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        text = body[:200].decode("utf-8", "replace")
+        if status >= 500:
+            return UnavailableError(f"HTTP {status}: {text}")
+        return VeniceError(f"HTTP {status}: {text}")
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        cls = UnavailableError if status >= 500 else RequestError if status < 500 else VeniceError
+    return cls(message, **details)

@@ -1,0 +1,50 @@
+"""Small immutable value types shared by every part."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = ["Message", "TopicPartition", "version_topic", "parse_version_topic"]
+
+
+class TopicPartition(NamedTuple):
+    """One partition of one topic."""
+
+    topic: str
+    """Topic name, e.g. ``members_v3``."""
+    partition: int
+    """Partition number, ``0 <= partition < P``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One record read from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    """Position of the record in its partition; the next record is at ``offset + 1``."""
+    key: bytes
+    value: bytes | None
+    """``None`` is a tombstone (a delete)."""
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def header(self, name: str) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+def version_topic(store: str, version: int) -> str:
+    """The topic holding version ``version`` of ``store``: ``<store>_v<N>``."""
+    return f"{store}_v{version}"
+
+
+def parse_version_topic(topic: str) -> tuple[str, int]:
+    """Inverse of :func:`version_topic`."""
+    store, _, number = topic.rpartition("_v")
+    if not store or not number.isdigit():
+        raise ValueError(f"not a version topic: {topic!r}")
+    return store, int(number)

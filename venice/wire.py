@@ -1,0 +1,74 @@
+"""Wire format of records on version and real-time topics.
+
+* Kafka key: the key serialized with the store's key schema (Avro binary).
+* Kafka value: the value serialized with one of the store's value schemas (Avro binary),
+  or null for a delete. Header ``schema-id`` holds that schema's id as ASCII digits.
+* Control messages carry header ``venice-control`` whose value names the kind
+  (``START_OF_PUSH``, ``END_OF_PUSH``). They have an empty key, a JSON value and are
+  written to every partition. ``END_OF_PUSH`` says how many data records the push
+  wrote to that partition (``{"records": N}``), so a server can check what it applied.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from venice.structs import Message
+
+__all__ = [
+    "CONTROL_HEADER",
+    "SCHEMA_ID_HEADER",
+    "ControlKind",
+    "control_headers",
+    "control_kind",
+    "control_payload",
+    "data_headers",
+    "encode_control",
+    "schema_id_of",
+]
+
+SCHEMA_ID_HEADER = "schema-id"
+CONTROL_HEADER = "venice-control"
+
+
+class ControlKind(str, Enum):
+    START_OF_PUSH = "START_OF_PUSH"
+    END_OF_PUSH = "END_OF_PUSH"
+
+
+_HEADERS_BY_SCHEMA: dict[int, list[tuple[str, bytes]]] = {}
+
+
+def data_headers(schema_id: int) -> list[tuple[str, bytes]]:
+    headers = _HEADERS_BY_SCHEMA.get(schema_id)
+    if headers is None:
+        headers = _HEADERS_BY_SCHEMA[schema_id] = [(SCHEMA_ID_HEADER, str(schema_id).encode())]
+    return headers
+
+
+def control_headers(kind: ControlKind) -> list[tuple[str, bytes]]:
+    return [(CONTROL_HEADER, kind.value.encode())]
+
+
+def encode_control(payload: dict[str, Any]) -> bytes:
+    return orjson.dumps(payload)
+
+
+def control_kind(message: Message) -> ControlKind | None:
+    """The control kind of ``message``, or ``None`` for a data record."""
+    raw = message.header(CONTROL_HEADER)
+    if raw is None:
+        return None
+    return ControlKind(raw.decode())
+
+
+def control_payload(message: Message) -> dict[str, Any]:
+    return orjson.loads(message.value) if message.value else {}
+
+
+def schema_id_of(message: Message) -> int:
+    raw = message.header(SCHEMA_ID_HEADER)
+    return int(raw) if raw is not None else 1
