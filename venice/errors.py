@@ -76,7 +76,7 @@ __all__ = [
 class VeniceError(Exception):
     """Root of every error the platform raises."""
 
-    code: ClassVar[str] = "INTERNAL"
+    code: ClassVar[str] = "ERROR"
     http_status: ClassVar[int] = 500
     retriable: ClassVar[bool] = False
     refresh_routing: ClassVar[bool] = False

@@ -34,6 +34,8 @@ def parse_schema(schema: str | dict[str, Any] | list[Any]) -> Any:
                 schema = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
                 raise SchemaError(f"schema is not valid JSON: {exc}") from exc
+    if isinstance(schema, dict) and schema.get("type") == "record" and not isinstance(schema.get("fields"), list):
+        raise SchemaError("invalid Avro schema: a record needs a 'fields' list")
     try:
         return fastavro.parse_schema(schema, _write_hint=False)
     except Exception as exc:  # fastavro raises several unrelated types here

@@ -1,0 +1,11 @@
+"""Test helpers shipped with the package: real processes on free loopback ports.
+
+* :class:`venice.cluster.LocalCluster`: controller + servers + router as processes.
+* :class:`venice.testing.kafka.KafkaBroker`: a real Kafka broker from ``deploy/kafka``.
+"""
+
+from __future__ import annotations
+
+from venice.cluster import LocalCluster, free_port, wait_for
+
+__all__ = ["LocalCluster", "free_port", "wait_for"]

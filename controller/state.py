@@ -1,0 +1,400 @@
+"""Cluster metadata: stores, schemas, versions, replicas, servers.
+
+The I/O-free heart of the controller. Every mutation goes through :class:`ClusterState`,
+which bumps ``generation`` when the routing table or an assignment may have changed and
+marks itself dirty so the caller persists it (:mod:`controller.persistence`).
+
+Version lifecycle (see docs/lifecycle.md)::
+
+    STARTED --every partition has all its replicas READY--> ONLINE
+    STARTED --a replica reports ERROR / push job reports failure--> ERROR
+    ONLINE  --two newer ONLINE versions exist--> RETIRED
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from controller.assignment import HashRing, replica_key
+from venice.errors import (
+    ConflictError,
+    NotEnoughServersError,
+    RequestError,
+    SchemaError,
+    StoreExistsError,
+    StoreNotFoundError,
+    VersionNotFoundError,
+)
+from venice.schema import AvroCodec
+from venice.structs import version_topic
+
+__all__ = ["ClusterState", "ReplicaStatus", "VersionStatus"]
+
+DEFAULT_KEEP_VERSIONS = 2
+
+
+class VersionStatus(str, Enum):
+    STARTED = "STARTED"
+    ONLINE = "ONLINE"
+    ERROR = "ERROR"
+    KILLED = "KILLED"
+    RETIRED = "RETIRED"
+
+
+class ReplicaStatus(str, Enum):
+    STARTED = "STARTED"
+    READY = "READY"
+    ERROR = "ERROR"
+
+
+LIVE_VERSION_STATES = (VersionStatus.STARTED, VersionStatus.ONLINE)
+
+
+@dataclass
+class Replica:
+    server: str
+    status: str = ReplicaStatus.STARTED.value
+    offset: int = 0
+    records: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class Version:
+    number: int
+    topic: str
+    partitions: int
+    status: str = VersionStatus.STARTED.value
+    created_at: float = field(default_factory=time.time)
+    online_at: float | None = None
+    records: int | None = None
+    reason: str | None = None
+    # partition -> replicas, as assigned when the version was opened
+    replicas: dict[int, list[Replica]] = field(default_factory=dict)
+
+    def is_live(self) -> bool:
+        return self.status in (VersionStatus.STARTED.value, VersionStatus.ONLINE.value)
+
+
+@dataclass
+class Store:
+    name: str
+    key_schema: Any
+    value_schemas: dict[int, Any]
+    partitions: int
+    replication_factor: int
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
+    created_at: float = field(default_factory=time.time)
+    current_version: int | None = None
+    next_version: int = 1
+    versions: dict[int, Version] = field(default_factory=dict)
+
+    @property
+    def latest_schema_id(self) -> int:
+        return max(self.value_schemas)
+
+
+@dataclass
+class Server:
+    server_id: str
+    url: str
+    last_heartbeat: float = 0.0
+
+
+class ClusterState:
+    """All controller metadata, with the rules that change it."""
+
+    def __init__(self, pubsub_url: str, dead_after_s: float = 15.0) -> None:
+        self.pubsub_url = pubsub_url
+        self.dead_after_s = dead_after_s
+        self.stores: dict[str, Store] = {}
+        self.servers: dict[str, Server] = {}
+        self.generation = 1
+        self.dirty = False
+        # Topics of versions that left the live states; deleted by the controller's janitor.
+        self.topics_to_delete: set[str] = set()
+        self._routing_cache: tuple[int, dict[str, Any]] | None = None
+
+    # -- bookkeeping ---------------------------------------------------------------
+    def _changed(self, *, routing: bool = True) -> None:
+        self.dirty = True
+        if routing:
+            self.generation += 1
+
+    def store(self, name: str) -> Store:
+        try:
+            return self.stores[name]
+        except KeyError:
+            raise StoreNotFoundError(f"store {name!r} does not exist") from None
+
+    def version(self, store: str, number: int) -> Version:
+        try:
+            return self.store(store).versions[number]
+        except KeyError:
+            raise VersionNotFoundError(f"store {store!r} has no version {number}") from None
+
+    # -- stores --------------------------------------------------------------------
+    def create_store(
+        self, name: str, key_schema: Any, value_schema: Any, partitions: int, replication_factor: int
+    ) -> Store:
+        if not name or not all(c.isalnum() or c in "-." for c in name.replace("_", "-")) or "_v" in name:
+            raise RequestError(
+                f"invalid store name {name!r}: use letters, digits, '-', '.', '_' (and not '_v')"
+            )
+        if name in self.stores:
+            raise StoreExistsError(f"store {name!r} already exists")
+        if partitions < 1 or partitions > 1024:
+            raise RequestError("partitions must be between 1 and 1024")
+        if replication_factor < 1:
+            raise RequestError("replication_factor must be at least 1")
+        for kind, schema in (("key", key_schema), ("value", value_schema)):
+            try:
+                AvroCodec(schema, kind=kind)
+            except SchemaError as exc:
+                raise SchemaError(f"{kind} schema: {exc.message}") from exc
+        store = Store(name, key_schema, {1: value_schema}, partitions, replication_factor)
+        self.stores[name] = store
+        self._changed()
+        return store
+
+    def delete_store(self, name: str) -> None:
+        store = self.store(name)
+        for version in store.versions.values():
+            self.topics_to_delete.add(version.topic)
+        del self.stores[name]
+        self._changed()
+
+    # -- servers -------------------------------------------------------------------
+    def live_servers(self, now: float) -> list[str]:
+        return sorted(s.server_id for s in self.servers.values() if now - s.last_heartbeat <= self.dead_after_s)
+
+    def heartbeat(self, server_id: str, url: str, replicas: list[dict[str, Any]], now: float) -> None:
+        server = self.servers.get(server_id)
+        if server is None or server.url != url:
+            self.servers[server_id] = server = Server(server_id, url)
+            self._changed()
+        server.last_heartbeat = now
+        for report in replicas:
+            self._apply_replica_report(server_id, report)
+
+    def _apply_replica_report(self, server_id: str, report: dict[str, Any]) -> None:
+        store = self.stores.get(report["store"])
+        version = store.versions.get(int(report["version"])) if store else None
+        if store is None or version is None or not version.is_live():
+            return
+        for replica in version.replicas.get(int(report["partition"]), []):
+            if replica.server != server_id:
+                continue
+            status = ReplicaStatus(report["status"]).value
+            reason = report.get("reason")
+            if replica.status == ReplicaStatus.READY.value and status == ReplicaStatus.STARTED.value:
+                status = replica.status  # ready stays ready until unassigned or failed
+            if (replica.status, replica.reason) != (status, reason):
+                replica.status, replica.reason = status, reason
+                self._changed()
+            replica.offset = int(report.get("offset", replica.offset))
+            replica.records = int(report.get("records", replica.records))
+        self._advance(store, version)
+
+    # -- versions ------------------------------------------------------------------
+    def open_version(self, store_name: str, now: float) -> Version:
+        store = self.store(store_name)
+        live = self.live_servers(now)
+        if len(live) < store.replication_factor:
+            raise NotEnoughServersError(
+                f"store {store_name!r} needs {store.replication_factor} live servers, {len(live)} are up"
+            )
+        ring = HashRing(live)
+        number = store.next_version
+        topic = version_topic(store_name, number)
+        version = Version(number, topic, store.partitions)
+        for partition in range(store.partitions):
+            servers = ring.replicas(replica_key(topic, partition), store.replication_factor)
+            version.replicas[partition] = [Replica(server) for server in servers]
+        store.next_version = number + 1
+        store.versions[number] = version
+        self._changed()
+        return version
+
+    def end_of_push(self, store_name: str, number: int, records: int) -> Version:
+        version = self.version(store_name, number)
+        version.records = records
+        self._changed(routing=False)
+        return version
+
+    def fail_version(self, store_name: str, number: int, reason: str, status: VersionStatus = VersionStatus.ERROR) -> Version:
+        store = self.store(store_name)
+        version = self.version(store_name, number)
+        if version.status == VersionStatus.ONLINE.value:
+            raise ConflictError(f"version {number} of {store_name!r} is already ONLINE")
+        if version.is_live():
+            version.status, version.reason = status.value, reason
+            self.topics_to_delete.add(version.topic)
+            self._changed()
+        return version
+
+    def _advance(self, store: Store, version: Version) -> None:
+        if version.status != VersionStatus.STARTED.value:
+            return
+        for replicas in version.replicas.values():
+            for replica in replicas:
+                if replica.status == ReplicaStatus.ERROR.value:
+                    reason = f"server {replica.server}: {replica.reason or 'ingestion failed'}"
+                    self.fail_version(store.name, version.number, reason)
+                    return
+        if all(r.status == ReplicaStatus.READY.value for rs in version.replicas.values() for r in rs):
+            version.status = VersionStatus.ONLINE.value
+            version.online_at = time.time()
+            if store.current_version is None or version.number > store.current_version:
+                store.current_version = version.number
+            self._retire_old(store)
+            self._changed()
+
+    def _retire_old(self, store: Store) -> None:
+        online = sorted(
+            (v.number for v in store.versions.values() if v.status == VersionStatus.ONLINE.value), reverse=True
+        )
+        keep = set(online[: store.keep_versions])
+        if store.current_version is not None:
+            keep.add(store.current_version)
+        for number in online:
+            if number not in keep:
+                version = store.versions[number]
+                version.status = VersionStatus.RETIRED.value
+                self.topics_to_delete.add(version.topic)
+
+    # -- views ---------------------------------------------------------------------
+    def assignment_for(self, server_id: str) -> list[dict[str, Any]]:
+        """What ``server_id`` must host: every live version with a replica on it."""
+        result = []
+        for store in self.stores.values():
+            for version in store.versions.values():
+                if not version.is_live():
+                    continue
+                partitions = sorted(
+                    p for p, rs in version.replicas.items() if any(r.server == server_id for r in rs)
+                )
+                if partitions:
+                    result.append(
+                        {
+                            "store": store.name,
+                            "version": version.number,
+                            "topic": version.topic,
+                            "partitions_total": version.partitions,
+                            "partitions": partitions,
+                            "key_schema": store.key_schema,
+                            "value_schemas": {str(k): v for k, v in store.value_schemas.items()},
+                        }
+                    )
+        return result
+
+    def routing_table(self, now: float) -> dict[str, Any]:
+        if self._routing_cache is not None and self._routing_cache[0] == self.generation:
+            return self._routing_cache[1]
+        stores: dict[str, Any] = {}
+        for store in self.stores.values():
+            versions: dict[str, Any] = {}
+            for version in store.versions.values():
+                if version.status != VersionStatus.ONLINE.value:
+                    continue
+                partitions = {
+                    str(p): [
+                        self.servers[r.server].url
+                        for r in rs
+                        if r.status == ReplicaStatus.READY.value and r.server in self.servers
+                    ]
+                    for p, rs in version.replicas.items()
+                }
+                versions[str(version.number)] = {"partitions": partitions}
+            stores[store.name] = {
+                "key_schema": store.key_schema,
+                "value_schemas": {str(k): v for k, v in store.value_schemas.items()},
+                "partitions": store.partitions,
+                "current_version": store.current_version,
+                "versions": versions,
+            }
+        table = {"generation": self.generation, "stores": stores}
+        self._routing_cache = (self.generation, table)
+        return table
+
+    def describe_version(self, store: Store, version: Version) -> dict[str, Any]:
+        return {
+            "store": store.name,
+            "version": version.number,
+            "topic": version.topic,
+            "partitions": version.partitions,
+            "status": version.status,
+            "reason": version.reason,
+            "created_at": version.created_at,
+            "online_at": version.online_at,
+            "records": version.records,
+            "current": store.current_version == version.number,
+            "replicas": {
+                str(p): [
+                    {
+                        "server": r.server,
+                        "url": self.servers[r.server].url if r.server in self.servers else None,
+                        "status": r.status,
+                        "offset": r.offset,
+                        "records": r.records,
+                        "reason": r.reason,
+                    }
+                    for r in rs
+                ]
+                for p, rs in version.replicas.items()
+            },
+        }
+
+    def describe_store(self, store: Store) -> dict[str, Any]:
+        return {
+            "name": store.name,
+            "key_schema": store.key_schema,
+            "value_schemas": {str(k): v for k, v in store.value_schemas.items()},
+            "partitions": store.partitions,
+            "replication_factor": store.replication_factor,
+            "keep_versions": store.keep_versions,
+            "current_version": store.current_version,
+            "created_at": store.created_at,
+            "versions": [
+                {k: v for k, v in self.describe_version(store, ver).items() if k != "replicas"}
+                for ver in sorted(store.versions.values(), key=lambda v: v.number)
+            ],
+        }
+
+    # -- persistence ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "pubsub_url": self.pubsub_url,
+            "generation": self.generation,
+            "stores": [asdict(s) for s in self.stores.values()],
+            "servers": [{"server_id": s.server_id, "url": s.url} for s in self.servers.values()],
+            "topics_to_delete": sorted(self.topics_to_delete),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], dead_after_s: float, now: float) -> ClusterState:
+        state = cls(data["pubsub_url"], dead_after_s)
+        # A restarted controller has not heard from anyone yet: give every known server
+        # a full timeout to heartbeat before it counts as dead.
+        state.servers = {s["server_id"]: Server(s["server_id"], s["url"], now) for s in data["servers"]}
+        for raw in data["stores"]:
+            versions = {}
+            for vraw in raw["versions"].values():
+                replicas = {int(p): [Replica(**r) for r in rs] for p, rs in vraw["replicas"].items()}
+                versions[int(vraw["number"])] = Version(**{**vraw, "replicas": replicas})
+            store = Store(
+                **{
+                    **raw,
+                    "value_schemas": {int(k): v for k, v in raw["value_schemas"].items()},
+                    "versions": versions,
+                }
+            )
+            state.stores[store.name] = store
+        state.topics_to_delete = set(data.get("topics_to_delete", []))
+        # Routers compare generations; never go back to one they may have seen.
+        state.generation = int(data["generation"]) + 1
+        return state

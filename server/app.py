@@ -1,0 +1,166 @@
+"""The storage server's HTTP API as a raw ASGI app.
+
+The read path skips any framework routing: it is the hottest code in the platform.
+Paths (see docs/api.md):
+
+* ``GET  /v1/{store}/{version}/{partition}/{key_b64url}``
+* ``POST /v1/batch/{store}/{version}``
+* ``GET  /health``, ``GET /admin/replicas``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import struct
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from server.service import StorageService
+from server.storage import decode_stored
+from venice.errors import KeyNotFoundError, NotFoundError, RequestError, VeniceError, error_body
+
+__all__ = ["StorageApp"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_JSON = [(b"content-type", b"application/json")]
+_FRAME_IN = struct.Struct(">II")
+_FRAME_OUT = struct.Struct(">iI")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+class StorageApp:
+    """ASGI callable; lifespan starts and stops the :class:`StorageService`."""
+
+    def __init__(self, service: StorageService) -> None:
+        self.service = service
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                await self._http(scope, receive, send)
+            except VeniceError as exc:
+                await _respond(send, exc.http_status, error_body(exc), _JSON)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._heartbeat = asyncio.create_task(self.service.heartbeat_loop())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._heartbeat is not None:
+                    self._heartbeat.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._heartbeat
+                await self.service.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path.startswith("/v1/"):
+            parts = path[4:].split("/")
+            if method == "GET" and len(parts) == 4:
+                return await self._get(parts, send)
+            if method == "POST" and len(parts) == 3 and parts[0] == "batch":
+                return await self._batch(parts[1], parts[2], await _read_body(receive), send)
+        elif method == "GET" and path == "/health":
+            body = orjson.dumps({"status": "ok", "server_id": self.service.server_id})
+            return await _respond(send, 200, body, _JSON)
+        elif method == "GET" and path == "/admin/replicas":
+            return await _respond(send, 200, orjson.dumps(self._replicas()), _JSON)
+        raise NotFoundError(f"no such endpoint: {method} {path}")
+
+    async def _get(self, parts: list[str], send: Send) -> None:
+        store, version, partition, key_text = parts
+        try:
+            version_n, partition_n, key = int(version), int(partition), _b64decode(key_text)
+        except (ValueError, binascii.Error) as exc:
+            raise RequestError(f"malformed read path: {exc}") from exc
+        hosted = self.service.ready_version(store, version_n, partition_n)
+        raw = hosted.storage.get(partition_n, key)
+        if raw is None:
+            raise KeyNotFoundError(f"key not found in {store} v{version_n}")
+        schema_id, value = decode_stored(raw)
+        await _respond(
+            send,
+            200,
+            value,
+            [(b"content-type", b"application/octet-stream"), (b"x-venice-schema-id", b"%d" % schema_id)],
+        )
+
+    async def _batch(self, store: str, version: str, body: bytes, send: Send) -> None:
+        try:
+            version_n = int(version)
+        except ValueError as exc:
+            raise RequestError(f"malformed version {version!r}") from exc
+        items: list[tuple[int, bytes]] = []
+        pos = 0
+        try:
+            while pos < len(body):
+                partition, length = _FRAME_IN.unpack_from(body, pos)
+                pos += _FRAME_IN.size
+                items.append((partition, body[pos : pos + length]))
+                pos += length
+        except struct.error as exc:
+            raise RequestError(f"malformed batch body: {exc}") from exc
+        hosted = None
+        for partition in {p for p, _ in items}:
+            hosted = self.service.ready_version(store, version_n, partition)
+        out = bytearray()
+        if hosted is not None:
+            for raw in hosted.storage.get_many(items):
+                if raw is None:
+                    out += _FRAME_OUT.pack(-1, 0)
+                else:
+                    schema_id, value = decode_stored(raw)
+                    out += _FRAME_OUT.pack(schema_id, len(value))
+                    out += value
+        await _respond(send, 200, bytes(out), [(b"content-type", b"application/octet-stream")])
+
+    def _replicas(self) -> dict[str, Any]:
+        replicas = []
+        for hosted in self.service.hosted.values():
+            for partition, state in hosted.ingestion.partitions.items():
+                replicas.append(
+                    {
+                        "store": hosted.store,
+                        "version": hosted.version,
+                        "partition": partition,
+                        "status": state.status,
+                        "offset": state.offset,
+                        "records": state.records,
+                        "reason": state.reason,
+                        "lmdb_entries": hosted.storage.count(partition),
+                    }
+                )
+        return {"server_id": self.service.server_id, "replicas": replicas}

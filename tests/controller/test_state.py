@@ -1,0 +1,130 @@
+"""Controller metadata rules: stores, versions going ONLINE, retention, persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.persistence import MetadataFile
+from controller.state import ClusterState
+from venice.errors import (
+    NotEnoughServersError,
+    RequestError,
+    SchemaError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
+
+VALUE_SCHEMA = {"type": "record", "name": "V", "fields": [{"name": "x", "type": "long"}]}
+
+
+def _state(servers: int = 2) -> ClusterState:
+    state = ClusterState("embedded:///tmp/x")
+    for i in range(servers):
+        state.heartbeat(f"s{i}", f"http://127.0.0.1:{7000 + i}", [], now=100.0)
+    state.create_store("members", "long", VALUE_SCHEMA, partitions=4, replication_factor=2)
+    return state
+
+
+def _report_all(state: ClusterState, store: str, number: int, status: str = "READY") -> None:
+    version = state.version(store, number)
+    for partition, replicas in version.replicas.items():
+        for replica in replicas:
+            report = {"store": store, "version": number, "partition": partition, "status": status}
+            state.heartbeat(replica.server, state.servers[replica.server].url, [report], now=101.0)
+
+
+class TestStores:
+    def test_duplicate_store_is_a_conflict(self) -> None:
+        state = _state()
+        with pytest.raises(StoreExistsError):
+            state.create_store("members", "long", VALUE_SCHEMA, 4, 2)
+
+    def test_bad_schema_is_refused(self) -> None:
+        with pytest.raises(SchemaError):
+            _state().create_store("other", "long", {"type": "record", "name": "V"}, 4, 1)
+
+    def test_bad_name_is_refused(self) -> None:
+        with pytest.raises(RequestError):
+            _state().create_store("a/b", "long", VALUE_SCHEMA, 4, 1)
+
+    def test_unknown_store(self) -> None:
+        with pytest.raises(StoreNotFoundError):
+            _state().open_version("nope", now=100.0)
+
+
+class TestVersions:
+    def test_each_partition_gets_replication_factor_distinct_servers(self) -> None:
+        state = _state(servers=3)
+        version = state.open_version("members", now=100.0)
+        assert version.topic == "members_v1"
+        assert sorted(version.replicas) == [0, 1, 2, 3]
+        for replicas in version.replicas.values():
+            assert len({r.server for r in replicas}) == 2
+
+    def test_not_enough_live_servers(self) -> None:
+        state = _state(servers=2)
+        with pytest.raises(NotEnoughServersError):
+            state.open_version("members", now=100.0 + state.dead_after_s + 1)
+
+    def test_online_and_current_only_when_every_replica_is_ready(self) -> None:
+        state = _state()
+        version = state.open_version("members", now=100.0)
+        table = state.routing_table(100.0)["stores"]["members"]
+        assert table["current_version"] is None and table["versions"] == {}
+        first = version.replicas[0][0]
+        state.heartbeat(first.server, "http://127.0.0.1:7000" if first.server == "s0" else "http://127.0.0.1:7001",
+                        [{"store": "members", "version": 1, "partition": 0, "status": "READY"}], now=101.0)
+        assert version.status == "STARTED"
+        _report_all(state, "members", 1)
+        assert version.status == "ONLINE"
+        table = state.routing_table(101.0)["stores"]["members"]
+        assert table["current_version"] == 1
+        assert all(len(urls) == 2 for urls in table["versions"]["1"]["partitions"].values())
+
+    def test_a_replica_error_fails_the_version_and_keeps_current(self) -> None:
+        state = _state()
+        state.open_version("members", now=100.0)
+        _report_all(state, "members", 1)
+        state.open_version("members", now=100.0)
+        _report_all(state, "members", 2, status="ERROR")
+        store = state.store("members")
+        assert store.versions[2].status == "ERROR"
+        assert store.current_version == 1
+        assert "members_v2" in state.topics_to_delete
+        assert state.assignment_for("s0") == [a for a in state.assignment_for("s0") if a["version"] == 1]
+
+    def test_current_plus_one_backup_are_kept(self) -> None:
+        state = _state()
+        for number in (1, 2, 3):
+            state.open_version("members", now=100.0)
+            _report_all(state, "members", number)
+        store = state.store("members")
+        assert store.current_version == 3
+        assert [store.versions[n].status for n in (1, 2, 3)] == ["RETIRED", "ONLINE", "ONLINE"]
+        assert "members_v1" in state.topics_to_delete
+        assert {a["version"] for a in state.assignment_for("s0")} == {2, 3}
+
+    def test_generation_moves_on_routing_changes(self) -> None:
+        state = _state()
+        before = state.generation
+        state.open_version("members", now=100.0)
+        _report_all(state, "members", 1)
+        assert state.generation > before
+
+
+class TestPersistence:
+    def test_round_trip_keeps_everything(self, tmp_path: Path) -> None:
+        state = _state()
+        state.open_version("members", now=100.0)
+        _report_all(state, "members", 1)
+        state.open_version("members", now=100.0)
+        metadata = MetadataFile(tmp_path)
+        metadata.save(state)
+        loaded = metadata.load("embedded:///tmp/x", 15.0)
+        assert loaded.describe_store(loaded.store("members")) == state.describe_store(state.store("members"))
+        assert loaded.assignment_for("s0") == state.assignment_for("s0")
+        assert loaded.generation > state.generation
+        table = loaded.routing_table(0.0)
+        assert table["stores"] == state.routing_table(0.0)["stores"]

@@ -1,0 +1,3 @@
+from venice.cli import main
+
+main()

@@ -1,0 +1,223 @@
+"""A whole cluster on one machine: controller, storage servers and router, each its own
+OS process, started on free loopback ports and stopped by pid.
+
+Used by ``venice quickstart`` and by the test suite (``venice.testing``). Each process
+logs to ``DATA_DIR/logs/NAME.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+__all__ = ["LocalCluster", "ManagedProcess", "free_port", "wait_for"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
+    """Poll ``condition()`` until it returns a truthy value; TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+            if result:
+                return result
+        except Exception as exc:  # the condition polls things that are coming up
+            last_error = exc
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}" + (f" ({last_error})" if last_error else ""))
+
+
+@dataclass
+class ManagedProcess:
+    """One ``venice ...`` child process."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    url: str
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "venice", *self.args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            # Own process group: Ctrl-C in a terminal reaches the supervisor only, which
+            # then stops the children in order.
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def wait_healthy(self, timeout_s: float = 30.0) -> None:
+        def healthy() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited; log tail:\n{self.log_tail()}")
+            return httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200
+
+        try:
+            wait_for(healthy, timeout_s, f"{self.name} at {self.url}")
+        except RuntimeError as exc:
+            raise RuntimeError(str(exc)) from None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
+        if self.popen is None:
+            return
+        if self.alive():
+            self.signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to clean up."""
+        if self.popen is not None and self.alive():
+            self.popen.kill()
+            self.popen.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class LocalCluster:
+    """Controller + ``servers`` storage servers + router as child processes."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        servers: int = 2,
+        pubsub_url: str | None = None,
+        host: str = "127.0.0.1",
+        dead_after_s: float = 15.0,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.host = host
+        self.pubsub_url = pubsub_url or f"embedded://{self.data_dir / 'pubsub'}"
+        self.dead_after_s = dead_after_s
+        self.logs = self.data_dir / "logs"
+        port = free_port(host)
+        self.controller = ManagedProcess(
+            "controller",
+            [
+                "controller",
+                "--host", host,
+                "--port", str(port),
+                "--data-dir", str(self.data_dir / "controller"),
+                "--pubsub-url", self.pubsub_url,
+                "--dead-after", str(dead_after_s),
+            ],
+            self.logs / "controller.log",
+            f"http://{host}:{port}",
+        )
+        self.servers = [self._server_process(i) for i in range(servers)]
+        port = free_port(host)
+        self.router = ManagedProcess(
+            "router",
+            ["router", "--host", host, "--port", str(port), "--controller", self.controller.url],
+            self.logs / "router.log",
+            f"http://{host}:{port}",
+        )
+
+    def _server_process(self, index: int) -> ManagedProcess:
+        port = free_port(self.host)
+        return ManagedProcess(
+            f"server-{index}",
+            [
+                "server",
+                "--host", self.host,
+                "--port", str(port),
+                "--data-dir", str(self.data_dir / f"server-{index}"),
+                "--controller", self.controller.url,
+                "--server-id", f"server-{index}",
+            ],
+            self.logs / f"server-{index}.log",
+            f"http://{self.host}:{port}",
+        )
+
+    @property
+    def controller_url(self) -> str:
+        return self.controller.url
+
+    @property
+    def router_url(self) -> str:
+        return self.router.url
+
+    def processes(self) -> list[ManagedProcess]:
+        return [self.controller, *self.servers, self.router]
+
+    def start(self, timeout_s: float = 60.0) -> LocalCluster:
+        try:
+            self.controller.start()
+            self.controller.wait_healthy(timeout_s)
+            for process in [*self.servers, self.router]:
+                process.start()
+            for process in [*self.servers, self.router]:
+                process.wait_healthy(timeout_s)
+            self.wait_servers_alive(len(self.servers), timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_servers_alive(self, count: int, timeout_s: float = 30.0) -> None:
+        def alive() -> bool:
+            servers = httpx.get(f"{self.controller_url}/cluster", timeout=2.0).json()["servers"]
+            return sum(1 for s in servers if s["alive"]) >= count
+
+        wait_for(alive, timeout_s, f"{count} servers registered with the controller")
+
+    def stop(self) -> None:
+        """Stop the router first (no new reads), then servers, then the controller."""
+        for process in [self.router, *self.servers, self.controller]:
+            process.stop()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
