@@ -1,0 +1,12 @@
+"""The router: routing-table cache, key -> partition -> replica, failover, batch scatter-gather.
+
+Start one with ``router.run(RouterConfig(controller_url=...))``; embed the ASGI app with
+``build_app(config)``.
+"""
+
+from router.app import RouterApp
+from router.cache import RoutingCache
+from router.main import RouterConfig, build_app, run, uvicorn_config
+from router.routing import RoutingTable, StoreRoute
+
+__all__ = ["RouterApp", "RouterConfig", "RoutingCache", "RoutingTable", "StoreRoute", "build_app", "run", "uvicorn_config"]

@@ -1,0 +1,281 @@
+"""The router's ASGI application.
+
+A raw ASGI callable rather than a FastAPI app: the router only has three routes and
+they are the hottest code in the platform; framework routing, validation and response
+classes cost about three quarters of the throughput on a small machine. Requests
+are answered with one JSON body; every error has the shape of
+:func:`venice.errors.error_body`.
+
+    GET  /health                   {"status": "ok"}
+    GET  /storage/{store}/{key}    the value as JSON       (?version=N reads version N)
+    POST /storage/{store}          {"keys": [...]} -> {"results": [...]} in key order
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote_to_bytes
+
+import orjson
+
+from router.batch import Hit
+from router.cache import DEFAULT_REFRESH_INTERVAL_S, RoutingCache
+from router.failover import DEFAULT_HEDGE_AFTER_S
+from router.replicas import ReplicaReader
+from router.routing import StoreRoute, plan_batch, rotate
+from venice.errors import (
+    InternalError,
+    InvalidKeyError,
+    InvalidValueError,
+    KeyNotFoundError,
+    NotFoundError,
+    RequestError,
+    UnavailableError,
+    VeniceError,
+    error_body,
+)
+from venice.schema import AvroCodec, json_default, key_from_text
+
+__all__ = ["DEFAULT_DEADLINE_S", "MAX_BATCH_KEYS", "RouterApp"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+DEFAULT_DEADLINE_S = 2.0
+MAX_BATCH_KEYS = 10_000
+MAX_BODY_BYTES = 16 * 1024 * 1024
+_STORAGE_PREFIX = b"/storage/"
+_HEALTH_BODY = orjson.dumps({"status": "ok"})
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+logger = logging.getLogger("venice.router")
+
+
+class RouterApp:
+    """ASGI app: routing cache + replica reader, started and stopped by the ASGI lifespan."""
+
+    def __init__(
+        self,
+        controller_url: str,
+        *,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
+        hedge_after_s: float = DEFAULT_HEDGE_AFTER_S,
+    ) -> None:
+        self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s)
+        self.reader = ReplicaReader(hedge_after_s=hedge_after_s, on_stale_routing=self.cache.request_refresh)
+        self.deadline_s = deadline_s
+        # Shared rotation counter: consecutive requests start on different replicas.
+        self._spread = itertools.count()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def startup(self) -> None:
+        """Never fails for a missing controller: the cache keeps retrying in the background."""
+        await self.cache.start()
+
+    async def shutdown(self) -> None:
+        await self.cache.aclose()
+        await self.reader.aclose()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    logger.exception("router start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: bytes = scope.get("raw_path") or scope["path"].encode()
+        try:
+            status, body = await self._dispatch(scope["method"], path, scope.get("query_string", b""), receive)
+        except VeniceError as exc:
+            status, body = exc.http_status, error_body(exc)
+        except Exception:
+            logger.exception("unexpected error serving %s %r", scope["method"], path)
+            status, body = 500, error_body(InternalError("unexpected error in the router"))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _dispatch(self, method: str, path: bytes, query: bytes, receive: Receive) -> tuple[int, bytes]:
+        if path.startswith(_STORAGE_PREFIX):
+            store_part, slash, key_part = path[len(_STORAGE_PREFIX) :].partition(b"/")
+            store = _path_text(store_part, "store name", RequestError)
+            if slash:
+                if method != "GET":
+                    return _method_not_allowed(method, path)
+                return 200, await self.single_get(store, _path_text(key_part, "key", InvalidKeyError), query)
+            if method != "POST":
+                return _method_not_allowed(method, path)
+            return 200, await self.batch_get(store, await _read_body(receive), query)
+        if path == b"/health":
+            return 200, _HEALTH_BODY
+        raise NotFoundError(f"no route {method} {path.decode('latin-1')}")
+
+    async def single_get(self, store: str, key_text: str, query: bytes) -> bytes:
+        """JSON of the value of one key, read from the first replica that answers."""
+        route = self.cache.table.store(store)
+        version = route.resolve_version(_version_param(query))
+        key_bytes = route.key_codec.encode(key_from_text(route.key_codec, key_text))
+        partition = route.partition_of(key_bytes)
+        replicas = rotate(route.replicas(version, partition), next(self._spread))
+        hit = await self.reader.get(replicas, store, version, partition, key_bytes, deadline_at=self._deadline_at())
+        if hit is None:
+            raise KeyNotFoundError(f"key {_shorten(key_text)} not found in store {store!r} (version {version})")
+        return _dumps(self._decode(route, hit))
+
+    async def batch_get(self, store: str, body: bytes, query: bytes) -> bytes:
+        """JSON ``{"results": [...]}`` for the keys of ``body``, in their order.
+
+        All keys are read from one version, fixed when the request starts, so a batch
+        never mixes data of two pushes.
+        """
+        keys = _parse_keys(body)
+        route = self.cache.table.store(store)
+        version = route.resolve_version(_version_param(query))
+        encoded = [route.key_codec.encode(_key_datum(route.key_codec, key)) for key in keys]
+        hits = await self._read_batch(route, version, encoded)
+        values = {kb: self._decode(route, hit) for kb, hit in hits.items() if hit is not None}
+        results = [
+            {"key": key, "found": True, "value": values[kb]} if kb in values else {"key": key, "found": False}
+            for key, kb in zip(keys, encoded)
+        ]
+        return _dumps({"results": results})
+
+    async def _read_batch(self, route: StoreRoute, version: int, encoded: list[bytes]) -> dict[bytes, Hit | None]:
+        """Scatter the distinct keys by partition, one request per replica order, and gather."""
+        by_partition: dict[int, list[bytes]] = {}
+        for key_bytes in dict.fromkeys(encoded):
+            by_partition.setdefault(route.partition_of(key_bytes), []).append(key_bytes)
+        plan = plan_batch(route, version, by_partition, next(self._spread))
+        deadline_at = self._deadline_at()
+        found: dict[bytes, Hit | None] = {}
+
+        async def read_group(replicas: tuple[str, ...], partitions: list[int]) -> None:
+            items = [(p, key_bytes) for p in partitions for key_bytes in by_partition[p]]
+            hits = await self.reader.batch(replicas, route.name, version, items, deadline_at=deadline_at)
+            found.update(zip((key_bytes for _, key_bytes in items), hits))
+
+        await _all_or_nothing([read_group(replicas, partitions) for replicas, partitions in plan.items()])
+        return found
+
+    def _decode(self, route: StoreRoute, hit: Hit) -> Any:
+        schema_id, data = hit
+        try:
+            return route.value_codec(schema_id).decode(data)
+        except UnavailableError:
+            self.cache.request_refresh()
+            raise
+        except InvalidValueError as exc:
+            # Undecodable stored data is the platform's fault, not the caller's: a 500.
+            raise InternalError(exc.message) from exc
+
+    def _deadline_at(self) -> float:
+        return asyncio.get_running_loop().time() + self.deadline_s
+
+
+async def _all_or_nothing(coroutines: list[Coroutine[Any, Any, None]]) -> None:
+    """Run all; on the first failure cancel the rest and raise it."""
+    if len(coroutines) == 1:
+        await coroutines[0]
+        return
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestError("client disconnected while sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise RequestError(f"request body larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _parse_keys(body: bytes) -> list[Any]:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidKeyError(f"batch body is not valid JSON: {exc}") from exc
+    keys = payload.get("keys") if isinstance(payload, dict) else None
+    if not isinstance(keys, list):
+        raise InvalidKeyError('batch body must be a JSON object {"keys": [...]}')
+    if len(keys) > MAX_BATCH_KEYS:
+        raise RequestError(f"a batch may hold at most {MAX_BATCH_KEYS} keys, got {len(keys)}")
+    return keys
+
+
+def _key_datum(codec: AvroCodec, key: Any) -> Any:
+    """JSON has no bytes: a string key of a ``bytes`` schema means its UTF-8, as in the URL path."""
+    if codec.type_name == "bytes" and isinstance(key, str):
+        return key.encode()
+    return key
+
+
+def _path_text(part: bytes, what: str, error: type[VeniceError]) -> str:
+    try:
+        return unquote_to_bytes(part).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} in the URL is not UTF-8 after percent-decoding") from exc
+
+
+def _version_param(query: bytes) -> int | None:
+    if not query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1")):
+        if name == "version":
+            try:
+                return int(value)
+            except ValueError:
+                raise RequestError(f"version must be an integer, got {value!r}") from None
+    return None
+
+
+def _method_not_allowed(method: str, path: bytes) -> tuple[int, bytes]:
+    return 405, error_body(RequestError(f"method {method} not allowed on {path.decode('latin-1')}"))
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=json_default)
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."

@@ -1,0 +1,133 @@
+"""The router's copy of the controller's routing table, kept fresh in the background.
+
+The table is polled every ``refresh_interval_s`` with ``?generation=G`` so an unchanged
+table costs a 304 and no parsing, and is refreshed early when a replica says the
+router's view is stale (``refresh_routing`` errors). When the controller is down the
+last table keeps serving: reads must not depend on the controller being up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import httpx
+import orjson
+
+from router.routing import RoutingTable
+from venice.errors import InternalError, UnavailableError, VeniceError
+
+__all__ = ["DEFAULT_REFRESH_INTERVAL_S", "RoutingCache"]
+
+DEFAULT_REFRESH_INTERVAL_S = 1.0
+MIN_ON_DEMAND_GAP_S = 0.1
+"""Replica errors can ask for a refresh on every request; this caps the rate."""
+FETCH_TIMEOUT_S = 2.0
+OUTAGE_LOG_EVERY_S = 30.0
+
+logger = logging.getLogger("venice.router.routing")
+
+
+class RoutingCache:
+    """Holds the newest routing table and refreshes it from the controller."""
+
+    def __init__(self, controller_url: str, *, refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S) -> None:
+        self._url = controller_url.rstrip("/") + "/routing"
+        self._refresh_interval_s = refresh_interval_s
+        self._table: RoutingTable | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._failing_since: float | None = None
+        self._last_outage_log = 0.0
+
+    @property
+    def table(self) -> RoutingTable:
+        """The newest table; UnavailableError before the controller ever answered."""
+        if self._table is None:
+            raise UnavailableError("the router has no routing table yet: the controller has not answered")
+        return self._table
+
+    @property
+    def loaded(self) -> bool:
+        return self._table is not None
+
+    async def start(self) -> None:
+        """One immediate fetch (failure only logged), then refresh in the background."""
+        self._client = httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, trust_env=False)
+        self._wakeup = asyncio.Event()
+        await self._refresh_logged()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="routing-refresh")
+
+    def request_refresh(self) -> None:
+        """Ask for an early refresh; cheap and safe to call on every failed read."""
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def refresh(self) -> bool:
+        """Fetch the table once; True when it changed. Raises UnavailableError / InternalError."""
+        if self._client is None:
+            raise RuntimeError("RoutingCache.start() was not called")
+        params = {"generation": str(self._table.generation)} if self._table is not None else None
+        try:
+            response = await self._client.get(self._url, params=params)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"controller {self._url} unreachable: {exc!r}") from exc
+        if response.status_code == 304:
+            return False
+        if response.status_code != 200:
+            raise UnavailableError(f"controller {self._url} answered {response.status_code}")
+        try:
+            payload = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise InternalError(f"controller {self._url} sent invalid JSON: {exc}") from exc
+        self._table = RoutingTable.from_json(payload, previous=self._table)
+        return True
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self._refresh_interval_s)
+                await asyncio.sleep(MIN_ON_DEMAND_GAP_S)
+            self._wakeup.clear()
+            await self._refresh_logged()
+
+    async def _refresh_logged(self) -> None:
+        """Refresh, turning failures into rate-limited warnings: the old table keeps serving."""
+        try:
+            changed = await self.refresh()
+        except VeniceError as exc:
+            self._note_failure(exc)
+            return
+        except Exception:
+            # The refresher must outlive any bug in parsing; the old table keeps serving.
+            logger.exception("routing refresh crashed; retrying")
+            return
+        if self._failing_since is not None:
+            logger.info("controller reachable again after %.1fs", time.monotonic() - self._failing_since)
+            self._failing_since = None
+        if changed and self._table is not None:
+            logger.info("routing table generation %d loaded", self._table.generation)
+
+    def _note_failure(self, exc: VeniceError) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._last_outage_log < OUTAGE_LOG_EVERY_S:
+            return
+        self._last_outage_log = now
+        serving = f"generation {self._table.generation}" if self._table else "no table"
+        logger.warning("routing refresh failed (%s); serving %s, retrying", exc.message, serving)

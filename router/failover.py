@@ -1,0 +1,91 @@
+"""Read from the first replica that answers, within one deadline.
+
+Replicas are tried in order. A failure that is ``retriable`` (connect error, timeout,
+5xx) moves on to the next replica at once. A replica that is merely *slow* is not
+abandoned: after ``hedge_after_s`` the next replica is asked as well (Venice's
+"long-tail retry") and whichever answers first wins. Each attempt may use all the
+remaining time, yet one hanging replica cannot eat the whole deadline while a
+healthy one sits unused. No I/O happens here: attempts are passed in as coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from venice.errors import DeadlineExceededError, NoReplicaError, VeniceError
+
+__all__ = ["DEFAULT_HEDGE_AFTER_S", "first_success"]
+
+T = TypeVar("T")
+
+DEFAULT_HEDGE_AFTER_S = 0.25
+"""How long a replica may stay silent before the next one is asked too."""
+
+Attempt = Callable[[str, float], Awaitable[T]]
+"""``attempt(replica_url, timeout_s)``: one read from one replica."""
+
+
+async def first_success(
+    replicas: Sequence[str],
+    attempt: Attempt[T],
+    *,
+    deadline_at: float,
+    hedge_after_s: float = DEFAULT_HEDGE_AFTER_S,
+    what: str = "read",
+) -> T:
+    """The result of the first attempt that succeeds.
+
+    Raises the first non-retriable error at once (e.g. a bad request), NoReplicaError
+    when every replica failed, DeadlineExceededError when ``deadline_at`` (a
+    ``loop.time()`` instant) passed first.
+    """
+    loop = asyncio.get_running_loop()
+    in_flight: set[asyncio.Task[T]] = set()
+    failures: list[VeniceError] = []
+    next_index = 0
+    try:
+        while True:
+            remaining = deadline_at - loop.time()
+            if remaining <= 0:
+                raise DeadlineExceededError(f"{what}: no replica answered within the deadline", **_reasons(failures))
+            if next_index < len(replicas):
+                in_flight.add(loop.create_task(attempt(replicas[next_index], remaining)))
+                next_index += 1
+            if not in_flight:
+                raise NoReplicaError(f"{what}: all {len(replicas)} replica(s) failed", **_reasons(failures))
+            window = min(remaining, hedge_after_s) if next_index < len(replicas) else remaining
+            done, in_flight = await asyncio.wait(in_flight, timeout=window, return_when=asyncio.FIRST_COMPLETED)
+            winner = _settle(done, failures)
+            if winner is not None:
+                return winner[0]
+    finally:
+        for task in in_flight:
+            task.cancel()
+
+
+def _settle(done: set[asyncio.Task[T]], failures: list[VeniceError]) -> tuple[T] | None:
+    """A 1-tuple with the result of a successful task, or ``None``; records retriable failures.
+
+    Every finished task's exception is looked at, so none is left unretrieved.
+    """
+    winner: tuple[T] | None = None
+    fatal: BaseException | None = None
+    for task in done:
+        exc = task.exception()
+        if exc is None:
+            winner = (task.result(),)
+        elif isinstance(exc, VeniceError) and exc.retriable:
+            failures.append(exc)
+        elif fatal is None:
+            fatal = exc
+    if winner is not None:
+        return winner
+    if fatal is not None:
+        raise fatal
+    return None
+
+
+def _reasons(failures: list[VeniceError]) -> dict[str, list[str]]:
+    return {"replica_errors": [f"{f.code}: {f.message}" for f in failures]} if failures else {}

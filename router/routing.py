@@ -1,0 +1,160 @@
+"""The router's view of the cluster: store -> version -> partition -> ready replicas.
+
+Built from the controller's ``GET /routing`` JSON (see docs/api.md). Everything here is
+I/O-free so that lookups, replica ordering and batch planning are unit-tested without a
+network, and a table is immutable so a request keeps one consistent view even while the
+cache swaps in a newer table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from venice.errors import (
+    InternalError,
+    NoCurrentVersionError,
+    NoReplicaError,
+    StoreNotFoundError,
+    UnavailableError,
+    VeniceError,
+    VersionNotFoundError,
+)
+from venice.partitioner import partition_for
+from venice.schema import AvroCodec
+
+__all__ = ["RoutingTable", "StoreRoute", "plan_batch", "rotate"]
+
+Replicas = tuple[str, ...]
+"""Base URLs of the ready replicas of one partition, e.g. ``("http://127.0.0.1:7001",)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRoute:
+    """Everything the router needs to read one store."""
+
+    name: str
+    key_codec: AvroCodec
+    """Serializes keys (Avro binary) for partitioning and for the storage servers."""
+    value_codecs: Mapping[int, AvroCodec]
+    """Value schema id -> codec; a stored value names its id in ``x-venice-schema-id``."""
+    partition_count: int
+    current_version: int | None
+    """``None`` until the first push completes."""
+    versions: Mapping[int, Mapping[int, Replicas]]
+    """Version -> partition -> ready replicas; a partition with none is absent."""
+    schemas_fingerprint: bytes = field(default=b"", repr=False, compare=False)
+    """Canonical JSON of the schemas, so a refreshed table can reuse parsed codecs."""
+
+    def resolve_version(self, requested: int | None) -> int:
+        """The version a read uses: ``requested``, or the current one when ``None``."""
+        if requested is None:
+            if self.current_version is None:
+                raise NoCurrentVersionError(f"store {self.name!r} has no current version: push data first")
+            return self.current_version
+        if requested not in self.versions:
+            raise VersionNotFoundError(f"store {self.name!r} has no servable version {requested}")
+        return requested
+
+    def partition_of(self, key_bytes: bytes) -> int:
+        return partition_for(key_bytes, self.partition_count)
+
+    def replicas(self, version: int, partition: int) -> Replicas:
+        """Ready replicas of one partition; raises NoReplicaError when there are none."""
+        found = self.versions.get(version, {}).get(partition, ())
+        if not found:
+            raise NoReplicaError(f"no ready replica for store {self.name!r} v{version} partition {partition}")
+        return found
+
+    def value_codec(self, schema_id: int) -> AvroCodec:
+        codec = self.value_codecs.get(schema_id)
+        if codec is None:
+            # A newer value schema than this table knows: the table is stale, so the
+            # caller should refresh routing and retry rather than fail for good.
+            raise UnavailableError(f"store {self.name!r} has no value schema {schema_id} in the routing table")
+        return codec
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """One generation of the controller's routing table."""
+
+    generation: int
+    stores: Mapping[str, StoreRoute]
+
+    def store(self, name: str) -> StoreRoute:
+        route = self.stores.get(name)
+        if route is None:
+            raise StoreNotFoundError(f"store {name!r} does not exist")
+        return route
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any], previous: RoutingTable | None = None) -> RoutingTable:
+        """Parse the ``/routing`` answer; codecs of unchanged schemas are taken from ``previous``.
+
+        Raises InternalError when the payload does not have the documented shape.
+        """
+        try:
+            generation = int(payload["generation"])
+            stores = {
+                str(name): _parse_store(str(name), entry, previous.stores.get(str(name)) if previous else None)
+                for name, entry in payload["stores"].items()
+            }
+        except VeniceError as exc:
+            raise InternalError(f"routing table has an unusable schema: {exc.message}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InternalError(f"routing table is malformed: {exc!r}") from exc
+        return cls(generation=generation, stores=stores)
+
+
+def _parse_store(name: str, entry: Mapping[str, Any], previous: StoreRoute | None) -> StoreRoute:
+    fingerprint = orjson.dumps([entry["key_schema"], entry["value_schemas"]], option=orjson.OPT_SORT_KEYS)
+    if previous is not None and previous.schemas_fingerprint == fingerprint:
+        key_codec, value_codecs = previous.key_codec, previous.value_codecs
+    else:
+        key_codec = AvroCodec(entry["key_schema"], kind="key")
+        value_codecs = {int(sid): AvroCodec(schema) for sid, schema in entry["value_schemas"].items()}
+    current = entry.get("current_version")
+    return StoreRoute(
+        name=name,
+        key_codec=key_codec,
+        value_codecs=value_codecs,
+        partition_count=int(entry["partitions"]),
+        current_version=None if current is None else int(current),
+        versions={int(v): _parse_partitions(body["partitions"]) for v, body in entry.get("versions", {}).items()},
+        schemas_fingerprint=fingerprint,
+    )
+
+
+def _parse_partitions(partitions: Mapping[str, Sequence[str]]) -> dict[int, Replicas]:
+    return {int(p): tuple(str(url).rstrip("/") for url in urls) for p, urls in partitions.items() if urls}
+
+
+def rotate(replicas: Replicas, offset: int) -> Replicas:
+    """The replicas starting at ``offset`` (mod their number), wrapping around.
+
+    Rotating by a per-request counter spreads reads evenly over the replicas while
+    keeping every replica in the list for failover.
+    """
+    count = len(replicas)
+    if count <= 1:
+        return replicas
+    start = offset % count
+    return replicas[start:] + replicas[:start]
+
+
+def plan_batch(route: StoreRoute, version: int, partitions: Iterable[int], offset: int) -> dict[Replicas, list[int]]:
+    """Group partitions by the replica order they will be read in.
+
+    Each partition's replicas are rotated by ``offset + partition``, so the partitions
+    of one batch start on different servers; partitions that end up with the same
+    order share one request (and fail over together).
+    """
+    plan: dict[Replicas, list[int]] = {}
+    for partition in partitions:
+        order = rotate(route.replicas(version, partition), offset + partition)
+        plan.setdefault(order, []).append(partition)
+    return plan

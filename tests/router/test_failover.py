@@ -1,0 +1,124 @@
+"""first_success: failover and long-tail hedging, driven by plain coroutines (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from router.failover import first_success
+from venice.errors import (
+    DeadlineExceededError,
+    InvalidKeyError,
+    NoReplicaError,
+    TransportError,
+    UnavailableError,
+)
+
+
+class Replicas:
+    """Scripted replicas: name -> behaviour; records the order they were asked in."""
+
+    def __init__(self, **behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.asked: list[str] = []
+        self.timeouts: list[float] = []
+
+    async def attempt(self, name: str, timeout: float) -> str:
+        self.asked.append(name)
+        self.timeouts.append(timeout)
+        kind = self.behaviour[name]
+        if kind == "refuse":
+            raise TransportError(f"{name} refused")
+        if kind == "503":
+            raise UnavailableError(f"{name} unavailable")
+        if kind == "bad":
+            raise InvalidKeyError("bad key")
+        if kind == "hang":
+            await asyncio.sleep(60)
+        if kind == "slow":
+            await asyncio.sleep(0.2)
+        return name
+
+
+def deadline_in(seconds: float) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+async def test_first_healthy_replica_answers_alone() -> None:
+    replicas = Replicas(a="ok", b="ok")
+    assert await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(2)) == "a"
+    assert replicas.asked == ["a"]
+
+
+async def test_retriable_failures_move_on_at_once() -> None:
+    replicas = Replicas(a="refuse", b="503", c="ok")
+    started = asyncio.get_running_loop().time()
+    result = await first_success(["a", "b", "c"], replicas.attempt, deadline_at=deadline_in(2), hedge_after_s=1.0)
+    assert result == "c"
+    assert replicas.asked == ["a", "b", "c"]
+    assert asyncio.get_running_loop().time() - started < 0.5
+
+
+async def test_each_attempt_gets_the_remaining_time() -> None:
+    replicas = Replicas(a="refuse", b="ok")
+    await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(2))
+    assert all(1.5 < t <= 2 for t in replicas.timeouts)
+
+
+async def test_a_hanging_replica_is_hedged_not_waited_for() -> None:
+    replicas = Replicas(a="hang", b="ok")
+    started = asyncio.get_running_loop().time()
+    result = await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(2), hedge_after_s=0.1)
+    assert result == "b"
+    assert 0.1 <= asyncio.get_running_loop().time() - started < 0.5
+
+
+async def test_slow_first_replica_can_still_win_after_the_hedge() -> None:
+    replicas = Replicas(a="slow", b="hang")
+    result = await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(2), hedge_after_s=0.05)
+    assert result == "a"
+    assert replicas.asked == ["a", "b"]
+
+
+async def test_non_retriable_error_is_final() -> None:
+    replicas = Replicas(a="bad", b="ok")
+    with pytest.raises(InvalidKeyError):
+        await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(2))
+    assert replicas.asked == ["a"]
+
+
+async def test_all_replicas_failing_is_no_replica_with_reasons() -> None:
+    replicas = Replicas(a="refuse", b="503")
+    with pytest.raises(NoReplicaError) as caught:
+        await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(2))
+    assert len(caught.value.details["replica_errors"]) == 2
+
+
+async def test_no_replicas_at_all() -> None:
+    with pytest.raises(NoReplicaError):
+        await first_success([], Replicas().attempt, deadline_at=deadline_in(2))
+
+
+async def test_deadline_bounds_the_whole_read() -> None:
+    replicas = Replicas(a="hang", b="hang")
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(DeadlineExceededError):
+        await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(0.3), hedge_after_s=0.1)
+    assert asyncio.get_running_loop().time() - started < 0.5
+
+
+async def test_losing_attempts_are_cancelled() -> None:
+    cancelled = asyncio.Event()
+
+    async def attempt(name: str, timeout: float) -> str:
+        if name == "a":
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        return name
+
+    assert await first_success(["a", "b"], attempt, deadline_at=deadline_in(2), hedge_after_s=0.01) == "b"
+    await asyncio.wait_for(cancelled.wait(), timeout=1)

@@ -1,0 +1,247 @@
+"""The real router app over real HTTP, in front of a fake controller and fake storage servers."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+import pytest
+
+from router.main import RouterConfig, uvicorn_config
+from tests.router.fakes import (
+    BIG_LONG_KEYS,
+    TAG_RECORDS,
+    FakeController,
+    FakeStorage,
+    SampleCluster,
+    load,
+    member,
+    sample_cluster,
+    serve_in_thread,
+    store_entry,
+)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SampleCluster]:
+    with sample_cluster() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def http(cluster: SampleCluster) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=cluster.router_url, timeout=10) as client:
+        yield client
+
+
+def as_json(value: dict[str, Any]) -> Any:
+    """What the router answers for a stored value: bytes become base64 text."""
+    return orjson.loads(orjson.dumps(value, default=lambda b: base64.b64encode(b).decode()))
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+
+
+class TestSingleGet:
+    def test_health(self, http: httpx.Client) -> None:
+        assert http.get("/health").json() == {"status": "ok"}
+
+    def test_value_comes_back_as_json(self, http: httpx.Client) -> None:
+        response = http.get("/storage/members/42")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == as_json(member(42))
+
+    def test_long_keys_parse_exactly(self, http: httpx.Client) -> None:
+        for key in BIG_LONG_KEYS:
+            assert http.get(f"/storage/members/{key}").json() == as_json(member(key))
+
+    def test_string_keys_with_slash_space_and_unicode(self, http: httpx.Client) -> None:
+        for key, value in TAG_RECORDS.items():
+            assert http.get(f"/storage/tags/{quote(key, safe='')}").json() == value
+
+    def test_record_keys_are_json(self, http: httpx.Client) -> None:
+        key = quote(orjson.dumps({"a": 2, "b": "y/z"}), safe="")
+        assert http.get(f"/storage/pairs/{key}").json() == 20
+
+    def test_explicit_version(self, http: httpx.Client) -> None:
+        assert http.get("/storage/members/3", params={"version": 1}).json() == as_json(member(3, 1))
+        assert_error(http.get("/storage/members/3", params={"version": 7}), 404, "VERSION_NOT_FOUND")
+        assert_error(http.get("/storage/members/3", params={"version": "x"}), 400, "BAD_REQUEST")
+
+    def test_missing_key_is_404(self, http: httpx.Client) -> None:
+        assert_error(http.get("/storage/members/123456"), 404, "KEY_NOT_FOUND")
+
+    def test_unknown_store_is_404(self, http: httpx.Client) -> None:
+        assert_error(http.get("/storage/nope/1"), 404, "STORE_NOT_FOUND")
+
+    def test_store_without_current_version_is_400(self, http: httpx.Client) -> None:
+        assert_error(http.get("/storage/fresh/x"), 400, "NO_CURRENT_VERSION")
+
+    @pytest.mark.parametrize(
+        "path", ["/storage/members/abc", f"/storage/members/{2**63}", "/storage/members/1.5", "/storage/pairs/%7Bbad"]
+    )
+    def test_invalid_key_is_400(self, http: httpx.Client, path: str) -> None:
+        assert_error(http.get(path), 400, "INVALID_KEY")
+
+    def test_reads_spread_over_replicas(self, cluster: SampleCluster, http: httpx.Client) -> None:
+        before = [s.reads for s in cluster.servers]
+        for _ in range(30):
+            assert http.get("/storage/members/7").status_code == 200
+        assert all(s.reads - b >= 5 for s, b in zip(cluster.servers, before))
+
+    def test_unknown_route_and_wrong_method(self, http: httpx.Client) -> None:
+        assert_error(http.get("/nowhere"), 404, "NOT_FOUND")
+        assert_error(http.post("/storage/members/1"), 405, "BAD_REQUEST")
+        assert_error(http.get("/storage/members"), 405, "BAD_REQUEST")
+
+
+class TestBatchGet:
+    def test_results_follow_the_callers_order(self, http: httpx.Client) -> None:
+        keys = [5, 123456, 1, BIG_LONG_KEYS[0], 5]
+        response = http.post("/storage/members", json={"keys": keys})
+        assert response.status_code == 200
+        assert response.json() == {
+            "results": [
+                {"key": 5, "found": True, "value": as_json(member(5))},
+                {"key": 123456, "found": False},
+                {"key": 1, "found": True, "value": as_json(member(1))},
+                {"key": BIG_LONG_KEYS[0], "found": True, "value": as_json(member(BIG_LONG_KEYS[0]))},
+                {"key": 5, "found": True, "value": as_json(member(5))},
+            ]
+        }
+
+    def test_string_and_record_keys(self, http: httpx.Client) -> None:
+        tags = http.post("/storage/tags", json={"keys": ["a/b c", "nope", ""]}).json()["results"]
+        assert [r.get("value") for r in tags] == ["slash and space", None, "empty key"]
+        pairs = http.post("/storage/pairs", json={"keys": [{"a": 1, "b": "x"}, {"a": 1, "b": "q"}]}).json()
+        assert [r["found"] for r in pairs["results"]] == [True, False]
+
+    def test_one_version_per_batch(self, http: httpx.Client) -> None:
+        results = http.post("/storage/members?version=1", json={"keys": [1, 2]}).json()["results"]
+        assert [r["value"]["name"] for r in results] == ["member-1-v1", "member-2-v1"]
+
+    def test_partitions_spread_over_servers(self, cluster: SampleCluster, http: httpx.Client) -> None:
+        before = [s.batch_requests for s in cluster.servers]
+        response = http.post("/storage/members", json={"keys": list(range(100))})
+        assert all(r["found"] for r in response.json()["results"])
+        used = sum(1 for s, b in zip(cluster.servers, before) if s.batch_requests > b)
+        assert used >= 2
+
+    def test_empty_batch(self, http: httpx.Client) -> None:
+        assert http.post("/storage/members", json={"keys": []}).json() == {"results": []}
+
+    @pytest.mark.parametrize("body", [b"{not json", b'{"nokeys": 1}', b"[1, 2]", b'{"keys": ["x"]}'])
+    def test_bad_body_or_key_is_400_invalid_key(self, http: httpx.Client, body: bytes) -> None:
+        assert_error(http.post("/storage/members", content=body), 400, "INVALID_KEY")
+
+    def test_batch_errors_of_the_store(self, http: httpx.Client) -> None:
+        assert_error(http.post("/storage/nope", json={"keys": [1]}), 404, "STORE_NOT_FOUND")
+        assert_error(http.post("/storage/fresh", json={"keys": ["a"]}), 400, "NO_CURRENT_VERSION")
+
+
+class TestFailover:
+    def test_refused_503_and_hanging_replicas_are_skipped(self, cluster: SampleCluster, http: httpx.Client) -> None:
+        # Four reads rotate through all four starting replicas, the hanging one included.
+        for _ in range(4):
+            started = time.monotonic()
+            response = http.get("/storage/flaky/k")
+            assert response.status_code == 200, response.text
+            assert response.json() == "v"
+            assert time.monotonic() - started < cluster.deadline_s
+
+    def test_batch_fails_over_too(self, cluster: SampleCluster, http: httpx.Client) -> None:
+        for _ in range(4):
+            started = time.monotonic()
+            response = http.post("/storage/flaky", json={"keys": ["k2", "zz", "k"]})
+            assert [r.get("value") for r in response.json()["results"]] == ["v2", None, "v"]
+            assert time.monotonic() - started < cluster.deadline_s
+
+    def test_missing_key_is_final_without_failover(self, cluster: SampleCluster, http: httpx.Client) -> None:
+        assert_error(http.get("/storage/flaky/absent"), 404, "KEY_NOT_FOUND")
+
+    def test_all_replicas_down_is_503(self, http: httpx.Client) -> None:
+        response = http.get("/storage/down/k")
+        assert_error(response, 503, "NO_REPLICA")
+        assert len(response.json()["error"]["details"]["replica_errors"]) == 2
+        assert_error(http.post("/storage/down", json={"keys": ["k"]}), 503, "NO_REPLICA")
+
+    def test_only_a_hanging_replica_hits_the_deadline(self, cluster: SampleCluster, http: httpx.Client) -> None:
+        started = time.monotonic()
+        assert_error(http.get("/storage/stuck/k"), 504, "DEADLINE_EXCEEDED")
+        assert cluster.deadline_s <= time.monotonic() - started < cluster.deadline_s + 0.5
+
+
+@contextmanager
+def router_for(controller: FakeController, **config: Any) -> Iterator[httpx.Client]:
+    with serve_in_thread(controller) as controller_url:
+        router_config = RouterConfig(controller_url=controller_url, graceful_shutdown_s=0.5, **config)
+        with serve_in_thread(uvicorn_config(router_config)) as url, httpx.Client(base_url=url, timeout=10) as http:
+            yield http
+
+
+def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def one_server() -> Iterator[tuple[FakeStorage, str]]:
+    server = FakeStorage()
+    load([server], "s", 1, "string", "string", 2, {"k": "one"})
+    load([server], "s", 2, "string", "string", 2, {"k": "two"})
+    with serve_in_thread(server) as url:
+        yield server, url
+
+
+class TestRoutingRefresh:
+    def test_starts_without_controller_and_serves_once_it_answers(self, one_server: tuple[FakeStorage, str]) -> None:
+        controller = FakeController()
+        controller.available = False
+        controller.set_store("s", store_entry("string", {1: "string"}, 2, 1, {1: [one_server[1]]}))
+        with router_for(controller, refresh_interval_s=0.1) as http:
+            assert_error(http.get("/storage/s/k"), 503, "UNAVAILABLE")
+            controller.available = True
+            eventually(lambda: http.get("/storage/s/k").status_code == 200)
+
+    def test_keeps_serving_when_the_controller_goes_down(self, one_server: tuple[FakeStorage, str]) -> None:
+        controller = FakeController()
+        controller.set_store("s", store_entry("string", {1: "string"}, 2, 1, {1: [one_server[1]]}))
+        with router_for(controller, refresh_interval_s=0.1) as http:
+            controller.available = False
+            fetches = controller.fetches
+            eventually(lambda: controller.fetches > fetches + 2)
+            assert http.get("/storage/s/k").json() == "one"
+
+    def test_polls_with_generation_and_picks_up_a_new_version(self, one_server: tuple[FakeStorage, str]) -> None:
+        controller = FakeController()
+        url = one_server[1]
+        controller.set_store("s", store_entry("string", {1: "string"}, 2, 1, {1: [url]}))
+        with router_for(controller, refresh_interval_s=0.1) as http:
+            eventually(lambda: controller.not_modified >= 2)
+            controller.set_store("s", store_entry("string", {1: "string"}, 2, 2, {1: [url], 2: [url]}))
+            eventually(lambda: http.get("/storage/s/k").json() == "two")
+
+    def test_stale_replica_triggers_an_early_refresh(self, one_server: tuple[FakeStorage, str]) -> None:
+        """A REPLICA_NOT_READY answer refreshes routing now, not at the next (far) poll."""
+        empty = FakeStorage()
+        with serve_in_thread(empty) as empty_url:
+            controller = FakeController()
+            controller.set_store("s", store_entry("string", {1: "string"}, 2, 1, {1: [empty_url]}))
+            with router_for(controller, refresh_interval_s=60) as http:
+                controller.set_store("s", store_entry("string", {1: "string"}, 2, 1, {1: [one_server[1]]}))
+                assert_error(http.get("/storage/s/k"), 503, "NO_REPLICA")
+                eventually(lambda: http.get("/storage/s/k").status_code == 200, timeout=2)

@@ -1,0 +1,22 @@
+"""The ``venice`` command."""
+
+from __future__ import annotations
+
+import click
+
+from venice.cli.push import push
+from venice.cli.quickstart import quickstart
+from venice.cli.services import controller, router, server
+from venice.cli.store import store
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="venice-py")
+def main() -> None:
+    """Venice: serve derived data by key, replaced whole by versioned pushes."""
+
+
+for command in (quickstart, controller, server, router, store, push):
+    main.add_command(command)
