@@ -62,9 +62,16 @@ class Controller:
             self._changed.set()
             self._changed = asyncio.Event()
 
-    async def wait_changed(self, timeout_s: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
+    async def wait_changed(self, timeout_s: float, request: Request) -> None:
+        """Wait for the next commit, at most ``timeout_s``; give up early when the
+        caller hangs up, so long polls never hold a shutdown."""
+        changed = self._changed
+        deadline = time.monotonic() + timeout_s
+        while not changed.is_set() and time.monotonic() < deadline:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(0.5, max(0.0, deadline - time.monotonic())))
+            if await request.is_disconnected():
+                return
 
     async def janitor(self, interval_s: float = 1.0) -> None:
         """Delete the topics of failed, killed, retired and deleted versions; retried until done."""
@@ -198,9 +205,9 @@ def create_app(controller: Controller) -> FastAPI:
         return {"assignment": state().assignment_for(server_id), "pubsub_url": state().pubsub_url}
 
     @app.get("/routing")
-    async def routing(generation: int | None = None, wait_s: float = 0.0) -> Response:
+    async def routing(request: Request, generation: int | None = None, wait_s: float = 0.0) -> Response:
         if generation is not None and generation == state().generation and wait_s > 0:
-            await controller.wait_changed(min(wait_s, 30.0))
+            await controller.wait_changed(min(wait_s, 30.0), request)
         if generation is not None and generation == state().generation:
             return Response(status_code=304)
         return ORJSONResponse(state().routing_table(time.time()))

@@ -1,9 +1,11 @@
 """The router's copy of the controller's routing table, kept fresh in the background.
 
-The table is polled every ``refresh_interval_s`` with ``?generation=G`` so an unchanged
-table costs a 304 and no parsing, and is refreshed early when a replica says the
-router's view is stale (``refresh_routing`` errors). When the controller is down the
-last table keeps serving: reads must not depend on the controller being up.
+The table is long-polled: ``GET /routing?generation=G&wait_s=W`` returns as soon as the
+controller's table moves past generation G (a new version, a swap, a replica change),
+or with a 304 after W seconds, so every router sees a change within milliseconds. It is
+also refreshed early when a replica says the router's view is stale (``refresh_routing``
+errors). When the controller is down the last table keeps serving, and the router
+retries every ``refresh_interval_s``: reads must not depend on the controller being up.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ DEFAULT_REFRESH_INTERVAL_S = 1.0
 MIN_ON_DEMAND_GAP_S = 0.1
 """Replica errors can ask for a refresh on every request; this caps the rate."""
 FETCH_TIMEOUT_S = 2.0
+LONG_POLL_S = 10.0
 OUTAGE_LOG_EVERY_S = 30.0
 
 logger = logging.getLogger("venice.router.routing")
@@ -39,7 +42,7 @@ class RoutingCache:
         self._table: RoutingTable | None = None
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
-        self._wakeup: asyncio.Event | None = None
+        self._last_on_demand = 0.0
         self._failing_since: float | None = None
         self._last_outage_log = 0.0
 
@@ -56,21 +59,25 @@ class RoutingCache:
 
     async def start(self) -> None:
         """One immediate fetch (failure only logged), then refresh in the background."""
-        self._client = httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, trust_env=False)
-        self._wakeup = asyncio.Event()
+        self._client = httpx.AsyncClient(timeout=LONG_POLL_S + FETCH_TIMEOUT_S, trust_env=False)
         await self._refresh_logged()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="routing-refresh")
 
     def request_refresh(self) -> None:
         """Ask for an early refresh; cheap and safe to call on every failed read."""
-        if self._wakeup is not None:
-            self._wakeup.set()
+        now = time.monotonic()
+        if self._client is not None and now - self._last_on_demand >= MIN_ON_DEMAND_GAP_S:
+            self._last_on_demand = now
+            asyncio.get_running_loop().create_task(self._refresh_logged(wait_s=0.0))
 
-    async def refresh(self) -> bool:
-        """Fetch the table once; True when it changed. Raises UnavailableError / InternalError."""
+    async def refresh(self, wait_s: float = 0.0) -> bool:
+        """Fetch the table once, waiting up to ``wait_s`` for a change; True when it changed.
+        Raises UnavailableError / InternalError."""
         if self._client is None:
             raise RuntimeError("RoutingCache.start() was not called")
-        params = {"generation": str(self._table.generation)} if self._table is not None else None
+        params = None
+        if self._table is not None:
+            params = {"generation": str(self._table.generation), "wait_s": str(wait_s)}
         try:
             response = await self._client.get(self._url, params=params)
         except httpx.HTTPError as exc:
@@ -97,30 +104,28 @@ class RoutingCache:
             self._client = None
 
     async def _run(self) -> None:
-        assert self._wakeup is not None
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self._refresh_interval_s)
-                await asyncio.sleep(MIN_ON_DEMAND_GAP_S)
-            self._wakeup.clear()
-            await self._refresh_logged()
+            if not await self._refresh_logged(wait_s=LONG_POLL_S):
+                await asyncio.sleep(self._refresh_interval_s)
 
-    async def _refresh_logged(self) -> None:
-        """Refresh, turning failures into rate-limited warnings: the old table keeps serving."""
+    async def _refresh_logged(self, wait_s: float = 0.0) -> bool:
+        """Refresh, turning failures into rate-limited warnings: the old table keeps serving.
+        False when the controller could not be asked."""
         try:
-            changed = await self.refresh()
+            changed = await self.refresh(wait_s)
         except VeniceError as exc:
             self._note_failure(exc)
-            return
+            return False
         except Exception:
             # The refresher must outlive any bug in parsing; the old table keeps serving.
             logger.exception("routing refresh crashed; retrying")
-            return
+            return False
         if self._failing_since is not None:
             logger.info("controller reachable again after %.1fs", time.monotonic() - self._failing_since)
             self._failing_since = None
         if changed and self._table is not None:
             logger.info("routing table generation %d loaded", self._table.generation)
+        return True
 
     def _note_failure(self, exc: VeniceError) -> None:
         now = time.monotonic()

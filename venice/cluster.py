@@ -57,8 +57,9 @@ class ManagedProcess:
     _log: IO[bytes] | None = None
 
     def start(self) -> None:
+        self._close_log()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop() / kill()
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "venice", *self.args],
@@ -106,15 +107,19 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._close_log()
 
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to clean up."""
         if self.popen is not None and self.alive():
             self.popen.kill()
             self.popen.wait()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def log_tail(self, lines: int = 40) -> str:
         try:

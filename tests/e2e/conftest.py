@@ -85,18 +85,17 @@ def push(controller_url: str, store: str, path: Path) -> subprocess.CompletedPro
     )
 
 
+def wait_router_serves(router_url: str, store: str, key: Any, timeout_s: float = 15) -> None:
+    """Routers learn of a new current version by long-polling the controller: wait for it."""
+    wait_for(
+        lambda: httpx.get(f"{router_url}/storage/{store}/{key}", timeout=5).status_code == 200,
+        timeout_s,
+        f"router to serve {store}",
+    )
+
+
 def current_version(controller_url: str, store: str) -> int | None:
     return httpx.get(f"{controller_url}/stores/{store}", timeout=5).json()["current_version"]
-
-
-def wait_router_version(router_url: str, store: str, key: int, expected_name: str, timeout_s: float = 15) -> None:
-    """Wait until the router serves a value with ``expected_name`` for ``key``."""
-
-    def serves() -> bool:
-        response = httpx.get(f"{router_url}/storage/{store}/{key}", timeout=5)
-        return response.status_code == 200 and response.json()["name"] == expected_name
-
-    wait_for(serves, timeout_s, f"router serving {expected_name}")
 
 
 def _cluster(tmp_path_factory: pytest.TempPathFactory, name: str, pubsub_url: str | None, servers: int) -> Iterator[LocalCluster]:

@@ -10,13 +10,14 @@ import httpx
 import pytest
 
 import venice
-from tests.e2e.conftest import create_store, make_records, push, write_jsonl
+from tests.e2e.conftest import create_store, make_records, push, wait_router_serves, write_jsonl
 from venice.cluster import LocalCluster
 
 RECORDS = 10_000
 
 
 def _check_all_keys_read_back(cluster: LocalCluster, store: str, records: list[dict[str, Any]]) -> None:
+    wait_router_serves(cluster.router_url, store, records[0]["id"])
     expected = {r["id"]: {k: v for k, v in r.items() if k != "id"} for r in records}
     keys = list(expected)
 

@@ -13,6 +13,7 @@ import sys
 import threading
 from importlib import resources
 from pathlib import Path
+from typing import IO
 
 import httpx
 import orjson
@@ -30,10 +31,15 @@ def _lines(stream: object) -> queue.Queue[str]:
 
 
 def test_quickstart_serves_its_curl_line_and_stops(tmp_path: Path) -> None:
+    with open(tmp_path / "quickstart.err", "w") as err:
+        _run_quickstart(tmp_path, err)
+
+
+def _run_quickstart(tmp_path: Path, err: IO[str]) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "venice", "quickstart", "--data-dir", str(tmp_path / "qs"), "--servers", "2"],
         stdout=subprocess.PIPE,
-        stderr=open(tmp_path / "quickstart.err", "w"),  # noqa: SIM115 - closed with the process
+        stderr=err,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -72,3 +78,5 @@ def test_quickstart_serves_its_curl_line_and_stops(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+        if process.stdout is not None:
+            process.stdout.close()

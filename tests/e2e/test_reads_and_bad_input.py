@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 import venice
-from tests.e2e.conftest import create_store, current_version, make_records, push, write_jsonl
+from tests.e2e.conftest import create_store, current_version, make_records, push, wait_router_serves, write_jsonl
 from venice.cluster import LocalCluster
 
 pytestmark = pytest.mark.kafka
@@ -25,6 +25,7 @@ def served(kafka_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
     records = make_records(200, seed=3)
     result = push(kafka_cluster.controller_url, "served", write_jsonl(tmp_path_factory.mktemp("in") / "a.jsonl", records))
     assert result.returncode == 0, result.stderr
+    wait_router_serves(kafka_cluster.router_url, "served", records[0]["id"])
     return records
 
 
@@ -137,5 +138,6 @@ def test_gzip_jsonl_push(kafka_cluster: LocalCluster, tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl.gz"
     path.write_bytes(gzip.compress(b"".join(orjson.dumps(r) + b"\n" for r in records)))
     assert push(kafka_cluster.controller_url, "gz", path).returncode == 0
+    wait_router_serves(kafka_cluster.router_url, "gz", records[42]["id"])
     with venice.Client(kafka_cluster.router_url) as client:
         assert client.get("gz", records[42]["id"]) == {k: v for k, v in records[42].items() if k != "id"}

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import venice
-from tests.e2e.conftest import VALUE_SCHEMA, create_store, make_records, push, write_jsonl
+from tests.e2e.conftest import VALUE_SCHEMA, create_store, make_records, push, wait_router_serves, write_jsonl
 from venice.cluster import LocalCluster, wait_for
 from venice.partitioner import partition_for
 from venice.schema import AvroCodec
@@ -77,6 +77,7 @@ def test_server_killed_mid_ingestion_resumes_exactly(cluster: LocalCluster, tmp_
             assert replica["records"] == expected[partition], "a record was applied twice or lost"
             # start-of-push + records + end-of-push
             assert replica["offset"] == expected[partition] + 2
+    wait_router_serves(cluster.router_url, "crash", records[0]["id"])
     with venice.Client(cluster.router_url) as client:
         sample = records[::997]
         assert client.batch_get("crash", [r["id"] for r in sample]) == [
@@ -88,6 +89,7 @@ def test_controller_restart_keeps_stores_versions_and_assignment(cluster: LocalC
     create_store(cluster.controller_url, "durable", partitions=3, replication_factor=2)
     records = make_records(500, seed=8)
     assert push(cluster.controller_url, "durable", write_jsonl(tmp_path / "a.jsonl", records)).returncode == 0
+    wait_router_serves(cluster.router_url, "durable", records[0]["id"])
     before_store = httpx.get(f"{cluster.controller_url}/stores/durable").json()
     before_version = httpx.get(f"{cluster.controller_url}/stores/durable/versions/1").json()
     before_routing = httpx.get(f"{cluster.controller_url}/routing").json()

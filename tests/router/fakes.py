@@ -15,6 +15,7 @@ import socket
 import struct
 import threading
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -123,7 +124,8 @@ class FakeStorage:
 
 
 class FakeController:
-    """Serves ``GET /routing`` with generations and 304s; tests edit the stores in place."""
+    """Serves ``GET /routing`` with generations, long polls (``wait_s``) and 304s, like
+    the real controller; tests edit the stores in place."""
 
     def __init__(self) -> None:
         self.generation = 1
@@ -143,10 +145,15 @@ class FakeController:
             await _respond(send, 404, _error("NOT_FOUND", "no such route"))
             return
         self.fetches += 1
+        query = urllib.parse.parse_qs(scope["query_string"].decode())
+        seen = int(query["generation"][0]) if "generation" in query else None
+        deadline = time.monotonic() + float(query.get("wait_s", ["0"])[0])
+        while self.available and seen == self.generation and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if not self.available:
             await _respond(send, 503, _error("UNAVAILABLE", "controller is down"))
             return
-        if scope["query_string"] == f"generation={self.generation}".encode():
+        if seen == self.generation:
             self.not_modified += 1
             await _respond(send, 304, b"")
             return

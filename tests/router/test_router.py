@@ -226,14 +226,19 @@ class TestRoutingRefresh:
             eventually(lambda: controller.fetches > fetches + 2)
             assert http.get("/storage/s/k").json() == "one"
 
-    def test_polls_with_generation_and_picks_up_a_new_version(self, one_server: tuple[FakeStorage, str]) -> None:
+    def test_long_polls_and_picks_up_a_new_version_at_once(self, one_server: tuple[FakeStorage, str]) -> None:
         controller = FakeController()
         url = one_server[1]
         controller.set_store("s", store_entry("string", {1: "string"}, 2, 1, {1: [url]}))
         with router_for(controller, refresh_interval_s=0.1) as http:
-            eventually(lambda: controller.not_modified >= 2)
+            assert http.get("/storage/s/k").json() == "one"
+            eventually(lambda: controller.fetches >= 2)  # the first fetch, then a long poll
+            time.sleep(0.3)
+            assert controller.not_modified == 0, "a long poll must wait for a change, not spin"
+            changed_at = time.monotonic()
             controller.set_store("s", store_entry("string", {1: "string"}, 2, 2, {1: [url], 2: [url]}))
-            eventually(lambda: http.get("/storage/s/k").json() == "two")
+            eventually(lambda: http.get("/storage/s/k").json() == "two", timeout=2)
+            assert time.monotonic() - changed_at < 1.0, "the waiting long poll answers at once"
 
     def test_stale_replica_triggers_an_early_refresh(self, one_server: tuple[FakeStorage, str]) -> None:
         """A REPLICA_NOT_READY answer refreshes routing now, not at the next (far) poll."""

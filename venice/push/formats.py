@@ -1,0 +1,295 @@
+"""Reading push input files: JSON lines, CSV, Avro and Parquet, each optionally gzipped.
+
+Every reader streams (a push input may be far larger than memory) and yields
+``(position, record)`` pairs, where ``position`` is what a human needs to find the
+record in the file: ``"line 17"`` for the text formats (the physical line, so an editor
+jumps straight to it; the CSV header is line 1) and ``"record 17"`` (1-based) for the
+binary ones. Anything malformed becomes :class:`~venice.errors.InvalidInputError`
+naming the file, the position and the reason, because the person pushing has to fix
+the file, not the code.
+
+A :class:`RecordSource` also reports the file size and how many bytes of it were read
+so far, which is what a progress bar in MB/s and percent needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from venice.errors import InvalidInputError
+
+__all__ = ["FORMATS", "RecordSource", "detect_format", "input_error", "open_records"]
+
+FORMATS: tuple[str, ...] = ("jsonl", "csv", "avro", "parquet")
+"""Format names accepted by ``fmt=`` / ``--format``."""
+
+_ALIASES = {"json": "jsonl", "ndjson": "jsonl", "jsonl": "jsonl", "csv": "csv", "avro": "avro", "parquet": "parquet"}
+_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".avro": "avro", ".parquet": "parquet"}
+_GZIP_MAGIC = b"\x1f\x8b"
+_UTF8_BOM = b"\xef\xbb\xbf"
+# What reading a damaged (or damaged gzip) file raises, besides our own errors.
+_READ_ERRORS = (OSError, EOFError, zlib.error, ValueError)
+_PARQUET_BATCH_ROWS = 4096
+
+
+def input_error(path: str | os.PathLike[str], position: str | None, reason: str) -> InvalidInputError:
+    """The one shape of a bad-input error: ``"<file>: <position>: <reason>"``."""
+    where = f"{path}: {position}" if position else str(path)
+    return InvalidInputError(f"{where}: {reason}", file=str(path), position=position)
+
+
+def detect_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
+    """The format of ``path``: ``fmt`` when given, else from the name (a ``.gz`` suffix is
+    looked through). Compression is detected from the content, not the name."""
+    if fmt is not None:
+        normalized = _ALIASES.get(fmt.lower().removesuffix(".gz").lstrip("."))
+        if normalized is None:
+            raise InvalidInputError(f"unknown input format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        return normalized
+    name = Path(path).name.lower().removesuffix(".gz")
+    found = _SUFFIXES.get(Path(name).suffix)
+    if found is None:
+        raise input_error(path, None, f"cannot tell the format from the file name; give one of {', '.join(FORMATS)} explicitly")
+    return found
+
+
+class RecordSource:
+    """An open input file: iterate it for ``(position, record)``; close it when done.
+
+    Iterate only once. ``size`` is the size on disk and ``bytes_read`` how much of it
+    has been consumed (compressed bytes for gzipped input), both for progress display.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fmt: str | None = None) -> None:
+        self.path = Path(path)
+        self.fmt = detect_format(path, fmt)
+        self._stack = contextlib.ExitStack()
+        try:
+            self._raw: IO[bytes] = self._stack.enter_context(open(self.path, "rb"))  # noqa: SIM115
+        except IsADirectoryError:
+            raise input_error(path, None, "is a directory, not a file") from None
+        except FileNotFoundError:
+            raise input_error(path, None, "no such file") from None
+        except OSError as exc:
+            raise input_error(path, None, f"cannot open: {exc.strerror or exc}") from None
+        self.size = os.fstat(self._raw.fileno()).st_size
+        self.compressed = self._raw.read(2) == _GZIP_MAGIC
+        self._raw.seek(0)
+        self._rows_done = 0
+        self._rows_total: int | None = None
+        self._started = False
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the file consumed so far (an estimate for Parquet, read by row group)."""
+        if self._rows_total is not None:
+            return self.size * self._rows_done // max(self._rows_total, 1)
+        if self._raw.closed:
+            return self.size
+        return min(self._raw.tell(), self.size)
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        if self._started:
+            raise RuntimeError("a RecordSource can be iterated only once")
+        self._started = True
+        readers = {"jsonl": self._jsonl, "csv": self._csv, "avro": self._avro, "parquet": self._parquet}
+        return readers[self.fmt]()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> RecordSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _error(self, position: str | None, reason: str) -> InvalidInputError:
+        return input_error(self.path, position, reason)
+
+    def _stream(self) -> IO[bytes]:
+        """The decompressed byte stream."""
+        if not self.compressed:
+            return self._raw
+        return self._stack.enter_context(gzip.GzipFile(fileobj=self._raw, mode="rb"))
+
+    # -- JSON lines ------------------------------------------------------------------
+
+    def _jsonl(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        stream = self._stream()
+        lineno = 0
+        while True:
+            lineno += 1
+            try:
+                line = stream.readline()
+            except _READ_ERRORS as exc:
+                raise self._error(f"line {lineno}", f"cannot read the file: {exc}") from None
+            if not line:
+                return
+            if lineno == 1:
+                line = line.removeprefix(_UTF8_BOM)
+            if not line.strip():
+                continue
+            yield f"line {lineno}", self._json_object(line, f"line {lineno}")
+
+    def _json_object(self, line: bytes, position: str) -> dict[str, Any]:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise self._error(position, f"invalid JSON at column {exc.colno}: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise self._error(position, f"expected a JSON object on each line, got {_json_kind(obj)}")
+        return obj
+
+    # -- CSV -------------------------------------------------------------------------
+
+    def _csv(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        reader = csv.reader(self._text_lines(self._stream()), strict=True)
+        header = self._csv_row(reader, 1)
+        if header is None:
+            return
+        columns = self._csv_header(header)
+        last_line = reader.line_num
+        while True:
+            row = self._csv_row(reader, last_line + 1)
+            if row is None:
+                return
+            position = f"line {last_line + 1}"
+            last_line = reader.line_num
+            if not row:  # a blank line
+                continue
+            if len(row) != len(columns):
+                raise self._error(position, f"expected {len(columns)} cells as in the header, got {len(row)}")
+            yield position, dict(zip(columns, row, strict=True))
+
+    def _text_lines(self, stream: IO[bytes]) -> Iterator[str]:
+        """Lines decoded one by one, so a bad byte is reported on its own line number
+        (a TextIOWrapper decodes ahead in 8 KB chunks and would blame an earlier line)."""
+        lineno = 0
+        while True:
+            try:
+                line = stream.readline()
+            except _READ_ERRORS as exc:
+                raise self._error(f"line {lineno + 1}", f"cannot read the file: {exc}") from None
+            if not line:
+                return
+            lineno += 1
+            if lineno == 1:
+                line = line.removeprefix(_UTF8_BOM)
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise self._error(f"line {lineno}", f"not UTF-8 text ({exc.reason} at byte {exc.start + 1})") from None
+
+    def _csv_row(self, reader: Any, lineno: int) -> list[str] | None:
+        try:
+            return next(reader)
+        except StopIteration:
+            return None
+        except csv.Error as exc:
+            raise self._error(f"line {lineno}", f"malformed CSV: {exc}") from None
+        except _READ_ERRORS as exc:
+            raise self._error(f"line {lineno}", f"cannot read the file: {exc}") from None
+
+    def _csv_header(self, header: list[str]) -> list[str]:
+        columns = [name.strip() for name in header]
+        seen: set[str] = set()
+        for number, name in enumerate(columns, 1):
+            if not name:
+                raise self._error("line 1", f"header column {number} has no name (a header row is required)")
+            if name in seen:
+                raise self._error("line 1", f"column {name!r} appears twice in the header")
+            seen.add(name)
+        return columns
+
+    # -- Avro object container files -------------------------------------------------
+
+    def _avro(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        import fastavro
+
+        try:
+            records = iter(fastavro.reader(self._stream()))
+        except Exception as exc:  # fastavro raises assorted types for a bad header
+            raise self._error("record 1", f"not a readable Avro object container file: {exc}") from None
+        number = 0
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise self._error(f"record {number + 1}", f"corrupt Avro data: {exc!r}") from None
+            number += 1
+            if not isinstance(record, dict):
+                raise self._error(f"record {number}", "the file's schema is not a record; push needs records with named fields")
+            yield f"record {number}", record
+
+    # -- Parquet ---------------------------------------------------------------------
+
+    def _parquet_source(self) -> IO[bytes]:
+        """Parquet needs random access; a gzipped one is unpacked to a temporary file."""
+        if not self.compressed:
+            return self._raw
+        tmp = self._stack.enter_context(tempfile.TemporaryFile())
+        try:
+            shutil.copyfileobj(self._stream(), tmp, 1 << 20)
+        except _READ_ERRORS as exc:
+            raise self._error("record 1", f"cannot decompress the file: {exc}") from None
+        tmp.seek(0)
+        return tmp
+
+    def _parquet(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        import pyarrow.parquet as pq
+
+        source = self._parquet_source()
+        try:
+            parquet = pq.ParquetFile(source)
+            self._rows_total = parquet.metadata.num_rows
+            batches = parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS)
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+            raise self._error("record 1", f"not a readable Parquet file: {exc}") from None
+        number = 0
+        while True:
+            try:
+                batch = next(batches, None)
+                rows = [] if batch is None else batch.to_pylist()
+            except Exception as exc:
+                raise self._error(f"record {number + 1}", f"corrupt Parquet data: {exc}") from None
+            if batch is None:
+                return
+            for row in rows:
+                number += 1
+                self._rows_done = number
+                yield f"record {number}", row
+
+
+def open_records(path: str | os.PathLike[str], fmt: str | None = None) -> RecordSource:
+    """Open ``path`` for streaming its records; ``fmt`` overrides the name-based guess.
+
+    Use as a context manager (``with open_records(p) as src: for pos, rec in src: ...``)
+    so the file is closed even when a record is rejected half-way.
+    """
+    return RecordSource(path, fmt)
+
+
+def _json_kind(obj: Any) -> str:
+    if isinstance(obj, list):
+        return "an array"
+    if isinstance(obj, str):
+        return "a string"
+    if isinstance(obj, bool):
+        return "a boolean"
+    if isinstance(obj, (int, float)):
+        return "a number"
+    return "null"

@@ -1,0 +1,418 @@
+"""The push job: load a whole input file into a store as a new version.
+
+Steps (docs/api.md names the controller calls):
+
+1. ``GET /stores/{store}``: schemas and the latest value schema id.
+2. Open the input and convert its first record, so a wrong path, format or schema
+   fails *before* a version (and its topic) exists.
+3. ``POST /stores/{store}/versions``: version N, its topic, partition count, pub-sub.
+4. ``START_OF_PUSH`` to every partition; every record, validated, serialized and sent
+   to ``partition_for(key_bytes, P)``; repeats of a key with the same value skipped,
+   with a different value an error; ``END_OF_PUSH {"records": n_p}`` to every
+   partition.
+5. ``POST .../versions/{n}/end``, then poll the version until ONLINE or ERROR.
+
+Any failure after step 3 (bad record, Ctrl-C, timeout, pub-sub error, a bug) reports
+``POST .../versions/{n}/error`` before re-raising, so the half-written version is
+cleaned up and never becomes current; what is already served is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from tqdm import tqdm
+
+from venice.errors import (
+    PushError,
+    StoreNotFoundError,
+    TransportError,
+    UnavailableError,
+    VeniceError,
+    error_from_response,
+)
+from venice.partitioner import partition_for
+from venice.pubsub import PubSub, connect
+from venice.pubsub.base import Producer
+from venice.push.formats import RecordSource, input_error, open_records
+from venice.push.records import DuplicateTracker, RecordConverter
+from venice.schema import AvroCodec
+from venice.wire import ControlKind, control_headers, data_headers, encode_control
+
+__all__ = ["PushSummary", "push", "run_push"]
+
+_HTTP_TIMEOUT_S = 30.0
+_REPORT_TIMEOUT_S = 5.0
+_PROGRESS_EVERY = 512  # records between progress-bar updates: cheap enough, smooth enough
+
+
+@dataclass(frozen=True)
+class PushSummary:
+    """What a finished push did."""
+
+    store: str
+    version: int
+    records: int
+    """Records written (identical repeats of a key not counted)."""
+    bytes: int
+    """Serialized key + value bytes written."""
+    seconds: float
+    records_per_s: float
+    duplicates: int = 0
+    """Identical repeats of a key that were skipped."""
+
+    def describe(self) -> str:
+        """One line for humans: ``pushed members v3: 10000 records, 1.2 MB in 2.3 s (4300 records/s)``."""
+        line = (
+            f"pushed {self.store} v{self.version}: {self.records} records, {_megabytes(self.bytes)} "
+            f"in {self.seconds:.1f} s ({self.records_per_s:.0f} records/s)"
+        )
+        if self.duplicates:
+            line += f"; {self.duplicates} identical duplicate record(s) skipped"
+        return line
+
+
+def _megabytes(count: int) -> str:
+    """MB with one decimal; kB below 0.1 MB, where "0.0 MB" would say nothing."""
+    return f"{count / 1_000_000:.1f} MB" if count >= 100_000 else f"{count / 1000:.1f} kB"
+
+
+class _Controller:
+    """The few controller calls a push makes, with errors turned into VeniceError."""
+
+    def __init__(self, url: str, client: httpx.AsyncClient) -> None:
+        self.url = url.rstrip("/")
+        self.client = client
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        try:
+            response = await self.client.request(
+                method, f"{self.url}{path}", json=body, timeout=timeout or _HTTP_TIMEOUT_S
+            )
+        except httpx.TransportError as exc:
+            raise TransportError(f"cannot reach the controller at {self.url}: {exc or type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            raise error_from_response(response.status_code, response.content)
+        return response.json() if response.content else {}
+
+
+@dataclass
+class _Plan:
+    """Everything about the store the record loop needs."""
+
+    key_codec: AvroCodec
+    value_codec: AvroCodec
+    schema_id: int
+
+
+def _plan(store: str, description: dict[str, Any]) -> _Plan:
+    schemas = description.get("value_schemas") or {}
+    if not schemas:
+        raise PushError(f"store {store!r} has no value schema")
+    by_id = {int(k): v for k, v in schemas.items()}
+    schema_id = max(by_id)
+    return _Plan(
+        key_codec=AvroCodec(description["key_schema"], kind="key"),
+        value_codec=AvroCodec(by_id[schema_id]),
+        schema_id=schema_id,
+    )
+
+
+@dataclass
+class _Written:
+    records: int
+    bytes: int
+    per_partition: list[int]
+
+
+class _Progress:
+    """A tqdm bar over file bytes (so MB/s and percent) with the record count beside it.
+
+    Drawn only when asked for and stderr is a terminal: in CI logs a redrawn bar is noise.
+    """
+
+    def __init__(self, source: RecordSource, label: str, enabled: bool) -> None:
+        self.source = source
+        self.bar = tqdm(
+            total=source.size,
+            unit="B",
+            unit_scale=True,
+            desc=label,
+            file=sys.stderr,
+            disable=None if enabled else True,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def update(self, records: int) -> None:
+        self.bar.update(self.source.bytes_read - self.bar.n)
+        self.bar.set_postfix_str(f"{records} records", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+async def push(
+    controller_url: str,
+    store: str,
+    input_path: str | os.PathLike[str],
+    *,
+    key_field: str | None = None,
+    fmt: str | None = None,
+    progress: bool = True,
+    timeout_s: float = 600.0,
+    poll_interval_s: float = 0.5,
+    http: httpx.AsyncClient | None = None,
+    pubsub_factory: Callable[[str], PubSub] = connect,
+) -> PushSummary:
+    """Push the file at ``input_path`` into ``store`` as a new version; return once it is ONLINE.
+
+    ``key_field`` names the input field holding the key (default ``"key"``; ignored for
+    record keys, whose fields are taken by name). ``timeout_s`` bounds the wait for the
+    servers to finish ingesting after everything was written. ``http`` and
+    ``pubsub_factory`` let an embedding program (or a test) supply its own client and
+    pub-sub backend.
+    """
+    started = time.monotonic()
+    client = http or httpx.AsyncClient()
+    try:
+        controller = _Controller(controller_url, client)
+        description = await _describe_store(controller, store)
+        plan = _plan(store, description)
+        with open_records(input_path, fmt) as source:
+            converter = RecordConverter(
+                plan.key_codec, plan.value_codec, key_field=key_field, text_cells=source.fmt == "csv", file=input_path
+            )
+            records = iter(source)
+            first = next(records, None)
+            if first is None:
+                raise input_error(input_path, None, "no records to push (the file is empty)")
+            converter.convert(*first)  # fail before a version exists
+            opened = await controller.call("POST", f"/stores/{_q(store)}/versions", {})
+            version = int(opened["version"])
+            written = await _guarded(
+                controller,
+                store,
+                version,
+                _write_and_wait(
+                    controller, store, opened, plan, converter, source, itertools.chain([first], records),
+                    progress=progress, timeout_s=timeout_s, poll_interval_s=poll_interval_s,
+                    pubsub_factory=pubsub_factory,
+                ),
+            )
+    finally:
+        if http is None:
+            await client.aclose()
+    seconds = max(time.monotonic() - started, 1e-9)
+    return PushSummary(
+        store=store,
+        version=version,
+        records=written.records,
+        bytes=written.bytes,
+        seconds=seconds,
+        records_per_s=written.records / seconds,
+        duplicates=written.duplicates,
+    )
+
+
+def run_push(
+    controller_url: str,
+    store: str,
+    input_path: str | os.PathLike[str],
+    *,
+    key_field: str | None = None,
+    fmt: str | None = None,
+    progress: bool = True,
+    timeout_s: float = 600.0,
+) -> PushSummary:
+    """Synchronous :func:`push` (runs its own event loop; not for use inside one).
+
+    Ctrl-C cancels the push, marks the version ERROR and raises KeyboardInterrupt.
+    """
+    return asyncio.run(
+        push(controller_url, store, input_path, key_field=key_field, fmt=fmt, progress=progress, timeout_s=timeout_s)
+    )
+
+
+def _q(name: str) -> str:
+    return quote(name, safe="")
+
+
+async def _describe_store(controller: _Controller, store: str) -> dict[str, Any]:
+    try:
+        return await controller.call("GET", f"/stores/{_q(store)}")
+    except StoreNotFoundError:
+        raise
+    except VeniceError as exc:
+        if exc.code == "NOT_FOUND":
+            raise StoreNotFoundError(f"store {store!r} does not exist") from exc
+        raise
+
+
+class _VersionFailed(PushError):
+    """The controller already marked the version ERROR: nothing to report back."""
+
+
+async def _guarded(controller: _Controller, store: str, version: int, work: Any) -> Any:
+    """Await ``work``; on any failure mark the version ERROR (best effort) and re-raise."""
+    try:
+        return await work
+    except _VersionFailed:
+        raise
+    except BaseException as exc:
+        await _report_failure(controller, store, version, _reason(exc))
+        raise
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+        return "push interrupted"
+    if isinstance(exc, VeniceError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _report_failure(controller: _Controller, store: str, version: int, reason: str) -> None:
+    """Tell the controller the version failed. Never raises: the original error matters more."""
+    try:
+        await controller.call(
+            "POST", f"/stores/{_q(store)}/versions/{version}/error", {"reason": reason[:2000]}, timeout=_REPORT_TIMEOUT_S
+        )
+    except Exception:  # noqa: BLE001 - best effort; the caller re-raises the real failure
+        pass
+
+
+@dataclass
+class _Result:
+    records: int
+    bytes: int
+    duplicates: int
+
+
+async def _write_and_wait(
+    controller: _Controller,
+    store: str,
+    opened: dict[str, Any],
+    plan: _Plan,
+    converter: RecordConverter,
+    source: RecordSource,
+    records: Iterator[tuple[str, dict[str, Any]]],
+    *,
+    progress: bool,
+    timeout_s: float,
+    poll_interval_s: float,
+    pubsub_factory: Callable[[str], PubSub],
+) -> _Result:
+    version, topic, partitions = int(opened["version"]), str(opened["topic"]), int(opened["partitions"])
+    tracker = DuplicateTracker(source.path)
+    bar = _Progress(source, f"{store} v{version}", progress)
+    try:
+        pubsub = pubsub_factory(str(opened["pubsub_url"]))
+        try:
+            producer = await pubsub.producer()
+            try:
+                start = {"store": store, "version": version, "partitions": partitions}
+                await _control(producer, topic, partitions, ControlKind.START_OF_PUSH, lambda p: start)
+                written = await _write_records(producer, topic, partitions, plan, converter, tracker, records, bar)
+                await producer.flush()
+                counts = written.per_partition
+                await _control(producer, topic, partitions, ControlKind.END_OF_PUSH, lambda p: {"records": counts[p]})
+                await producer.flush()
+            except BaseException:
+                await _quietly(producer.close())
+                raise
+            await producer.close()
+        finally:
+            await _quietly(pubsub.close())
+    finally:
+        bar.close()
+    await controller.call("POST", f"/stores/{_q(store)}/versions/{version}/end", {"records": written.records})
+    await _await_online(controller, store, version, timeout_s, poll_interval_s)
+    return _Result(records=written.records, bytes=written.bytes, duplicates=tracker.duplicates)
+
+
+async def _quietly(closing: Any) -> None:
+    """Await a close on an error path, where its own failure must not hide the first one."""
+    try:
+        await closing
+    except Exception:  # noqa: BLE001
+        pass
+
+
+async def _control(
+    producer: Producer, topic: str, partitions: int, kind: ControlKind, payload: Callable[[int], dict[str, Any]]
+) -> None:
+    headers = control_headers(kind)
+    for partition in range(partitions):
+        await producer.send(topic, partition, b"", encode_control(payload(partition)), headers)
+
+
+async def _write_records(
+    producer: Producer,
+    topic: str,
+    partitions: int,
+    plan: _Plan,
+    converter: RecordConverter,
+    tracker: DuplicateTracker,
+    records: Iterator[tuple[str, dict[str, Any]]],
+    bar: _Progress,
+) -> _Written:
+    headers = data_headers(plan.schema_id)
+    encode_key, encode_value = plan.key_codec.encode_unchecked, plan.value_codec.encode_unchecked
+    per_partition = [0] * partitions
+    total = size = 0
+    for position, record in records:
+        key, value = converter.convert(position, record)
+        key_bytes, value_bytes = encode_key(key), encode_value(value)
+        if not tracker.check(key, key_bytes, value_bytes, position):
+            continue
+        partition = partition_for(key_bytes, partitions)
+        await producer.send(topic, partition, key_bytes, value_bytes, headers)
+        per_partition[partition] += 1
+        total += 1
+        size += len(key_bytes) + len(value_bytes)
+        if total % _PROGRESS_EVERY == 0:
+            bar.update(total)
+            await asyncio.sleep(0)  # a chance for Ctrl-C (task cancellation) even if sends never block
+    bar.update(total)
+    return _Written(records=total, bytes=size, per_partition=per_partition)
+
+
+async def _await_online(controller: _Controller, store: str, version: int, timeout_s: float, poll_s: float) -> None:
+    """Poll the version until ONLINE; ERROR/KILLED or the deadline raise PushError."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, Any] = {}
+    while True:
+        try:
+            last = await controller.call("GET", f"/stores/{_q(store)}/versions/{version}")
+        except UnavailableError:
+            pass  # a controller restart or hiccup: keep polling until the deadline
+        status = last.get("status")
+        if status == "ONLINE":
+            return
+        if status in ("ERROR", "KILLED"):
+            reason = last.get("reason") or "no reason given"
+            raise _VersionFailed(f"version {version} of {store!r} failed ({status}): {reason}")
+        if time.monotonic() >= deadline:
+            raise PushError(
+                f"timed out after {timeout_s:g} s waiting for version {version} of {store!r} to go ONLINE "
+                f"(status {status or 'unknown'}; {_readiness(last)})"
+            )
+        await asyncio.sleep(poll_s)
+
+
+def _readiness(description: dict[str, Any]) -> str:
+    """``"3/4 partitions have a ready replica"``: where a stuck push is stuck."""
+    replicas = description.get("replicas") or {}
+    partitions = int(description.get("partitions") or len(replicas) or 0)
+    ready = sum(1 for entries in replicas.values() if any(r.get("status") == "READY" for r in entries))
+    return f"{ready}/{partitions} partitions have a ready replica"
