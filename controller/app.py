@@ -32,6 +32,15 @@ class StoreCreate(BaseModel):
     replication_factor: int = Field(default=1, ge=1)
 
 
+class StoreUpdate(BaseModel):
+    keep_versions: int | None = Field(default=None, ge=1)
+    push_timeout_s: float | None = Field(default=None, gt=0)
+
+
+class VersionOpen(BaseModel):
+    defer_swap: bool = False
+
+
 class EndOfPush(BaseModel):
     records: int = Field(ge=0)
 
@@ -74,8 +83,11 @@ class Controller:
                 return
 
     async def janitor(self, interval_s: float = 1.0) -> None:
-        """Delete the topics of failed, killed, retired and deleted versions; retried until done."""
+        """Fail pushes past their timeout, and delete the topics of failed, killed, retired
+        and deleted versions; retried until done."""
         while True:
+            for store, number in self.state.expire_pushes(time.time()):
+                log.warning("version %d of %s timed out", number, store)
             for topic in sorted(self.state.topics_to_delete):
                 try:
                     await self.pubsub.delete_topic(topic)
@@ -154,6 +166,34 @@ def create_app(controller: Controller) -> FastAPI:
     async def get_store(name: str) -> dict[str, Any]:
         return state().describe_store(state().store(name))
 
+    @app.patch("/stores/{name}")
+    async def update_store(name: str, body: StoreUpdate) -> dict[str, Any]:
+        store = state().update_store(name, keep_versions=body.keep_versions, push_timeout_s=body.push_timeout_s)
+        controller.commit()
+        return state().describe_store(store)
+
+    @app.get("/stores/{name}/versions")
+    async def list_versions(name: str) -> dict[str, Any]:
+        return {"versions": state().describe_store(state().store(name))["versions"]}
+
+    @app.post("/stores/{name}/versions/{number}/swap")
+    async def swap(name: str, number: int) -> dict[str, Any]:
+        store = state().swap(name, number)
+        controller.commit()
+        return state().describe_store(store)
+
+    @app.post("/stores/{name}/rollback")
+    async def rollback(name: str) -> dict[str, Any]:
+        store = state().rollback(name)
+        controller.commit()
+        return state().describe_store(store)
+
+    @app.post("/stores/{name}/versions/{number}/kill")
+    async def kill(name: str, number: int) -> dict[str, Any]:
+        version = state().kill_version(name, number)
+        controller.commit()
+        return state().describe_version(state().store(name), version)
+
     @app.delete("/stores/{name}")
     async def delete_store(name: str) -> dict[str, Any]:
         state().delete_store(name)
@@ -161,8 +201,8 @@ def create_app(controller: Controller) -> FastAPI:
         return {"deleted": name}
 
     @app.post("/stores/{name}/versions", status_code=201)
-    async def open_version(name: str) -> dict[str, Any]:
-        version = state().open_version(name, time.time())
+    async def open_version(name: str, body: VersionOpen | None = None) -> dict[str, Any]:
+        version = state().open_version(name, time.time(), defer_swap=bool(body and body.defer_swap))
         try:
             await controller.pubsub.create_topic(version.topic, version.partitions)
         except ConflictError:

@@ -7,8 +7,9 @@ marks itself dirty so the caller persists it (:mod:`controller.persistence`).
 Version lifecycle (see docs/lifecycle.md)::
 
     STARTED --every partition has all its replicas READY--> ONLINE
-    STARTED --a replica reports ERROR / push job reports failure--> ERROR
-    ONLINE  --two newer ONLINE versions exist--> RETIRED
+    STARTED --a replica reports ERROR / push job reports failure / push timeout--> ERROR
+    STARTED --an operator kills the push--> KILLED
+    ONLINE  --outside the retention window (current + keep_versions-1 others)--> RETIRED
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from venice.structs import version_topic
 __all__ = ["ClusterState", "ReplicaStatus", "VersionStatus"]
 
 DEFAULT_KEEP_VERSIONS = 2
+DEFAULT_PUSH_TIMEOUT_S = 3600.0
 
 
 class VersionStatus(str, Enum):
@@ -72,6 +74,8 @@ class Version:
     online_at: float | None = None
     records: int | None = None
     reason: str | None = None
+    defer_swap: bool = False
+    """ONLINE does not make it current; ``swap`` does."""
     # partition -> replicas, as assigned when the version was opened
     replicas: dict[int, list[Replica]] = field(default_factory=dict)
 
@@ -87,6 +91,9 @@ class Store:
     partitions: int
     replication_factor: int
     keep_versions: int = DEFAULT_KEEP_VERSIONS
+    """ONLINE versions kept: the current one plus ``keep_versions - 1`` others (backups)."""
+    push_timeout_s: float = DEFAULT_PUSH_TIMEOUT_S
+    """A version still STARTED this long after it was opened goes to ERROR."""
     created_at: float = field(default_factory=time.time)
     current_version: int | None = None
     next_version: int = 1
@@ -160,6 +167,20 @@ class ClusterState:
         self._changed()
         return store
 
+    def update_store(self, name: str, *, keep_versions: int | None = None, push_timeout_s: float | None = None) -> Store:
+        store = self.store(name)
+        if keep_versions is not None:
+            if keep_versions < 1:
+                raise RequestError("keep_versions must be at least 1 (the current version)")
+            store.keep_versions = keep_versions
+            self._retire_old(store)
+        if push_timeout_s is not None:
+            if push_timeout_s <= 0:
+                raise RequestError("push_timeout_s must be positive")
+            store.push_timeout_s = push_timeout_s
+        self._changed()
+        return store
+
     def delete_store(self, name: str) -> None:
         store = self.store(name)
         for version in store.versions.values():
@@ -200,7 +221,7 @@ class ClusterState:
         self._advance(store, version)
 
     # -- versions ------------------------------------------------------------------
-    def open_version(self, store_name: str, now: float) -> Version:
+    def open_version(self, store_name: str, now: float, *, defer_swap: bool = False) -> Version:
         store = self.store(store_name)
         live = self.live_servers(now)
         if len(live) < store.replication_factor:
@@ -210,7 +231,7 @@ class ClusterState:
         ring = HashRing(live)
         number = store.next_version
         topic = version_topic(store_name, number)
-        version = Version(number, topic, store.partitions)
+        version = Version(number, topic, store.partitions, created_at=now, defer_swap=defer_swap)
         for partition in range(store.partitions):
             servers = ring.replicas(replica_key(topic, partition), store.replication_factor)
             version.replicas[partition] = [Replica(server) for server in servers]
@@ -236,6 +257,48 @@ class ClusterState:
             self._changed()
         return version
 
+    def kill_version(self, store_name: str, number: int) -> Version:
+        version = self.version(store_name, number)
+        if version.status != VersionStatus.STARTED.value:
+            raise ConflictError(
+                f"version {number} of {store_name!r} is {version.status}: only a STARTED push can be killed"
+            )
+        return self.fail_version(store_name, number, "killed by an operator", VersionStatus.KILLED)
+
+    def swap(self, store_name: str, number: int) -> Store:
+        """Make ONLINE version ``number`` current (roll forward, or back to any kept version)."""
+        store = self.store(store_name)
+        version = self.version(store_name, number)
+        if version.status != VersionStatus.ONLINE.value:
+            raise ConflictError(f"version {number} of {store_name!r} is {version.status}: only ONLINE versions can be current")
+        if store.current_version != number:
+            store.current_version = number
+            self._retire_old(store)
+            self._changed()
+        return store
+
+    def rollback(self, store_name: str) -> Store:
+        """Make the newest ONLINE version older than the current one current again."""
+        store = self.store(store_name)
+        older = [
+            v.number
+            for v in store.versions.values()
+            if v.status == VersionStatus.ONLINE.value and store.current_version is not None and v.number < store.current_version
+        ]
+        if not older:
+            raise ConflictError(f"store {store_name!r} has no backup version to roll back to")
+        return self.swap(store_name, max(older))
+
+    def expire_pushes(self, now: float) -> list[tuple[str, int]]:
+        """Versions STARTED longer than their store's push timeout go to ERROR."""
+        expired = []
+        for store in self.stores.values():
+            for version in store.versions.values():
+                if version.status == VersionStatus.STARTED.value and now - version.created_at > store.push_timeout_s:
+                    self.fail_version(store.name, version.number, f"push timed out after {store.push_timeout_s:g} s")
+                    expired.append((store.name, version.number))
+        return expired
+
     def _advance(self, store: Store, version: Version) -> None:
         if version.status != VersionStatus.STARTED.value:
             return
@@ -248,23 +311,27 @@ class ClusterState:
         if all(r.status == ReplicaStatus.READY.value for rs in version.replicas.values() for r in rs):
             version.status = VersionStatus.ONLINE.value
             version.online_at = time.time()
-            if store.current_version is None or version.number > store.current_version:
+            if not version.defer_swap and (store.current_version is None or version.number > store.current_version):
                 store.current_version = version.number
             self._retire_old(store)
             self._changed()
 
     def _retire_old(self, store: Store) -> None:
+        """Keep the current version and the newest ``keep_versions - 1`` other ONLINE ones."""
         online = sorted(
             (v.number for v in store.versions.values() if v.status == VersionStatus.ONLINE.value), reverse=True
         )
-        keep = set(online[: store.keep_versions])
+        others = [n for n in online if n != store.current_version]
+        keep = set(others[: store.keep_versions - (1 if store.current_version is not None else 0)])
         if store.current_version is not None:
             keep.add(store.current_version)
         for number in online:
             if number not in keep:
                 version = store.versions[number]
                 version.status = VersionStatus.RETIRED.value
+                version.reason = "retired: outside the retention window"
                 self.topics_to_delete.add(version.topic)
+                self._changed()
 
     # -- views ---------------------------------------------------------------------
     def assignment_for(self, server_id: str) -> list[dict[str, Any]]:
@@ -315,6 +382,9 @@ class ClusterState:
                 "partitions": store.partitions,
                 "current_version": store.current_version,
                 "versions": versions,
+                "retired_versions": sorted(
+                    v.number for v in store.versions.values() if v.status == VersionStatus.RETIRED.value
+                ),
             }
         table = {"generation": self.generation, "stores": stores}
         self._routing_cache = (self.generation, table)
@@ -331,6 +401,7 @@ class ClusterState:
             "created_at": version.created_at,
             "online_at": version.online_at,
             "records": version.records,
+            "defer_swap": version.defer_swap,
             "current": store.current_version == version.number,
             "replicas": {
                 str(p): [
@@ -356,6 +427,7 @@ class ClusterState:
             "partitions": store.partitions,
             "replication_factor": store.replication_factor,
             "keep_versions": store.keep_versions,
+            "push_timeout_s": store.push_timeout_s,
             "current_version": store.current_version,
             "created_at": store.created_at,
             "versions": [

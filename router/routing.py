@@ -22,6 +22,7 @@ from venice.errors import (
     UnavailableError,
     VeniceError,
     VersionNotFoundError,
+    VersionRetiredError,
 )
 from venice.partitioner import partition_for
 from venice.schema import AvroCodec
@@ -46,6 +47,8 @@ class StoreRoute:
     """``None`` until the first push completes."""
     versions: Mapping[int, Mapping[int, Replicas]]
     """Version -> partition -> ready replicas; a partition with none is absent."""
+    retired_versions: frozenset[int] = frozenset()
+    """Versions that were pushed but whose data is gone: asking for one is a 410."""
     schemas_fingerprint: bytes = field(default=b"", repr=False, compare=False)
     """Canonical JSON of the schemas, so a refreshed table can reuse parsed codecs."""
 
@@ -56,6 +59,8 @@ class StoreRoute:
                 raise NoCurrentVersionError(f"store {self.name!r} has no current version: push data first")
             return self.current_version
         if requested not in self.versions:
+            if requested in self.retired_versions:
+                raise VersionRetiredError(f"version {requested} of store {self.name!r} is retired: its data is deleted")
             raise VersionNotFoundError(f"store {self.name!r} has no servable version {requested}")
         return requested
 
@@ -125,6 +130,7 @@ def _parse_store(name: str, entry: Mapping[str, Any], previous: StoreRoute | Non
         partition_count=int(entry["partitions"]),
         current_version=None if current is None else int(current),
         versions={int(v): _parse_partitions(body["partitions"]) for v, body in entry.get("versions", {}).items()},
+        retired_versions=frozenset(int(v) for v in entry.get("retired_versions", ())),
         schemas_fingerprint=fingerprint,
     )
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from server.ingestion import VersionIngestion
-from server.storage import VersionStorage
+from server.storage import DEFAULT_MAP_SIZE, VersionStorage
 from venice.errors import ReplicaNotReadyError, VeniceError
 from venice.pubsub import PubSub, connect
 
@@ -39,6 +39,8 @@ class ServerConfig:
     pubsub_url: str | None = None
     """Override the pub-sub URL the controller hands out (e.g. another network path)."""
     heartbeat_interval_s: float = 0.5
+    lmdb_map_size: int = DEFAULT_MAP_SIZE
+    """Largest size one store-version's LMDB may grow to; writes beyond it fail."""
 
     @property
     def url(self) -> str:
@@ -145,7 +147,9 @@ class StorageService:
         assert self.pubsub is not None
         store, version = assignment["store"], int(assignment["version"])
         partitions = [int(p) for p in assignment["partitions"]]
-        storage = VersionStorage(self._dir(store, version), int(assignment["partitions_total"]), partitions)
+        storage = VersionStorage(
+            self._dir(store, version), int(assignment["partitions_total"]), partitions, map_size=self.config.lmdb_map_size
+        )
         ingestion = VersionIngestion(
             store, version, assignment["topic"], partitions, storage, self.pubsub, on_change=self.poke
         )

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 import httpx
@@ -129,16 +130,22 @@ class ManagedProcess:
 
 
 class LocalCluster:
-    """Controller + ``servers`` storage servers + router as child processes."""
+    """Controller + ``servers`` storage servers + ``routers`` routers as child processes.
+
+    ``server_args`` adds command-line options to some servers, by index (e.g. a smaller
+    ``--lmdb-map-size`` for one of them).
+    """
 
     def __init__(
         self,
         data_dir: Path,
         *,
         servers: int = 2,
+        routers: int = 1,
         pubsub_url: str | None = None,
         host: str = "127.0.0.1",
         dead_after_s: float = 15.0,
+        server_args: Mapping[int, Sequence[str]] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
@@ -159,16 +166,20 @@ class LocalCluster:
             self.logs / "controller.log",
             f"http://{host}:{port}",
         )
-        self.servers = [self._server_process(i) for i in range(servers)]
-        port = free_port(host)
-        self.router = ManagedProcess(
-            "router",
-            ["router", "--host", host, "--port", str(port), "--controller", self.controller.url],
-            self.logs / "router.log",
-            f"http://{host}:{port}",
+        self.servers = [self._server_process(i, (server_args or {}).get(i, ())) for i in range(servers)]
+        self.routers = [self._router_process(i) for i in range(routers)]
+        self.router = self.routers[0]
+
+    def _router_process(self, index: int) -> ManagedProcess:
+        port = free_port(self.host)
+        return ManagedProcess(
+            "router" if index == 0 else f"router-{index}",
+            ["router", "--host", self.host, "--port", str(port), "--controller", self.controller.url],
+            self.logs / ("router.log" if index == 0 else f"router-{index}.log"),
+            f"http://{self.host}:{port}",
         )
 
-    def _server_process(self, index: int) -> ManagedProcess:
+    def _server_process(self, index: int, extra_args: Sequence[str] = ()) -> ManagedProcess:
         port = free_port(self.host)
         return ManagedProcess(
             f"server-{index}",
@@ -179,6 +190,7 @@ class LocalCluster:
                 "--data-dir", str(self.data_dir / f"server-{index}"),
                 "--controller", self.controller.url,
                 "--server-id", f"server-{index}",
+                *extra_args,
             ],
             self.logs / f"server-{index}.log",
             f"http://{self.host}:{port}",
@@ -193,15 +205,15 @@ class LocalCluster:
         return self.router.url
 
     def processes(self) -> list[ManagedProcess]:
-        return [self.controller, *self.servers, self.router]
+        return [self.controller, *self.servers, *self.routers]
 
     def start(self, timeout_s: float = 60.0) -> LocalCluster:
         try:
             self.controller.start()
             self.controller.wait_healthy(timeout_s)
-            for process in [*self.servers, self.router]:
+            for process in [*self.servers, *self.routers]:
                 process.start()
-            for process in [*self.servers, self.router]:
+            for process in [*self.servers, *self.routers]:
                 process.wait_healthy(timeout_s)
             self.wait_servers_alive(len(self.servers), timeout_s)
         except BaseException:
@@ -217,8 +229,8 @@ class LocalCluster:
         wait_for(alive, timeout_s, f"{count} servers registered with the controller")
 
     def stop(self) -> None:
-        """Stop the router first (no new reads), then servers, then the controller."""
-        for process in [self.router, *self.servers, self.controller]:
+        """Stop the routers first (no new reads), then servers, then the controller."""
+        for process in [*self.routers, *self.servers, self.controller]:
             process.stop()
 
     def __enter__(self) -> LocalCluster:

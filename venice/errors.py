@@ -15,6 +15,7 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     ├── NotFoundError                NOT_FOUND            404   treat as absent
     │   ├── StoreNotFoundError       STORE_NOT_FOUND      404
     │   ├── VersionNotFoundError     VERSION_NOT_FOUND    404
+    │   │   └── VersionRetiredError  VERSION_RETIRED      410   (was served, now deleted)
     │   ├── KeyNotFoundError         KEY_NOT_FOUND        404
     │   └── TopicNotFoundError       TOPIC_NOT_FOUND      404
     ├── UnavailableError             UNAVAILABLE          503   retry (elsewhere)
@@ -68,6 +69,7 @@ __all__ = [
     "UnavailableError",
     "VeniceError",
     "VersionNotFoundError",
+    "VersionRetiredError",
     "error_body",
     "error_from_response",
 ]
@@ -144,6 +146,13 @@ class StoreNotFoundError(NotFoundError):
 
 class VersionNotFoundError(NotFoundError):
     code = "VERSION_NOT_FOUND"
+
+
+class VersionRetiredError(VersionNotFoundError):
+    """The version existed but its data has been deleted (retention, kill, failure)."""
+
+    code = "VERSION_RETIRED"
+    http_status = 410
 
 
 class KeyNotFoundError(NotFoundError):

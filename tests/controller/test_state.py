@@ -9,6 +9,7 @@ import pytest
 from controller.persistence import MetadataFile
 from controller.state import ClusterState
 from venice.errors import (
+    ConflictError,
     NotEnoughServersError,
     RequestError,
     SchemaError,
@@ -128,3 +129,69 @@ class TestPersistence:
         assert loaded.generation > state.generation
         table = loaded.routing_table(0.0)
         assert table["stores"] == state.routing_table(0.0)["stores"]
+
+
+class TestLifecycle:
+    def _online(self, state: ClusterState, count: int, *, defer_swap: bool = False) -> None:
+        for _ in range(count):
+            version = state.open_version("members", now=100.0, defer_swap=defer_swap)
+            _report_all(state, "members", version.number)
+
+    def test_rollback_and_swap(self) -> None:
+        state = _state()
+        self._online(state, 2)
+        assert state.rollback("members").current_version == 1
+        assert state.routing_table(0.0)["stores"]["members"]["current_version"] == 1
+        assert state.swap("members", 2).current_version == 2
+
+    def test_rollback_without_backup_is_a_conflict(self) -> None:
+        state = _state()
+        self._online(state, 1)
+        with pytest.raises(ConflictError):
+            state.rollback("members")
+
+    def test_deferred_version_is_online_but_not_current(self) -> None:
+        state = _state()
+        self._online(state, 1)
+        self._online(state, 1, defer_swap=True)
+        store = state.store("members")
+        assert store.versions[2].status == "ONLINE" and store.current_version == 1
+        assert "2" in state.routing_table(0.0)["stores"]["members"]["versions"]
+        assert state.swap("members", 2).current_version == 2
+
+    def test_swap_to_a_version_that_is_not_online_is_refused(self) -> None:
+        state = _state()
+        self._online(state, 1)
+        state.open_version("members", now=100.0)
+        with pytest.raises(ConflictError):
+            state.swap("members", 2)
+
+    def test_kill_a_running_push_keeps_current(self) -> None:
+        state = _state()
+        self._online(state, 1)
+        state.open_version("members", now=100.0)
+        version = state.kill_version("members", 2)
+        assert version.status == "KILLED"
+        assert state.store("members").current_version == 1
+        assert "members_v2" in state.topics_to_delete
+        with pytest.raises(ConflictError):
+            state.kill_version("members", 1)  # ONLINE versions are not killed
+
+    def test_push_timeout_fails_the_version(self) -> None:
+        state = _state()
+        state.update_store("members", push_timeout_s=10)
+        state.open_version("members", now=100.0)
+        assert state.expire_pushes(now=105.0) == []
+        assert state.expire_pushes(now=111.0) == [("members", 1)]
+        assert state.version("members", 1).status == "ERROR"
+        assert "timed out" in (state.version("members", 1).reason or "")
+
+    def test_retention_is_settable_and_retired_versions_are_listed(self) -> None:
+        state = _state()
+        state.update_store("members", keep_versions=3)
+        self._online(state, 4)
+        statuses = [state.version("members", n).status for n in (1, 2, 3, 4)]
+        assert statuses == ["RETIRED", "ONLINE", "ONLINE", "ONLINE"]
+        assert state.routing_table(0.0)["stores"]["members"]["retired_versions"] == [1]
+        state.update_store("members", keep_versions=1)
+        assert [state.version("members", n).status for n in (2, 3, 4)] == ["RETIRED", "RETIRED", "ONLINE"]

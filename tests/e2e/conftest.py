@@ -79,10 +79,24 @@ def create_store(controller_url: str, name: str, *, partitions: int = 4, replica
     assert response.status_code == 201, response.text
 
 
-def push(controller_url: str, store: str, path: Path) -> subprocess.CompletedProcess[str]:
+def push(controller_url: str, store: str, path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return venice_cli(
-        "push", "--controller", controller_url, "--store", store, "--input", str(path), "--key-field", "id", "--no-progress"
+        "push", "--controller", controller_url, "--store", store, "--input", str(path), "--key-field", "id",
+        "--no-progress", *extra,
     )
+
+
+def push_process(controller_url: str, store: str, path: Path) -> subprocess.Popen[str]:
+    """A ``venice push`` running in the background."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "venice", "push", "--controller", controller_url, "--store", store,
+         "--input", str(path), "--key-field", "id", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def version_info(controller_url: str, store: str, number: int) -> dict[str, Any]:
+    return dict(httpx.get(f"{controller_url}/stores/{store}/versions/{number}", timeout=5).json())
 
 
 def wait_router_serves(router_url: str, store: str, key: Any, timeout_s: float = 15) -> None:
@@ -98,8 +112,10 @@ def current_version(controller_url: str, store: str) -> int | None:
     return httpx.get(f"{controller_url}/stores/{store}", timeout=5).json()["current_version"]
 
 
-def _cluster(tmp_path_factory: pytest.TempPathFactory, name: str, pubsub_url: str | None, servers: int) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path_factory.mktemp(name), servers=servers, pubsub_url=pubsub_url)
+def _cluster(
+    tmp_path_factory: pytest.TempPathFactory, name: str, pubsub_url: str | None, servers: int, routers: int = 1
+) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(tmp_path_factory.mktemp(name), servers=servers, routers=routers, pubsub_url=pubsub_url)
     cluster.start()
     try:
         yield cluster
@@ -109,8 +125,8 @@ def _cluster(tmp_path_factory: pytest.TempPathFactory, name: str, pubsub_url: st
 
 @pytest.fixture(scope="session")
 def kafka_cluster(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """Controller, 2 servers and a router on the session's Kafka broker."""
-    yield from _cluster(tmp_path_factory, "kafka-cluster", kafka_broker.url, servers=2)
+    """Controller, 2 servers and 2 routers on the session's Kafka broker."""
+    yield from _cluster(tmp_path_factory, "kafka-cluster", kafka_broker.url, servers=2, routers=2)
 
 
 @pytest.fixture(scope="session")

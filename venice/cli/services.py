@@ -65,7 +65,16 @@ def controller(
 @controller_option
 @click.option("--server-id", envvar="VENICE_SERVER_ID", help="Stable server identity (default: generated once, kept in the data dir).")
 @click.option("--pubsub-url", envvar="VENICE_PUBSUB_URL", help="Override the pub-sub URL the controller hands out.")
-def server(host: str, port: int, data_dir: Path, controller_url: str, server_id: str | None, pubsub_url: str | None) -> None:
+@click.option("--lmdb-map-size", default=1 << 36, show_default=True, envvar="VENICE_LMDB_MAP_SIZE", type=click.IntRange(min=1 << 16), help="Largest size in bytes of one store-version's LMDB; writes beyond it fail the version.")
+def server(
+    host: str,
+    port: int,
+    data_dir: Path,
+    controller_url: str,
+    server_id: str | None,
+    pubsub_url: str | None,
+    lmdb_map_size: int,
+) -> None:
     """Run a storage server: ingest assigned partitions into LMDB and serve reads."""
     from server.main import ServerConfig, run
 
@@ -77,6 +86,7 @@ def server(host: str, port: int, data_dir: Path, controller_url: str, server_id:
             port=port,
             server_id=server_id,
             pubsub_url=pubsub_url,
+            lmdb_map_size=lmdb_map_size,
         )
     )
 

@@ -224,6 +224,21 @@ def describe(controller: str, name: str, as_json: bool) -> None:
         click.echo(f"  v{version.get('version')} {version.get('status')}{marker}{reason}")
 
 
+@store.command("update")
+@controller_option
+@click.argument("name")
+@click.option("--keep-versions", type=click.IntRange(min=1), help="ONLINE versions to keep: the current one plus backups (default 2).")
+@click.option("--push-timeout", "push_timeout_s", type=click.FloatRange(min=0, min_open=True), help="Seconds a push may take before its version goes to ERROR (default 3600).")
+@handle_errors
+def update(controller: str, name: str, keep_versions: int | None, push_timeout_s: float | None) -> None:
+    """Change a store's retention or push timeout."""
+    if keep_versions is None and push_timeout_s is None:
+        raise click.UsageError("nothing to change: give --keep-versions and/or --push-timeout")
+    body = {"keep_versions": keep_versions, "push_timeout_s": push_timeout_s}
+    info = ControllerClient(controller).call("PATCH", f"/stores/{quote(name, safe='')}", body)
+    click.echo(f"store {name}: keeps {info['keep_versions']} version(s), push timeout {info['push_timeout_s']:g} s")
+
+
 @store.command("delete")
 @controller_option
 @click.argument("name")

@@ -7,6 +7,7 @@ for anything a retry may cure), so no aiokafka type reaches a caller.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -64,7 +65,7 @@ class KafkaProducer(Producer):
             max_request_size=8 * 1024 * 1024,
             request_timeout_ms=30_000,
         )
-        self._pending: list[asyncio.Future[Any]] = []
+        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
 
     async def start(self) -> None:
         await _start(self._producer, "producer")
@@ -79,18 +80,38 @@ class KafkaProducer(Producer):
             await self.flush()
 
     async def flush(self) -> None:
-        pending, self._pending = self._pending, []
         async with _kafka_errors("flush"):
             await self._producer.flush()
-            for future in pending:
-                await future  # raises the delivery error of a failed batch
+            while self._pending:
+                await self._pending[0]  # raises the delivery error of a failed batch
+                self._pending.popleft()
 
     async def close(self) -> None:
         try:
             await self.flush()
+        except BaseException:
+            self._abandon()
+            raise
         finally:
             with contextlib.suppress(KafkaError, OSError):
                 await self._producer.stop()
+
+    def _abandon(self) -> None:
+        """Give up on undelivered records: a failing push must not wait out delivery retries.
+
+        aiokafka's ``stop()`` waits until every queued batch is delivered or times out
+        (30 s when a topic was deleted under it); stopping its sender task first makes
+        it return at once. The delivery futures are consumed so none is left unretrieved.
+        """
+        sender_task = getattr(getattr(self._producer, "_sender", None), "sender_task", None)
+        if sender_task is not None:
+            sender_task.cancel()
+        pending, self._pending = self._pending, collections.deque()
+        for future in pending:
+            if future.done() and not future.cancelled():
+                future.exception()
+            else:
+                future.cancel()
 
 
 class KafkaConsumer(Consumer):

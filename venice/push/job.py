@@ -20,6 +20,7 @@ cleaned up and never becomes current; what is already served is never touched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import sys
@@ -52,6 +53,7 @@ __all__ = ["PushSummary", "push", "run_push"]
 
 _HTTP_TIMEOUT_S = 30.0
 _REPORT_TIMEOUT_S = 5.0
+_ABANDON_TIMEOUT_S = 2.0
 _PROGRESS_EVERY = 512  # records between progress-bar updates: cheap enough, smooth enough
 
 
@@ -140,10 +142,10 @@ class _Progress:
     Drawn only when asked for and stderr is a terminal: in CI logs a redrawn bar is noise.
     """
 
-    def __init__(self, source: RecordSource, label: str, enabled: bool) -> None:
+    def __init__(self, source: RecordSource | None, label: str, enabled: bool) -> None:
         self.source = source
         self.bar = tqdm(
-            total=source.size,
+            total=source.size if source else 0,
             unit="B",
             unit_scale=True,
             desc=label,
@@ -154,7 +156,8 @@ class _Progress:
         )
 
     def update(self, records: int) -> None:
-        self.bar.update(self.source.bytes_read - self.bar.n)
+        if self.source is not None:
+            self.bar.update(self.source.bytes_read - self.bar.n)
         self.bar.set_postfix_str(f"{records} records", refresh=False)
 
     def close(self) -> None:
@@ -164,8 +167,9 @@ class _Progress:
 async def push(
     controller_url: str,
     store: str,
-    input_path: str | os.PathLike[str],
+    input_path: str | os.PathLike[str] | None,
     *,
+    defer_swap: bool = False,
     key_field: str | None = None,
     fmt: str | None = None,
     progress: bool = True,
@@ -177,7 +181,9 @@ async def push(
     """Push the file at ``input_path`` into ``store`` as a new version; return once it is ONLINE.
 
     ``key_field`` names the input field holding the key (default ``"key"``; ignored for
-    record keys, whose fields are taken by name). ``timeout_s`` bounds the wait for the
+    record keys, whose fields are taken by name). ``input_path=None`` pushes an empty
+    version (clears the store). ``defer_swap`` leaves the new version ONLINE but not
+    current until ``venice version swap``. ``timeout_s`` bounds the wait for the
     servers to finish ingesting after everything was written. ``http`` and
     ``pubsub_factory`` let an embedding program (or a test) supply its own client and
     pub-sub backend.
@@ -188,27 +194,26 @@ async def push(
         controller = _Controller(controller_url, client)
         description = await _describe_store(controller, store)
         plan = _plan(store, description)
-        with open_records(input_path, fmt) as source:
-            converter = RecordConverter(
-                plan.key_codec, plan.value_codec, key_field=key_field, text_cells=source.fmt == "csv", file=input_path
-            )
-            records = iter(source)
-            first = next(records, None)
-            if first is None:
-                raise input_error(input_path, None, "no records to push (the file is empty)")
-            converter.convert(*first)  # fail before a version exists
-            opened = await controller.call("POST", f"/stores/{_q(store)}/versions", {})
-            version = int(opened["version"])
-            written = await _guarded(
-                controller,
-                store,
-                version,
-                _write_and_wait(
-                    controller, store, opened, plan, converter, source, itertools.chain([first], records),
-                    progress=progress, timeout_s=timeout_s, poll_interval_s=poll_interval_s,
-                    pubsub_factory=pubsub_factory,
-                ),
-            )
+        options = {"defer_swap": defer_swap}
+        settings = {"progress": progress, "timeout_s": timeout_s, "poll_interval_s": poll_interval_s,
+                    "pubsub_factory": pubsub_factory}
+        if input_path is None:
+            version, written = await _open_and_write(controller, store, options, plan, None, None, iter(()), **settings)
+        else:
+            with open_records(input_path, fmt) as source:
+                converter = RecordConverter(
+                    plan.key_codec, plan.value_codec, key_field=key_field, text_cells=source.fmt == "csv", file=input_path
+                )
+                records = iter(source)
+                first = next(records, None)
+                if first is None:
+                    raise input_error(
+                        input_path, None, "no records to push (the file is empty; use --empty to clear a store)"
+                    )
+                converter.convert(*first)  # fail before a version exists
+                version, written = await _open_and_write(
+                    controller, store, options, plan, converter, source, itertools.chain([first], records), **settings
+                )
     finally:
         if http is None:
             await client.aclose()
@@ -224,11 +229,30 @@ async def push(
     )
 
 
+async def _open_and_write(
+    controller: _Controller,
+    store: str,
+    options: dict[str, Any],
+    plan: _Plan,
+    converter: RecordConverter | None,
+    source: RecordSource | None,
+    records: Iterator[tuple[str, dict[str, Any]]],
+    **settings: Any,
+) -> tuple[int, _Result]:
+    """Open a version, write SOP, the records and EOP, and wait until ONLINE. Any failure
+    after the version is opened is reported to the controller (the version goes ERROR)."""
+    opened = await controller.call("POST", f"/stores/{_q(store)}/versions", options)
+    version = int(opened["version"])
+    work = _write_and_wait(controller, store, opened, plan, converter, source, records, **settings)
+    return version, await _guarded(controller, store, version, work)
+
+
 def run_push(
     controller_url: str,
     store: str,
-    input_path: str | os.PathLike[str],
+    input_path: str | os.PathLike[str] | None,
     *,
+    defer_swap: bool = False,
     key_field: str | None = None,
     fmt: str | None = None,
     progress: bool = True,
@@ -239,7 +263,10 @@ def run_push(
     Ctrl-C cancels the push, marks the version ERROR and raises KeyboardInterrupt.
     """
     return asyncio.run(
-        push(controller_url, store, input_path, key_field=key_field, fmt=fmt, progress=progress, timeout_s=timeout_s)
+        push(
+            controller_url, store, input_path, defer_swap=defer_swap, key_field=key_field, fmt=fmt,
+            progress=progress, timeout_s=timeout_s,
+        )
     )
 
 
@@ -263,14 +290,59 @@ class _VersionFailed(PushError):
 
 
 async def _guarded(controller: _Controller, store: str, version: int, work: Any) -> Any:
-    """Await ``work``; on any failure mark the version ERROR (best effort) and re-raise."""
+    """Await ``work`` while watching the version on the controller.
+
+    A version killed by an operator, failed by a server or timed out stops the push at
+    once with the controller's reason. Any other failure marks the version ERROR (best
+    effort) and is re-raised.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_watch_version(controller, store, version))
     try:
-        return await work
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            watcher.result()  # raises _VersionFailed
+        return task.result()
     except _VersionFailed:
         raise
     except BaseException as exc:
+        ended = await _ended_on_controller(controller, store, version)
+        if ended is not None:
+            raise ended from exc
         await _report_failure(controller, store, version, _reason(exc))
         raise
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(BaseException):
+            await watcher
+        if not task.done():
+            task.cancel()
+
+
+async def _ended_on_controller(controller: _Controller, store: str, version: int) -> _VersionFailed | None:
+    """The failure recorded on the controller, when the version already ended there."""
+    try:
+        info = await controller.call("GET", f"/stores/{_q(store)}/versions/{version}", timeout=_REPORT_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - best effort: the caller has an error to raise anyway
+        return None
+    status = info.get("status")
+    if status in ("ERROR", "KILLED"):
+        return _VersionFailed(f"version {version} of {store!r} failed ({status}): {info.get('reason') or 'no reason given'}")
+    return None
+
+
+async def _watch_version(controller: _Controller, store: str, version: int) -> None:
+    while True:
+        await asyncio.sleep(_WATCH_INTERVAL_S)
+        ended = await _ended_on_controller(controller, store, version)
+        if ended is not None:
+            raise ended
+
+
+_WATCH_INTERVAL_S = 1.0
 
 
 def _reason(exc: BaseException) -> str:
@@ -303,8 +375,8 @@ async def _write_and_wait(
     store: str,
     opened: dict[str, Any],
     plan: _Plan,
-    converter: RecordConverter,
-    source: RecordSource,
+    converter: RecordConverter | None,
+    source: RecordSource | None,
     records: Iterator[tuple[str, dict[str, Any]]],
     *,
     progress: bool,
@@ -313,8 +385,8 @@ async def _write_and_wait(
     pubsub_factory: Callable[[str], PubSub],
 ) -> _Result:
     version, topic, partitions = int(opened["version"]), str(opened["topic"]), int(opened["partitions"])
-    tracker = DuplicateTracker(source.path)
-    bar = _Progress(source, f"{store} v{version}", progress)
+    tracker = DuplicateTracker(source.path if source else "<empty>")
+    bar = _Progress(source, f"{store} v{version}", progress and source is not None)
     try:
         pubsub = pubsub_factory(str(opened["pubsub_url"]))
         try:
@@ -328,7 +400,9 @@ async def _write_and_wait(
                 await _control(producer, topic, partitions, ControlKind.END_OF_PUSH, lambda p: {"records": counts[p]})
                 await producer.flush()
             except BaseException:
-                await _quietly(producer.close())
+                # The push is failing anyway: do not wait out the producer's delivery retries
+                # (a killed version's topic is gone, so they can only time out).
+                await _quietly(asyncio.wait_for(producer.close(), _ABANDON_TIMEOUT_S))
                 raise
             await producer.close()
         finally:
@@ -361,7 +435,7 @@ async def _write_records(
     topic: str,
     partitions: int,
     plan: _Plan,
-    converter: RecordConverter,
+    converter: RecordConverter | None,
     tracker: DuplicateTracker,
     records: Iterator[tuple[str, dict[str, Any]]],
     bar: _Progress,
@@ -371,6 +445,7 @@ async def _write_records(
     per_partition = [0] * partitions
     total = size = 0
     for position, record in records:
+        assert converter is not None  # only an empty push has no converter, and no records
         key, value = converter.convert(position, record)
         key_bytes, value_bytes = encode_key(key), encode_value(value)
         if not tracker.check(key, key_bytes, value_bytes, position):
