@@ -52,10 +52,11 @@ class VersionError(BaseModel):
 class Heartbeat(BaseModel):
     url: str
     replicas: list[dict[str, Any]] = []
+    draining: bool = False
 
 
 class Controller:
-    """Owns the state, its persistence and the janitor that deletes dead topics."""
+    """Owns the state, its persistence, and the background work: failover and topic deletion."""
 
     def __init__(self, metadata: MetadataFile, pubsub: PubSub, dead_after_s: float = 15.0) -> None:
         self.metadata = metadata
@@ -82,12 +83,20 @@ class Controller:
             if await request.is_disconnected():
                 return
 
-    async def janitor(self, interval_s: float = 1.0) -> None:
-        """Fail pushes past their timeout, and delete the topics of failed, killed, retired
-        and deleted versions; retried until done."""
+    async def maintain(self, interval_s: float = 0.5) -> None:
+        """Notice dead servers and move their replicas; fail pushes past their timeout."""
         while True:
-            for store, number in self.state.expire_pushes(time.time()):
+            now = time.time()
+            self.state.rebalance(now)
+            for store, number in self.state.expire_pushes(now):
                 log.warning("version %d of %s timed out", number, store)
+            self.commit()
+            await asyncio.sleep(interval_s)
+
+    async def delete_topics(self, interval_s: float = 1.0) -> None:
+        """Delete the topics of failed, killed, retired and deleted versions; retried until
+        done. Apart from :meth:`maintain`, so a broker outage never delays failover."""
+        while True:
             for topic in sorted(self.state.topics_to_delete):
                 try:
                     await self.pubsub.delete_topic(topic)
@@ -108,13 +117,14 @@ def _error_response(exc: VeniceError) -> Response:
 def create_app(controller: Controller) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        janitor = asyncio.create_task(controller.janitor())
+        tasks = [asyncio.create_task(controller.maintain()), asyncio.create_task(controller.delete_topics())]
         try:
             yield
         finally:
-            janitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await janitor
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await controller.pubsub.close()
 
     app = FastAPI(title="venice controller", default_response_class=ORJSONResponse, lifespan=lifespan)
@@ -145,7 +155,12 @@ def create_app(controller: Controller) -> FastAPI:
         return {
             "pubsub_url": state().pubsub_url,
             "servers": [
-                {"server_id": s.server_id, "url": s.url, "alive": now - s.last_heartbeat <= state().dead_after_s}
+                {
+                    "server_id": s.server_id,
+                    "url": s.url,
+                    "alive": now - s.last_heartbeat <= state().dead_after_s,
+                    "draining": s.draining,
+                }
                 for s in state().servers.values()
             ],
         }
@@ -240,7 +255,7 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.post("/servers/{server_id}/heartbeat")
     async def heartbeat(server_id: str, body: Heartbeat) -> dict[str, Any]:
-        state().heartbeat(server_id, body.url, body.replicas, time.time())
+        state().heartbeat(server_id, body.url, body.replicas, time.time(), draining=body.draining)
         controller.commit()
         return {"assignment": state().assignment_for(server_id), "pubsub_url": state().pubsub_url}
 

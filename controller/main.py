@@ -31,6 +31,7 @@ class ControllerConfig:
 
 def run(config: ControllerConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s controller %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per heartbeat is noise
     controller = Controller(MetadataFile(config.data_dir), connect(config.pubsub_url), config.dead_after_s)
     app = create_app(controller)
     uvicorn.run(

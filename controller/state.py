@@ -109,6 +109,8 @@ class Server:
     server_id: str
     url: str
     last_heartbeat: float = 0.0
+    draining: bool = False
+    """Shutting down: no reads are routed to it and no new replicas are placed on it."""
 
 
 class ClusterState:
@@ -124,6 +126,8 @@ class ClusterState:
         # Topics of versions that left the live states; deleted by the controller's janitor.
         self.topics_to_delete: set[str] = set()
         self._routing_cache: tuple[int, dict[str, Any]] | None = None
+        self._serving: frozenset[str] = frozenset()
+        """Servers that were live and not draining at the last :meth:`rebalance`."""
 
     # -- bookkeeping ---------------------------------------------------------------
     def _changed(self, *, routing: bool = True) -> None:
@@ -192,14 +196,30 @@ class ClusterState:
     def live_servers(self, now: float) -> list[str]:
         return sorted(s.server_id for s in self.servers.values() if now - s.last_heartbeat <= self.dead_after_s)
 
-    def heartbeat(self, server_id: str, url: str, replicas: list[dict[str, Any]], now: float) -> None:
+    def serving_servers(self, now: float) -> list[str]:
+        """Live and not draining: the servers reads are routed to and new versions placed on."""
+        return [s for s in self.live_servers(now) if not self.servers[s].draining]
+
+    def heartbeat(
+        self, server_id: str, url: str, replicas: list[dict[str, Any]], now: float, *, draining: bool = False
+    ) -> None:
         server = self.servers.get(server_id)
+        was_live = server is not None and now - server.last_heartbeat <= self.dead_after_s
         if server is None or server.url != url:
             self.servers[server_id] = server = Server(server_id, url)
             self._changed()
         server.last_heartbeat = now
+        if server.draining != draining:
+            server.draining = draining
+            was_live = False  # its reads must stop (or resume) now: rebalance below
+        if not was_live:
+            # Back (or new): give it its share before it reads its assignment, so a
+            # restarted server keeps the data it has instead of dropping it.
+            self.rebalance(now)
         for report in replicas:
             self._apply_replica_report(server_id, report)
+        if not was_live:
+            self.rebalance(now)
 
     def _apply_replica_report(self, server_id: str, report: dict[str, Any]) -> None:
         store = self.stores.get(report["store"])
@@ -223,7 +243,7 @@ class ClusterState:
     # -- versions ------------------------------------------------------------------
     def open_version(self, store_name: str, now: float, *, defer_swap: bool = False) -> Version:
         store = self.store(store_name)
-        live = self.live_servers(now)
+        live = self.serving_servers(now)
         if len(live) < store.replication_factor:
             raise NotEnoughServersError(
                 f"store {store_name!r} needs {store.replication_factor} live servers, {len(live)} are up"
@@ -256,6 +276,49 @@ class ClusterState:
             self.topics_to_delete.add(version.topic)
             self._changed()
         return version
+
+    def rebalance(self, now: float) -> None:
+        """Keep every partition of every live version on its R servers of the ring.
+
+        Placement is consistent hashing over live servers, so a server leaving or joining
+        moves only its share of replicas. A replica on a dead server is dropped at once
+        (the ring gives its partition a new server, which bootstraps from the topic); a
+        replica on a live server that the ring no longer wants (after a join) is dropped
+        only once every wanted replica of the partition is READY, so a partition never
+        has fewer ready copies because of a move.
+        """
+        live = self.live_servers(now)
+        serving = frozenset(s for s in live if not self.servers[s].draining)
+        if serving != self._serving:
+            self._serving = serving
+            self._changed()  # the routing table lists only serving servers' replicas
+        if 2 * len(live) < len(self.servers) or not live:
+            # Most servers silent at once is more likely the controller's own stall or a
+            # partition than mass death: moving everything would only make it worse.
+            return
+        ring = HashRing(live)
+        for store in self.stores.values():
+            wanted_count = min(store.replication_factor, ring.server_count)
+            for version in store.versions.values():
+                if version.is_live():
+                    for partition in version.replicas:
+                        wanted = ring.replicas(replica_key(version.topic, partition), wanted_count)
+                        self._place(version, partition, wanted, set(live))
+                    self._advance(store, version)
+
+    def _place(self, version: Version, partition: int, wanted: list[str], live: set[str]) -> None:
+        replicas = version.replicas[partition]
+        present = {r.server for r in replicas}
+        added = [Replica(server) for server in wanted if server not in present]
+        wanted_ready = sum(1 for r in replicas if r.server in wanted and r.status == ReplicaStatus.READY.value)
+        kept = [
+            r
+            for r in replicas
+            if r.server in wanted or (r.server in live and wanted_ready < len(wanted))
+        ]
+        if added or len(kept) != len(replicas):
+            version.replicas[partition] = kept + added
+            self._changed()
 
     def kill_version(self, store_name: str, number: int) -> Version:
         version = self.version(store_name, number)
@@ -308,7 +371,8 @@ class ClusterState:
                     reason = f"server {replica.server}: {replica.reason or 'ingestion failed'}"
                     self.fail_version(store.name, version.number, reason)
                     return
-        if all(r.status == ReplicaStatus.READY.value for rs in version.replicas.values() for r in rs):
+        ready = [sum(1 for r in rs if r.status == ReplicaStatus.READY.value) for rs in version.replicas.values()]
+        if all(count >= store.replication_factor for count in ready):
             version.status = VersionStatus.ONLINE.value
             version.online_at = time.time()
             if not version.defer_swap and (store.current_version is None or version.number > store.current_version):
@@ -371,7 +435,7 @@ class ClusterState:
                     str(p): [
                         self.servers[r.server].url
                         for r in rs
-                        if r.status == ReplicaStatus.READY.value and r.server in self.servers
+                        if r.status == ReplicaStatus.READY.value and r.server in self._serving
                     ]
                     for p, rs in version.replicas.items()
                 }
@@ -453,6 +517,7 @@ class ClusterState:
         # A restarted controller has not heard from anyone yet: give every known server
         # a full timeout to heartbeat before it counts as dead.
         state.servers = {s["server_id"]: Server(s["server_id"], s["url"], now) for s in data["servers"]}
+        state._serving = frozenset(state.servers)
         for raw in data["stores"]:
             versions = {}
             for vraw in raw["versions"].values():

@@ -160,6 +160,7 @@ class StorageApp:
                         "offset": state.offset,
                         "records": state.records,
                         "reason": state.reason,
+                        "ingested": state.ingested,
                         "lmdb_entries": hosted.storage.count(partition),
                     }
                 )

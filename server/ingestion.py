@@ -33,6 +33,8 @@ class PartitionState:
     offset: int = 0
     records: int = 0
     reason: str | None = None
+    ingested: int = 0
+    """Records this process applied (0 for a partition resumed at end-of-push)."""
 
 
 class VersionIngestion:
@@ -130,6 +132,7 @@ class VersionIngestion:
         self.storage.apply(partition, writes, new)
         self._checkpoints[partition] = new
         state = self.partitions[partition]
+        state.ingested += records - checkpoint.records
         state.offset, state.records = offset, records
         if not eop:
             return False

@@ -39,6 +39,9 @@ class ServerConfig:
     pubsub_url: str | None = None
     """Override the pub-sub URL the controller hands out (e.g. another network path)."""
     heartbeat_interval_s: float = 0.5
+    drain_grace_s: float = 1.0
+    """On SIGTERM: how long to keep answering reads after the controller stopped
+    routing to this server (routers long-poll, so they move within milliseconds)."""
     lmdb_map_size: int = DEFAULT_MAP_SIZE
     """Largest size one store-version's LMDB may grow to; writes beyond it fail."""
 
@@ -80,6 +83,8 @@ class StorageService:
         self._wake = asyncio.Event()
         self._http = httpx.AsyncClient(timeout=5.0)
         self._cleaned_orphans = False
+        self.draining = False
+        self._acked_drain = asyncio.Event()
 
     # -- reads ---------------------------------------------------------------------
     def ready_version(self, store: str, version: int, partition: int) -> HostedVersion:
@@ -114,8 +119,12 @@ class StorageService:
         url = f"{self.config.controller_url.rstrip('/')}/servers/{self.server_id}/heartbeat"
         while True:
             try:
-                response = await self._http.post(url, json={"url": self.config.url, "replicas": self.replica_report()})
+                draining = self.draining
+                body = {"url": self.config.url, "replicas": self.replica_report(), "draining": draining}
+                response = await self._http.post(url, json=body)
                 if response.status_code == 200:
+                    if draining:
+                        self._acked_drain.set()
                     await self.reconcile(response.json())
                 else:
                     log.warning("heartbeat answered %s: %s", response.status_code, response.text[:200])
@@ -127,6 +136,16 @@ class StorageService:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.heartbeat_interval_s)
 
+    async def drain(self) -> None:
+        """Tell the controller to stop routing reads here, then keep serving for the grace
+        period so reads already on their way still get answers."""
+        self.draining = True
+        self.poke()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._acked_drain.wait(), 2.0)
+        log.info("draining: controller %s; serving %.1f s more", "acknowledged" if self._acked_drain.is_set() else "unreachable", self.config.drain_grace_s)
+        await asyncio.sleep(self.config.drain_grace_s)
+
     async def reconcile(self, answer: dict[str, Any]) -> None:
         if self.pubsub is None:
             self.pubsub = connect(self.config.pubsub_url or answer["pubsub_url"])
@@ -134,8 +153,11 @@ class StorageService:
         for key in [k for k in self.hosted if k not in wanted]:
             await self._drop(key)
         for key, assignment in wanted.items():
-            if key not in self.hosted:
+            hosted = self.hosted.get(key)
+            if hosted is None:
                 self._host(assignment)
+            elif set(hosted.ingestion.partitions) != {int(p) for p in assignment["partitions"]}:
+                await self._repartition(hosted, assignment)
         if not self._cleaned_orphans:
             self._remove_orphans(set(wanted))
             self._cleaned_orphans = True
@@ -156,6 +178,23 @@ class StorageService:
         task = asyncio.create_task(ingestion.run(), name=f"ingest-{assignment['topic']}")
         self.hosted[(store, version)] = HostedVersion(store, version, storage, ingestion, task)
         log.info("hosting %s partitions %s", assignment["topic"], partitions)
+        self.poke()
+
+    async def _repartition(self, hosted: HostedVersion, assignment: dict[str, Any]) -> None:
+        """The controller moved partitions of a version to or from this server."""
+        assert self.pubsub is not None
+        partitions = [int(p) for p in assignment["partitions"]]
+        hosted.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await hosted.task
+        for partition in set(hosted.ingestion.partitions) - set(partitions):
+            hosted.storage.drop_partition(partition)
+        hosted.storage.open_partitions(partitions)
+        hosted.ingestion = VersionIngestion(
+            hosted.store, hosted.version, assignment["topic"], partitions, hosted.storage, self.pubsub, on_change=self.poke
+        )
+        hosted.task = asyncio.create_task(hosted.ingestion.run(), name=f"ingest-{assignment['topic']}")
+        log.info("now hosting %s partitions %s", assignment["topic"], partitions)
         self.poke()
 
     async def _drop(self, key: tuple[str, int]) -> None:

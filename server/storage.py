@@ -99,6 +99,17 @@ class VersionStorage:
                 db = self._dbs[partition] = self.env.open_db(b"p%d" % partition)
         return db
 
+    def open_partitions(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self._db(partition)
+
+    def drop_partition(self, partition: int) -> None:
+        """Delete a partition's data and checkpoint (it moved to another server)."""
+        db = self._db(partition)
+        with _lmdb_errors("drop partition"), self.env.begin(write=True) as txn:
+            txn.drop(db, delete=False)
+            txn.delete(b"%d" % partition, db=self._checkpoints)
+
     def checkpoint(self, partition: int) -> Checkpoint:
         with _lmdb_errors("read checkpoint"), self.env.begin(db=self._checkpoints) as txn:
             return Checkpoint.from_bytes(txn.get(b"%d" % partition))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,3 +196,103 @@ class TestLifecycle:
         assert state.routing_table(0.0)["stores"]["members"]["retired_versions"] == [1]
         state.update_store("members", keep_versions=1)
         assert [state.version("members", n).status for n in (2, 3, 4)] == ["RETIRED", "RETIRED", "ONLINE"]
+
+
+class TestRebalancing:
+    """Failover and rebalancing by consistent hashing (all times are explicit)."""
+
+    def _cluster(self, servers: int, partitions: int = 16) -> ClusterState:
+        state = ClusterState("embedded:///tmp/x", dead_after_s=5.0)
+        for i in range(servers):
+            state.heartbeat(f"s{i}", f"http://127.0.0.1:{7000 + i}", [], now=100.0)
+        state.create_store("members", "long", VALUE_SCHEMA, partitions=partitions, replication_factor=2)
+        state.open_version("members", now=100.0)
+        self._ready_all(state, now=100.0)
+        return state
+
+    def _ready_all(self, state: ClusterState, now: float) -> None:
+        version = state.version("members", max(state.store("members").versions))
+        by_server: dict[str, list[dict[str, Any]]] = {}
+        for partition, replicas in version.replicas.items():
+            for r in replicas:
+                by_server.setdefault(r.server, []).append(
+                    {"store": "members", "version": version.number, "partition": partition, "status": "READY"}
+                )
+        for server, reports in by_server.items():
+            state.heartbeat(server, state.servers[server].url, reports, now=now)
+
+    def _placement(self, state: ClusterState) -> set[tuple[int, str]]:
+        version = state.version("members", 1)
+        return {(p, r.server) for p, rs in version.replicas.items() for r in rs}
+
+    def _beat(self, state: ClusterState, servers: list[str], now: float) -> None:
+        for server in servers:
+            state.heartbeat(server, state.servers[server].url, [], now=now)
+
+    def test_a_dead_server_moves_only_its_share(self) -> None:
+        state = self._cluster(4)
+        before = self._placement(state)
+        on_dead = {p for p, s in before if s == "s3"}
+        self._beat(state, ["s0", "s1", "s2"], now=103.0)
+        self._beat(state, ["s0", "s1", "s2"], now=106.0)
+        state.rebalance(now=106.0)  # s3 silent for 6 s > 5 s
+        after = self._placement(state)
+        removed, added = before - after, after - before
+        assert removed == {(p, "s3") for p in on_dead}
+        assert {p for p, _ in added} == on_dead and len(added) == len(on_dead)
+        assert 4 <= len(on_dead) <= 14  # about a quarter of 32 replicas, nothing else moves
+        table = state.routing_table(106.0)["stores"]["members"]["versions"]["1"]["partitions"]
+        assert all("http://127.0.0.1:7003" not in urls for urls in table.values())
+        # The new replicas bootstrap, then the partition is back to R=2 ready copies.
+        self._ready_all(state, now=106.5)
+        table = state.routing_table(106.5)["stores"]["members"]["versions"]["1"]["partitions"]
+        assert all(len(urls) == 2 for urls in table.values())
+
+    def test_a_returning_server_gets_its_share_back_and_keeps_its_data(self) -> None:
+        state = self._cluster(3)
+        before = self._placement(state)
+        self._beat(state, ["s0", "s1"], now=103.0)
+        self._beat(state, ["s0", "s1"], now=106.0)
+        state.rebalance(now=106.0)
+        self._ready_all(state, now=106.0)
+        assert all(s != "s2" for _, s in self._placement(state))
+        # s2 comes back: its first heartbeat's assignment already includes its share.
+        state.heartbeat("s2", "http://127.0.0.1:7002", [], now=107.0)
+        assert {a["version"] for a in state.assignment_for("s2")} == {1}
+        self._beat(state, ["s0", "s1"], now=107.0)
+        self._ready_all(state, now=107.5)
+        state.rebalance(now=107.5)
+        assert self._placement(state) == before
+
+    def test_a_joining_server_takes_a_share_only_once_ready(self) -> None:
+        state = self._cluster(3)
+        before = self._placement(state)
+        state.heartbeat("s3", "http://127.0.0.1:7003", [], now=101.0)
+        during = self._placement(state)
+        joined = {p for p, s in during if s == "s3"}
+        assert joined and before <= during  # nothing dropped before the new copies are ready
+        self._beat(state, ["s0", "s1", "s2"], now=101.0)
+        self._ready_all(state, now=101.5)
+        state.rebalance(now=101.5)
+        after = self._placement(state)
+        assert {p for p, s in after if s == "s3"} == joined
+        assert all(sum(1 for q, _ in after if q == p) == 2 for p in range(16))
+        assert len(before - after) == len(joined)
+
+    def test_most_servers_silent_at_once_moves_nothing(self) -> None:
+        state = self._cluster(3)
+        before = self._placement(state)
+        self._beat(state, ["s0"], now=110.0)  # e.g. the controller itself stalled for 10 s
+        state.rebalance(now=110.0)
+        assert self._placement(state) == before
+
+    def test_a_draining_server_gets_no_reads_and_no_new_versions(self) -> None:
+        state = self._cluster(3)
+        state.heartbeat("s2", "http://127.0.0.1:7002", [], now=101.0, draining=True)
+        table = state.routing_table(101.0)["stores"]["members"]["versions"]["1"]["partitions"]
+        assert all("http://127.0.0.1:7002" not in urls for urls in table.values())
+        version = state.open_version("members", now=101.0)
+        assert all(r.server != "s2" for rs in version.replicas.values() for r in rs)
+        state.heartbeat("s2", "http://127.0.0.1:7002", [], now=102.0)  # restarted, serving again
+        table = state.routing_table(102.0)["stores"]["members"]["versions"]["1"]["partitions"]
+        assert any("http://127.0.0.1:7002" in urls for urls in table.values())
