@@ -65,6 +65,7 @@ def controller(
 @controller_option
 @click.option("--server-id", envvar="VENICE_SERVER_ID", help="Stable server identity (default: generated once, kept in the data dir).")
 @click.option("--pubsub-url", envvar="VENICE_PUBSUB_URL", help="Override the pub-sub URL the controller hands out.")
+@click.option("--drain-grace", default=1.0, show_default=True, envvar="VENICE_DRAIN_GRACE_S", type=click.FloatRange(min=0), help="On SIGTERM: seconds to keep answering reads after the controller stopped routing here.")
 @click.option("--lmdb-map-size", default=1 << 36, show_default=True, envvar="VENICE_LMDB_MAP_SIZE", type=click.IntRange(min=1 << 16), help="Largest size in bytes of one store-version's LMDB; writes beyond it fail the version.")
 def server(
     host: str,
@@ -73,6 +74,7 @@ def server(
     controller_url: str,
     server_id: str | None,
     pubsub_url: str | None,
+    drain_grace: float,
     lmdb_map_size: int,
 ) -> None:
     """Run a storage server: ingest assigned partitions into LMDB and serve reads."""
@@ -87,6 +89,7 @@ def server(
             server_id=server_id,
             pubsub_url=pubsub_url,
             lmdb_map_size=lmdb_map_size,
+            drain_grace_s=drain_grace,
         )
     )
 
