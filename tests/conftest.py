@@ -1,8 +1,9 @@
 """Fixtures shared by the whole suite.
 
-``kafka_broker`` starts one real Kafka broker per test session. A test that needs it
-and finds none FAILS when the ``CI`` environment variable is set (never a silent skip
-in CI); on a developer machine without Java it is skipped with the reason.
+Kafka policy: tests that need the real broker use ``kafka_broker`` (or ``kafka_required``
+when they start brokers of their own). Where Kafka cannot be had (no Java, no jars, the
+broker does not start) such a test FAILS when the ``CI`` environment variable is set, so
+CI never passes by silently skipping them, and is skipped with the reason elsewhere.
 """
 
 from __future__ import annotations
@@ -13,34 +14,43 @@ from pathlib import Path
 
 import pytest
 
-from venice.testing.kafka import KafkaBroker, kafka_unavailable_reason
+from venice.testing.kafka import KafkaBroker, KafkaStartError, kafka_available
 
 
-def _no_kafka(reason: str) -> None:
+def _kafka_missing(reason: str) -> None:
+    """Fail in CI, skip on a developer machine (see the module docstring)."""
     if os.environ.get("CI"):
         pytest.fail(f"Kafka is required in CI: {reason}", pytrace=False)
     pytest.skip(f"Kafka not available: {reason}")
 
 
 @pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    reason = kafka_unavailable_reason()
+def kafka_required() -> None:
+    """Apply the Kafka policy without starting a broker."""
+    reason = kafka_available()
     if reason:
-        _no_kafka(reason)
+        _kafka_missing(reason)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(kafka_required: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """One broker for the whole session (~2 s to start). Tests share it: use unique topic
+    names, and do not stop or restart it (start your own KafkaBroker for fault tests)."""
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
     try:
         broker.start()
-    except RuntimeError as exc:
-        _no_kafka(str(exc))
+    except KafkaStartError as exc:
+        _kafka_missing(str(exc))
     try:
         yield broker
     finally:
         broker.stop()
 
 
-@pytest.fixture(params=["embedded", "kafka"])
+@pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
 def pubsub_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of each pub-sub backend in turn (the contract suite runs on both)."""
+    """The URL of each pub-sub backend in turn, so one contract suite covers both:
+    a fresh embedded log per test, or the session's Kafka broker."""
     if request.param == "embedded":
         return f"embedded://{tmp_path / 'log'}"
     broker: KafkaBroker = request.getfixturevalue("kafka_broker")

@@ -163,7 +163,7 @@ def test_controller_restart_costs_no_reads(cluster: LocalCluster, tmp_path: Path
     assert httpx.get(f"{cluster.controller_url}/stores/ctl").json() == before
 
 
-def test_broker_restart_mid_ingestion_keeps_exact_counts(tmp_path: Path) -> None:
+def test_broker_restart_mid_ingestion_keeps_exact_counts(kafka_required: None, tmp_path: Path) -> None:
     with KafkaBroker(tmp_path / "broker") as broker, LocalCluster(
         tmp_path / "c", servers=2, pubsub_url=broker.url
     ) as cluster:

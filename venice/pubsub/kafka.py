@@ -1,7 +1,21 @@
 """Kafka backend through aiokafka.
 
-Every aiokafka exception is re-raised as a :mod:`venice.errors` type (``PubSubError``
-for anything a retry may cure), so no aiokafka type reaches a caller.
+Every aiokafka (and socket) exception is re-raised as a :mod:`venice.errors` type, so
+no aiokafka type reaches a caller: ``TopicNotFoundError`` for an unknown topic or
+partition, ``ConflictError`` for a topic that exists, ``PubSubError`` (retriable) for
+everything a retry may cure.
+
+Behaviour worth knowing (see also the tests in ``tests/pubsub`` and ``tests/testing``):
+
+* Clients start with a bounded retry loop (``connect_timeout_s``): a broker that is
+  briefly down delays a start, a broker that stays down gives ``PubSubError``.
+* The producer is idempotent with ``acks=all``; ``send`` only enqueues, ``flush``
+  waits for every delivery and raises the first delivery error. aiokafka retries a
+  batch for up to ``request_timeout_ms`` (30 s), so a broker restart is ridden out.
+* The consumer has no group and commits nothing. It rides out a broker restart: aiokafka
+  reconnects and resumes fetching at its position, so nothing is skipped or repeated.
+  An offset out of range raises ``PubSubError`` (never a silent reset to another
+  offset). A deleted topic is noticed by a metadata check while polls come back empty.
 """
 
 from __future__ import annotations
@@ -9,54 +23,94 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
 
-from venice.errors import ConflictError, PubSubError, TopicNotFoundError
+from venice.errors import ConflictError, PubSubError, TopicNotFoundError, VeniceError
 from venice.pubsub.base import Consumer, Headers, Producer, PubSub
 from venice.structs import Message, TopicPartition
 
-__all__ = ["KafkaPubSub"]
+__all__ = ["KafkaConsumer", "KafkaProducer", "KafkaPubSub"]
 
-_TOPIC_EXISTS = 36
-_UNKNOWN_TOPIC = 3
-START_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 15.0
+"""How long starting a client keeps retrying an unreachable broker."""
 METADATA_WAIT_S = 30.0
+"""How long create/delete wait for the topic's metadata to show the change."""
+EXISTENCE_CHECK_S = 2.0
+"""How often a consumer with nothing to read checks that its topics still exist."""
+MAX_PENDING = 200_000
+"""Delivery futures a producer keeps before it waits for the oldest."""
+
+_NO_ERROR = 0
+_UNKNOWN_TOPIC = kafka_errors.UnknownTopicOrPartitionError.errno
+_TOPIC_EXISTS = kafka_errors.TopicAlreadyExistsError.errno
+
+_Client = TypeVar("_Client", AIOKafkaProducer, AIOKafkaConsumer, AIOKafkaAdminClient)
+
+
+def _translate(exc: BaseException, what: str) -> VeniceError:
+    """Our error type for an aiokafka or socket error."""
+    if isinstance(exc, kafka_errors.UnknownTopicOrPartitionError):
+        return TopicNotFoundError(f"Kafka {what}: unknown topic or partition")
+    if isinstance(exc, kafka_errors.TopicAlreadyExistsError):
+        return ConflictError(f"Kafka {what}: topic already exists")
+    if isinstance(exc, kafka_errors.OffsetOutOfRangeError):
+        return PubSubError(f"Kafka {what}: offset out of range {exc.args}")
+    return PubSubError(f"Kafka {what} failed: {exc!r}")
 
 
 @contextlib.asynccontextmanager
 async def _kafka_errors(what: str) -> AsyncIterator[None]:
     try:
         yield
-    except KafkaError as exc:
-        raise PubSubError(f"Kafka {what} failed: {exc!r}") from exc
-    except (OSError, asyncio.TimeoutError) as exc:
-        raise PubSubError(f"Kafka {what} failed: {exc!r}") from exc
+    except (kafka_errors.KafkaError, OSError) as exc:  # TimeoutError is an OSError
+        raise _translate(exc, what) from exc
 
 
-async def _start(client: Any, what: str) -> None:
-    """Start an aiokafka client, retrying while the broker comes up, within a bound."""
-    deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
+async def _stop(client: Any) -> None:
+    """Stop an aiokafka client, ignoring errors: we are giving it up anyway."""
+    with contextlib.suppress(Exception):
+        await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+
+
+async def _started(factory: Callable[[], _Client], what: str, timeout_s: float) -> _Client:
+    """A started client; retries a broker that is not reachable yet, within ``timeout_s``.
+
+    A client whose ``start()`` failed is not reusable, so each attempt builds a new one."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     while True:
+        client = factory()
         try:
             await client.start()
-            return
-        except (KafkaError, OSError) as exc:
-            with contextlib.suppress(Exception):
-                await client.stop() if hasattr(client, "stop") else await client.close()
-            if asyncio.get_running_loop().time() > deadline:
-                raise PubSubError(f"could not connect Kafka {what}: {exc!r}") from exc
-            await asyncio.sleep(0.5)
+            return client
+        except (kafka_errors.KafkaError, OSError) as exc:
+            await _stop(client)
+            if loop.time() + 0.5 > deadline:
+                raise PubSubError(f"cannot connect Kafka {what} within {timeout_s:.0f}s: {exc!r}") from exc
+        except BaseException:
+            await _stop(client)
+            raise
+        await asyncio.sleep(0.5)
 
 
 class KafkaProducer(Producer):
-    def __init__(self, bootstrap: str) -> None:
-        self._producer = AIOKafkaProducer(
+    """Idempotent producer; keeps the delivery futures so :meth:`flush` can report failures."""
+
+    def __init__(self, pubsub: KafkaPubSub, producer: AIOKafkaProducer) -> None:
+        self._pubsub = pubsub
+        self._producer = producer
+        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._partitions: dict[str, int] = {}
+
+    @staticmethod
+    def build(bootstrap: str) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
             enable_idempotence=True,  # a retried batch is never written twice
@@ -65,19 +119,32 @@ class KafkaProducer(Producer):
             max_request_size=8 * 1024 * 1024,
             request_timeout_ms=30_000,
         )
-        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
-
-    async def start(self) -> None:
-        await _start(self._producer, "producer")
 
     async def send(
         self, topic: str, partition: int, key: bytes, value: bytes | None, headers: Headers = ()
     ) -> None:
-        async with _kafka_errors("send"):
-            future = await self._producer.send(topic, value=value, key=key, partition=partition, headers=list(headers))
+        self._reap()
+        count = self._partitions.get(topic)
+        if count is None:  # first record for this topic: fail fast when it does not exist
+            count = self._partitions[topic] = await self._pubsub.partition_count(topic)
+        if not 0 <= partition < count:
+            raise TopicNotFoundError(f"topic {topic!r} has no partition {partition}")
+        async with _kafka_errors(f"send to {topic}"):
+            future = await self._producer.send(
+                topic, value=value, key=key, partition=partition, headers=list(headers) or None
+            )
         self._pending.append(future)
-        if len(self._pending) >= 50_000:
-            await self.flush()
+        if len(self._pending) > MAX_PENDING:
+            await asyncio.wait([self._pending[0]])
+
+    def _reap(self) -> None:
+        """Drop delivered futures; raise the first delivery failure at once."""
+        pending = self._pending
+        while pending and pending[0].done():
+            future = pending.popleft()
+            exc = future.exception()
+            if exc is not None:
+                raise _translate(exc, "delivery") from exc
 
     async def flush(self) -> None:
         async with _kafka_errors("flush"):
@@ -93,8 +160,7 @@ class KafkaProducer(Producer):
             self._abandon()
             raise
         finally:
-            with contextlib.suppress(KafkaError, OSError):
-                await self._producer.stop()
+            await _stop(self._producer)
 
     def _abandon(self) -> None:
         """Give up on undelivered records: a failing push must not wait out delivery retries.
@@ -115,137 +181,212 @@ class KafkaProducer(Producer):
 
 
 class KafkaConsumer(Consumer):
-    def __init__(self, bootstrap: str) -> None:
-        self._consumer = AIOKafkaConsumer(
+    """Manual assignment, no group, no commits; positions are set by :meth:`assign`."""
+
+    def __init__(self, pubsub: KafkaPubSub, consumer: AIOKafkaConsumer) -> None:
+        self._pubsub = pubsub
+        self._consumer = consumer
+        self._topics: set[str] = set()
+        self._idle_since: float | None = None
+
+    @staticmethod
+    def build(bootstrap: str) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=None,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_bytes=16 * 1024 * 1024,
+            auto_offset_reset="none",  # out of range is an error, never a silent jump
+            fetch_max_bytes=32 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            request_timeout_ms=30_000,
         )
 
-    async def start(self) -> None:
-        await _start(self._consumer, "consumer")
-
     async def assign(self, positions: Mapping[TopicPartition, int]) -> None:
-        partitions = {KafkaTopicPartition(tp.topic, tp.partition): offset for tp, offset in positions.items()}
+        for topic in {tp.topic for tp in positions}:
+            count = await self._pubsub.partition_count(topic)
+            for tp in positions:
+                if tp.topic == topic and not 0 <= tp.partition < count:
+                    raise TopicNotFoundError(f"topic {topic!r} has no partition {tp.partition}")
+        wanted = {KafkaTopicPartition(tp.topic, tp.partition): offset for tp, offset in positions.items()}
+        if any(offset < 0 for offset in wanted.values()):
+            raise PubSubError(f"negative offset in {dict(positions)}")
         async with _kafka_errors("assign"):
-            self._consumer.assign(list(partitions))
-            for tp, offset in partitions.items():
+            self._consumer.assign(list(wanted))
+            for tp, offset in wanted.items():
                 self._consumer.seek(tp, offset)
+        self._topics = {tp.topic for tp in positions}
+        self._idle_since = None
 
     async def getmany(self, timeout_ms: int = 500, max_records: int = 1000) -> dict[TopicPartition, list[Message]]:
-        if not self._consumer.assignment():
+        if not self._topics:
             await asyncio.sleep(timeout_ms / 1000)
             return {}
+        # aiokafka returns buffered records without suspending; yield once so a consumer
+        # working through a backlog cannot starve the other tasks of its process.
+        await asyncio.sleep(0)
         async with _kafka_errors("fetch"):
-            batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        return {
+            batches = await self._consumer.getmany(timeout_ms=max(0, timeout_ms), max_records=max(1, max_records))
+        result = {
             TopicPartition(tp.topic, tp.partition): [
-                Message(r.topic, r.partition, r.offset, r.key or b"", r.value, tuple(r.headers or ()))
+                Message(
+                    r.topic, r.partition, r.offset, r.key if r.key is not None else b"", r.value, tuple(r.headers)
+                )
                 for r in records
             ]
             for tp, records in batches.items()
             if records
         }
+        if result:
+            self._idle_since = None
+        else:
+            await self._check_topics_exist(max(0.5, timeout_ms / 1000))
+        return result
+
+    async def _check_topics_exist(self, timeout_s: float) -> None:
+        """aiokafka keeps polling a deleted topic silently; notice it while idle.
+
+        Only a definite "unknown topic" answer raises. A broker that is down (restarting)
+        makes the check fail or time out, which is ignored so the poll loop rides it out
+        and ``getmany`` never blocks much longer than asked."""
+        now = asyncio.get_running_loop().time()
+        if self._idle_since is None:
+            self._idle_since = now
+            return
+        if now - self._idle_since < EXISTENCE_CHECK_S:
+            return
+        self._idle_since = now
+        for topic in self._topics:
+            with contextlib.suppress(PubSubError, TimeoutError):
+                await asyncio.wait_for(self._pubsub.partition_count(topic), timeout_s)
 
     async def close(self) -> None:
-        with contextlib.suppress(KafkaError, OSError):
-            await self._consumer.stop()
+        await _stop(self._consumer)
 
 
 class KafkaPubSub(PubSub):
-    """Kafka at ``bootstrap`` (``HOST:PORT[,HOST:PORT...]``)."""
+    """Kafka at ``bootstrap`` (``HOST:PORT[,HOST:PORT...]``). Topics get replication factor 1
+    unless ``replication_factor`` says otherwise."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(
+        self, bootstrap: str, *, connect_timeout_s: float = CONNECT_TIMEOUT_S, replication_factor: int = 1
+    ) -> None:
         self.bootstrap = bootstrap
         self.url = f"kafka://{bootstrap}"
+        self.connect_timeout_s = connect_timeout_s
+        self.replication_factor = replication_factor
         self._admin: AIOKafkaAdminClient | None = None
+        self._offsets: AIOKafkaConsumer | None = None  # for end_offsets; admin has no ListOffsets
         self._lock = asyncio.Lock()
 
-    async def _admin_client(self) -> AIOKafkaAdminClient:
+    # --- shared clients ------------------------------------------------------------
+
+    async def _admin_call(self, what: str, call: Callable[[AIOKafkaAdminClient], Awaitable[Any]]) -> Any:
         async with self._lock:
             if self._admin is None:
-                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=15_000)
-                await _start(admin, "admin client")
-                self._admin = admin
-            return self._admin
-
-    async def _reset_admin(self) -> None:
-        admin, self._admin = self._admin, None
-        if admin is not None:
-            with contextlib.suppress(Exception):
-                await admin.close()
-
-    async def _admin_call(self, what: str, call: Any) -> Any:
-        admin = await self._admin_client()
+                self._admin = await _started(
+                    lambda: AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=15_000),
+                    "admin client",
+                    self.connect_timeout_s,
+                )
+            admin = self._admin
         try:
             async with _kafka_errors(what):
                 return await call(admin)
         except PubSubError:
-            await self._reset_admin()  # a broker restart can leave the admin client stale
+            await self._drop_admin(admin)  # a broker restart can leave the admin client stale
             raise
 
+    async def _drop_admin(self, admin: AIOKafkaAdminClient) -> None:
+        if self._admin is admin:
+            self._admin = None
+            await _stop(admin)
+
+    async def _describe(self, topic: str) -> dict[str, Any] | None:
+        """The topic's metadata, or ``None`` when it does not exist."""
+        described = await self._admin_call(f"describe {topic}", lambda a: a.describe_topics([topic]))
+        if not described or described[0]["error_code"] == _UNKNOWN_TOPIC:
+            return None
+        if described[0]["error_code"] != _NO_ERROR:
+            raise PubSubError(f"cannot describe topic {topic!r}: error {described[0]['error_code']}")
+        return dict(described[0])
+
+    # --- admin operations ----------------------------------------------------------
+
     async def create_topic(self, topic: str, partitions: int) -> None:
-        response = await self._admin_call(
-            f"create topic {topic}", lambda a: a.create_topics([NewTopic(topic, partitions, 1)])
-        )
-        for _, code, message in response.topic_errors:
+        new = NewTopic(topic, partitions, self.replication_factor)
+        response = await self._admin_call(f"create topic {topic}", lambda a: a.create_topics([new]))
+        for entry in response.topic_errors:
+            code, message = entry[1], entry[2] if len(entry) > 2 else ""
             if code == _TOPIC_EXISTS:
                 raise ConflictError(f"topic {topic!r} already exists")
-            if code != 0:
-                raise PubSubError(f"could not create topic {topic!r}: error {code} {message}")
-        await self._wait_for_leaders(topic, partitions)
-
-    async def _wait_for_leaders(self, topic: str, partitions: int) -> None:
-        """Return once every partition has a leader, so producers can write at once."""
-        deadline = asyncio.get_running_loop().time() + METADATA_WAIT_S
-        while asyncio.get_running_loop().time() < deadline:
-            described = await self._admin_call(f"describe {topic}", lambda a: a.describe_topics([topic]))
-            parts = described[0]["partitions"] if described and described[0]["error_code"] == 0 else []
-            if len(parts) == partitions and all(p["leader"] >= 0 for p in parts):
-                return
-            await asyncio.sleep(0.05)
-        raise PubSubError(f"topic {topic!r} has no leaders after {METADATA_WAIT_S:.0f}s")
+            if code != _NO_ERROR:
+                raise PubSubError(f"cannot create topic {topic!r}: error {code} {message}")
+        await self._wait_for(topic, lambda d: d is not None and _has_leaders(d, partitions), "leaders")
 
     async def delete_topic(self, topic: str) -> None:
         response = await self._admin_call(f"delete topic {topic}", lambda a: a.delete_topics([topic]))
-        for _, code in response.topic_error_codes:
-            if code not in (0, _UNKNOWN_TOPIC):
-                raise PubSubError(f"could not delete topic {topic!r}: error {code}")
+        for entry in response.topic_error_codes:
+            if entry[1] not in (_NO_ERROR, _UNKNOWN_TOPIC):
+                raise PubSubError(f"cannot delete topic {topic!r}: error {entry[1]}")
+        await self._wait_for(topic, lambda d: d is None, "deletion")
+
+    async def _wait_for(self, topic: str, done: Callable[[dict[str, Any] | None], bool], what: str) -> None:
+        """Poll metadata until ``done``: the broker answers create/delete before its
+        metadata cache shows the change, and callers expect to see it at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + METADATA_WAIT_S
+        while not done(await self._describe(topic)):
+            if loop.time() > deadline:
+                raise PubSubError(f"topic {topic!r}: no {what} in metadata after {METADATA_WAIT_S:.0f}s")
+            await asyncio.sleep(0.05)
 
     async def list_topics(self) -> set[str]:
         topics = await self._admin_call("list topics", lambda a: a.list_topics())
         return {t for t in topics if not t.startswith("__")}
 
     async def partition_count(self, topic: str) -> int:
-        described = await self._admin_call(f"describe {topic}", lambda a: a.describe_topics([topic]))
-        if not described or described[0]["error_code"] == _UNKNOWN_TOPIC:
+        described = await self._describe(topic)
+        if described is None:
             raise TopicNotFoundError(f"topic {topic!r} does not exist")
-        return len(described[0]["partitions"])
+        return len(described["partitions"])
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         count = await self.partition_count(topic)
-        consumer = KafkaConsumer(self.bootstrap)
-        await consumer.start()
+        async with self._lock:
+            if self._offsets is None:
+                self._offsets = await _started(
+                    lambda: KafkaConsumer.build(self.bootstrap), "offsets consumer", self.connect_timeout_s
+                )
+            offsets_client = self._offsets
         try:
-            tps = [KafkaTopicPartition(topic, p) for p in range(count)]
-            async with _kafka_errors("end offsets"):
-                offsets = await consumer._consumer.end_offsets(tps)
-            return {tp.partition: int(offset) for tp, offset in offsets.items()}
-        finally:
-            await consumer.close()
+            async with _kafka_errors(f"end offsets of {topic}"):
+                offsets = await offsets_client.end_offsets([KafkaTopicPartition(topic, p) for p in range(count)])
+        except PubSubError:
+            if self._offsets is offsets_client:
+                self._offsets = None
+                await _stop(offsets_client)
+            raise
+        return {tp.partition: int(offset) for tp, offset in offsets.items()}
+
+    # --- clients -------------------------------------------------------------------
 
     async def producer(self) -> Producer:
-        producer = KafkaProducer(self.bootstrap)
-        await producer.start()
-        return producer
+        client = await _started(lambda: KafkaProducer.build(self.bootstrap), "producer", self.connect_timeout_s)
+        return KafkaProducer(self, client)
 
     async def consumer(self) -> Consumer:
-        consumer = KafkaConsumer(self.bootstrap)
-        await consumer.start()
-        return consumer
+        client = await _started(lambda: KafkaConsumer.build(self.bootstrap), "consumer", self.connect_timeout_s)
+        return KafkaConsumer(self, client)
 
     async def close(self) -> None:
-        await self._reset_admin()
+        admin, self._admin = self._admin, None
+        offsets_client, self._offsets = self._offsets, None
+        if admin is not None:
+            await _stop(admin)
+        if offsets_client is not None:
+            await _stop(offsets_client)
+
+
+def _has_leaders(described: dict[str, Any], partitions: int) -> bool:
+    parts = described["partitions"]
+    return len(parts) == partitions and all(p["leader"] >= 0 for p in parts)
