@@ -1,0 +1,367 @@
+"""``python -m bench``: venice-py and Redis side by side on loopback.
+
+Starts Redis and a venice cluster (controller, 2 storage servers, router; on Kafka from
+deploy/kafka or the embedded log), loads the same data into both, measures each
+figure of :data:`bench.results.TARGETS` with the two sides alternating, and prints
+(and with ``--out`` writes) JSON, markdown and a PNG chart. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench import data
+from bench.chart import write_chart
+from bench.loadgen import WRK_SCRIPT, python_loop, run_redis_benchmark, run_wrk
+from bench.results import Run, build_report, render_markdown
+from bench.sides import FloorSide, RedisSide, VeniceSide, process_memory
+from bench.tools import ensure_tools, version_of
+
+__all__ = ["main"]
+
+_T0 = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100k keys, 3 s runs, 2 rounds (under 5 minutes)")
+    parser.add_argument("--out", type=Path, help="write JSON here, and .md and .png beside it")
+    parser.add_argument("--backend", choices=("kafka", "embedded"), default="kafka", help="venice pub-sub")
+    parser.add_argument("--keys", type=int, help="number of keys (default 1,000,000; 100,000 with --quick)")
+    parser.add_argument("--seconds", type=float, help="length of one timed run (default 10; 3 with --quick)")
+    parser.add_argument("--rounds", type=int, help="alternating rounds per figure (default 3; 2 with --quick)")
+    parser.add_argument("--connections", type=int, default=32, help="connections of the C load generators")
+    parser.add_argument("--work-dir", type=Path, help="where data and processes live (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir afterwards")
+    args = parser.parse_args(argv)
+    args.keys = args.keys or (100_000 if args.quick else 1_000_000)
+    args.seconds = args.seconds or (3.0 if args.quick else 10.0)
+    args.rounds = args.rounds or (2 if args.quick else 3)
+    return args
+
+
+def _machine(tools: dict[str, str], backend: str) -> dict[str, Any]:
+    mem_total = 0
+    try:
+        with open("/proc/meminfo") as meminfo:
+            mem_total = int(meminfo.readline().split()[1]) * 1024
+    except OSError:
+        pass
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "mem_total_bytes": mem_total,
+        "redis": version_of(tools["redis-server"], "--version"),
+        "wrk": version_of(tools["wrk"], "-v"),
+        "backend": backend,
+    }
+
+
+def _loadavg() -> str:
+    """The 1-minute load average: other work on the machine shows here."""
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[0]
+    except OSError:
+        return "unknown"
+
+
+def _cpu_busy_pct(seconds: float = 1.0) -> float:
+    """Share of all cores busy over ``seconds`` (from /proc/stat): taken while the
+    benchmark itself is idle, it shows how much other work the machine is doing."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except OSError:
+        return -1.0
+    total = total1 - total0
+    return round(100.0 * (1 - (idle1 - idle0) / total), 1) if total > 0 else 0.0
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tools: dict[str, str], work: Path) -> None:
+        self.args = args
+        self.tools = tools
+        self.work = work
+        self.runs: list[Run] = []
+        self.redis = RedisSide(work, tools)
+        self.venice = VeniceSide(work, backend=args.backend)
+        self.floor = FloorSide(work)
+        self.script = work / "requests.lua"
+        self.script.write_text(WRK_SCRIPT)
+        self.rps_guess: dict[str, float] = {}
+
+    # -- setup ---------------------------------------------------------------------
+    def load(self) -> dict[str, Any]:
+        n = self.args.keys
+        log(f"writing {n:,} records (JSONL for venice push, RESP for redis-cli --pipe)")
+        jsonl = data.write_jsonl(self.work / "data.jsonl", n)
+        resp = data.write_resp(self.work / "data.resp", n)
+        log("starting redis-server and the uvicorn floor app")
+        self.redis.start()
+        self.floor.start()
+        log(f"starting venice ({self.args.backend}): controller, 2 servers, router")
+        self.venice.start()
+        self.venice.create_store(replication_factor=2)
+
+        log("loading redis with redis-cli --pipe")
+        redis_s = self.redis.load(resp)
+        if int(self.redis.cli("DBSIZE")) != n:
+            raise RuntimeError(f"redis holds {self.redis.cli('DBSIZE')} keys, expected {n}")
+        log(f"redis loaded in {redis_s:.2f}s; venice push (to ONLINE at R=2)")
+        failed_pushes: list[str] = []
+        while True:
+            try:
+                venice_s, summary = self.venice.push(jsonl)
+                break
+            except RuntimeError as exc:
+                # Reported in the output, never hidden: the timed figure is of the push that worked.
+                failed_pushes.append(str(exc)[-500:])
+                log(f"venice push failed (attempt {len(failed_pushes)}): {str(exc)[-300:]}")
+                if len(failed_pushes) >= 2:
+                    raise
+        log(f"venice push took {venice_s:.2f}s: {summary}")
+        self.venice.wait_router_serves(data.key(0))
+        return {
+            "records": n,
+            "venice_seconds": round(venice_s, 3),
+            "venice_records_per_s": n / venice_s,
+            "redis_seconds": round(redis_s, 3),
+            "redis_records_per_s": n / redis_s,
+            "venice_summary": summary,
+            "venice_failed_attempts": failed_pushes,
+            "how": "wall time of the `venice push` process (start to ONLINE at R=2) vs `redis-cli --pipe` of SETs",
+        }
+
+    def write_request_files(self) -> None:
+        from venice.partitioner import partition_for
+        from venice.schema import AvroCodec
+
+        codec = AvroCodec("string", kind="key")
+        sample = data.sample_indexes(self.args.keys, min(self.args.keys, 200_000))
+        assert self.venice.version is not None
+        lines = data.server_get_lines(
+            sample, self.venice.version, lambda kb: partition_for(kb, self.venice.partitions), codec.encode
+        )
+        (self.work / "server_get.txt").write_text("\n".join(lines) + "\n")
+        (self.work / "router_get.txt").write_text("\n".join(data.router_get_lines(sample)) + "\n")
+        batch_sample = data.sample_indexes(self.args.keys, 200_000, seed=23)
+        (self.work / "batch100.txt").write_text("\n".join(data.batch_request_lines(batch_sample, 100)) + "\n")
+
+    def sanity_check(self) -> None:
+        """Every path the load generators use answers the right value before anything is timed."""
+        i = self.args.keys // 2
+        got = httpx.get(f"{self.venice.router_url}/storage/{data.STORE}/{data.key(i)}", timeout=10)
+        if got.status_code != 200 or got.json() != data.value(i):
+            raise RuntimeError(f"router answered {got.status_code} {got.text[:200]} for {data.key(i)}")
+        first = (self.work / "server_get.txt").read_text().split("\n", 1)[0].split(" ", 1)[1]
+        direct = httpx.get(self.venice.server_url(0) + first, timeout=10)
+        if direct.status_code != 200:
+            raise RuntimeError(f"storage server answered {direct.status_code} for {first}")
+        if self.redis.cli("GET", data.key(i)) != data.value(i):
+            raise RuntimeError("redis does not hold the expected value")
+
+    # -- load --------------------------------------------------------------------------
+    def wrk(self, metric: str, base_url: str, round_no: int, seconds: float, items: int = 1, side: str = "venice") -> Run:
+        run = run_wrk(
+            wrk=self.tools["wrk"], url=base_url, requests_file=self.work / f"{metric}.txt", script=self.script,
+            metric=metric, connections=self.args.connections, seconds=seconds, items_per_op=items, round_no=round_no,
+        )
+        return run if side == "venice" else replace(run, side=side)
+
+    def redis_bench(self, metric: str, command: list[str], round_no: int, seconds: float, items: int = 1) -> Run:
+        guess = self.rps_guess.get(metric, 50_000.0)
+        requests = max(10_000, int(guess * seconds))
+        run = run_redis_benchmark(
+            redis_benchmark=self.tools["redis-benchmark"], port=self.redis.port, command=command,
+            keyspace=self.args.keys, requests=requests, connections=self.args.connections, metric=metric,
+            items_per_op=items, round_no=round_no,
+        )
+        self.rps_guess[metric] = run.ops_per_s
+        return run
+
+    def measure_pair(self, metric: str, venice: Any, redis: Any, *extra: Any) -> None:
+        """Warm both sides up, then ``rounds`` alternating timed runs (order flips every round).
+
+        ``extra`` sides (references, not part of any ratio) run after the pair each round.
+        """
+        warm = min(2.0, self.args.seconds)
+        venice(-1, warm)
+        redis(-1, warm)
+        for round_no in range(self.args.rounds):
+            order = (venice, redis) if round_no % 2 == 0 else (redis, venice)
+            for side in (*order, *extra):
+                run = side(round_no, self.args.seconds)
+                self.runs.append(run)
+                log(
+                    f"{metric} round {round_no} {run.side}: {run.items_per_s:,.0f} items/s "
+                    f"p50 {run.p50_ms:.3f} p99 {run.p99_ms:.3f} ms errors {run.errors}"
+                )
+
+    def measure_http(self) -> None:
+        server, router = self.venice.server_url(0), self.venice.router_url
+        get = ["GET", "key:__rand_int__"]
+        mget = ["MGET", *(["key:__rand_int__"] * 100)]
+        self.measure_pair(
+            "server_get",
+            lambda r, s: self.wrk("server_get", server, r, s),
+            lambda r, s: self.redis_bench("server_get", get, r, s),
+            lambda r, s: self.wrk("server_get", self.floor.url, r, s, side="uvicorn_floor"),
+        )
+        self.measure_pair(
+            "router_get",
+            lambda r, s: self.wrk("router_get", router, r, s),
+            lambda r, s: self.redis_bench("router_get", get, r, s),
+        )
+        self.measure_pair(
+            "batch100",
+            lambda r, s: self.wrk("batch100", router, r, s, items=100),
+            lambda r, s: self.redis_bench("batch100", mget, r, s, items=100),
+        )
+
+    def measure_sdk(self) -> None:
+        import redis
+
+        import venice
+
+        indexes = data.sample_indexes(self.args.keys, 50_000, seed=31)
+        keys = [data.key(i) for i in indexes]
+
+        def venice_ok(key: str, got: object) -> bool:
+            return got == data.value(int(key[4:]))
+
+        def redis_ok(key: str, got: object) -> bool:
+            return isinstance(got, bytes) and got.decode() == data.value(int(key[4:]))
+
+        with venice.Client(self.venice.router_url) as client:
+            r = redis.Redis(host="127.0.0.1", port=self.redis.port)
+            try:
+                def venice_loop(round_no: int, seconds: float) -> Run:
+                    return python_loop(
+                        lambda k: client.get(data.STORE, k), keys, seconds=seconds, max_ops=2_000_000,
+                        metric="sdk_get", side="venice", generator="python loop, venice.Client.get",
+                        check=venice_ok, round_no=round_no,
+                    )
+
+                def redis_loop(round_no: int, seconds: float) -> Run:
+                    return python_loop(
+                        r.get, keys, seconds=seconds, max_ops=2_000_000, metric="sdk_get", side="redis",
+                        generator="python loop, redis-py get", check=redis_ok, round_no=round_no,
+                    )
+
+                self.measure_pair("sdk_get", venice_loop, redis_loop)
+            finally:
+                r.close()
+
+    def measure_memory(self) -> dict[str, Any]:
+        server = process_memory(self.venice.server_pid(0))
+        redis_mem = process_memory(self.redis.pid)
+        info = self.redis.info_memory()
+        return {
+            "venice_bytes": server["VmRSS"],
+            "redis_bytes": redis_mem["VmRSS"],
+            "venice_rss_anon": server.get("RssAnon", 0),
+            "venice_rss_file": server.get("RssFile", 0),
+            "venice_peak_rss": server.get("VmHWM", 0),
+            "venice_lmdb_file_bytes": self.venice.lmdb_bytes(0),
+            "redis_used_memory": info.get("used_memory", 0),
+            "redis_peak_rss": redis_mem.get("VmHWM", 0),
+            "how": "VmRSS of storage server 0 (holds every partition at R=2 with 2 servers) vs VmRSS of "
+            "redis-server, both after the read benchmarks touched the data",
+        }
+
+    def run(self) -> dict[str, Any]:
+        self.loadavg_start = _loadavg()
+        push = self.load()
+        self.write_request_files()
+        self.sanity_check()
+        self.busy_before = _cpu_busy_pct()
+        log(f"measuring (machine {self.busy_before}% busy with other work just before)")
+        self.measure_http()
+        self.measure_sdk()
+        memory = self.measure_memory()
+        generators = {
+            "server_get": f"wrk -t1 -c{self.args.connections} (C, HTTP/1.1 keep-alive) vs redis-benchmark "
+            f"-c{self.args.connections} GET (C, RESP, one thread)",
+            "router_get": f"wrk -t1 -c{self.args.connections} vs redis-benchmark -c{self.args.connections} GET",
+            "batch100": f"wrk -t1 -c{self.args.connections} POST 100 keys vs redis-benchmark "
+            f"-c{self.args.connections} MGET of 100 random keys",
+            "sdk_get": "one Python thread: venice.Client.get loop vs redis-py Redis.get loop",
+            "push": "wall clock of `venice push` vs `redis-cli --pipe`",
+            "memory": "VmRSS from /proc of the storage server vs redis-server",
+            "uvicorn_floor": "wrk against a trivial raw ASGI app on uvicorn+uvloop+httptools (bench/floor.py): "
+            "the ceiling of any uvicorn-served figure here; in no ratio",
+        }
+        config = {
+            "keys": self.args.keys, "value_bytes": data.VALUE_BYTES, "seconds_per_run": self.args.seconds,
+            "rounds": self.args.rounds, "connections": self.args.connections, "quick": self.args.quick,
+            "partitions": self.venice.partitions, "replication_factor": 2,
+        }
+        machine = _machine(self.tools, self.args.backend)
+        machine["loadavg_start"] = self.loadavg_start
+        machine["loadavg_end"] = _loadavg()
+        machine["other_work_busy_pct_before_measuring"] = self.busy_before
+        return build_report(
+            self.runs, push=push, memory=memory, machine=machine, config=config, generators=generators,
+        )
+
+    def stop(self) -> None:
+        self.venice.stop()
+        self.redis.stop()
+        self.floor.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import redis  # noqa: F401  - the redis-py side of sdk_get_vs_redispy
+    except ImportError:
+        print("python -m bench needs redis-py: pip install -e '.[bench]'", file=sys.stderr)
+        return 2
+    tools = ensure_tools(log)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="venice-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args, tools, work)
+    try:
+        report = bench.run()
+    finally:
+        log("stopping")
+        bench.stop()
+        if not args.keep and args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    markdown = render_markdown(report)
+    print(markdown)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        args.out.with_suffix(".md").write_text(markdown)
+        if write_chart(report, args.out.with_suffix(".png")):
+            log(f"wrote {args.out}, {args.out.with_suffix('.md')}, {args.out.with_suffix('.png')}")
+        else:
+            log(f"wrote {args.out} and {args.out.with_suffix('.md')}; no PNG: pip install matplotlib")
+    log(f"done in {time.monotonic() - _T0:.0f}s")
+    return 0
