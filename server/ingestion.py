@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from server.storage import Checkpoint, VersionStorage, encode_stored
-from venice.errors import PubSubError, VeniceError
+from venice.errors import PubSubError, TopicNotFoundError, VeniceError
 from venice.pubsub import PubSub
 from venice.structs import Message, TopicPartition
 from venice.wire import ControlKind, control_kind, control_payload, schema_id_of
@@ -24,6 +25,8 @@ __all__ = ["PartitionState", "VersionIngestion"]
 log = logging.getLogger("venice.server.ingestion")
 
 MAX_BATCH_RECORDS = 2000
+TOPIC_WAIT_S = 30.0
+"""How long an assigned version's topic may be missing before its partitions go ERROR."""
 
 
 @dataclass
@@ -76,9 +79,19 @@ class VersionIngestion:
 
     async def run(self) -> None:
         """Ingest until every partition is READY or ERROR. Pub-sub outages are retried."""
+        topic_missing_since: float | None = None
         while self.pending():
             try:
                 await self._consume()
+            except TopicNotFoundError as exc:
+                # The controller assigns a new version while it is still creating the
+                # topic, and a broker's metadata can lag its creation: wait a while.
+                now = time.monotonic()
+                topic_missing_since = topic_missing_since if topic_missing_since is not None else now
+                if now - topic_missing_since >= TOPIC_WAIT_S:
+                    self._fail_all(f"{exc} (waited {TOPIC_WAIT_S:.0f}s for it)")
+                else:
+                    await asyncio.sleep(0.2)
             except PubSubError as exc:
                 log.warning("%s: pub-sub unavailable, retrying: %s", self.topic, exc)
                 await asyncio.sleep(1.0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from server.ingestion import VersionIngestion
 from server.storage import VersionStorage, decode_stored
 from venice.pubsub.embedded import EmbeddedPubSub
@@ -66,3 +68,23 @@ class TestVersionIngestion:
         assert second.partitions[0].status == "READY"
         assert reopened.count(0) == 3000
         assert reopened.checkpoint(0).records == 3000  # nothing applied twice
+
+    async def test_waits_for_a_topic_created_after_the_assignment(self, tmp_path: Path) -> None:
+        """The controller may assign a version while it is still creating its topic."""
+        pubsub = EmbeddedPubSub(tmp_path / "log")
+        storage = VersionStorage(tmp_path / "db", 1, [0])
+        ingestion = VersionIngestion("s", 1, "s_v1", [0], storage, pubsub)
+        task = asyncio.create_task(ingestion.run())
+        await asyncio.sleep(0.5)
+        assert ingestion.partitions[0].status == "STARTED"
+        await _write_push(pubsub, "s_v1", {b"a": b"1"})
+        await asyncio.wait_for(task, 20)
+        assert ingestion.partitions[0].status == "READY"
+        assert storage.count(0) == 1
+
+    async def test_a_topic_that_never_appears_is_an_error(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("server.ingestion.TOPIC_WAIT_S", 0.5)
+        pubsub = EmbeddedPubSub(tmp_path / "log")
+        ingestion = await _ingest(pubsub, VersionStorage(tmp_path / "db", 1, [0]), "s_v1")
+        assert ingestion.partitions[0].status == "ERROR"
+        assert "does not exist" in (ingestion.partitions[0].reason or "")
