@@ -24,9 +24,8 @@ import orjson
 
 from router.batch import Hit
 from router.cache import DEFAULT_REFRESH_INTERVAL_S, RoutingCache
-from router.failover import DEFAULT_HEDGE_AFTER_S
 from router.replicas import ReplicaReader
-from router.routing import StoreRoute, plan_batch, rotate
+from router.routing import StoreRoute, plan_batch
 from venice.errors import (
     InternalError,
     InvalidKeyError,
@@ -66,7 +65,7 @@ class RouterApp:
         *,
         deadline_s: float = DEFAULT_DEADLINE_S,
         refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
-        hedge_after_s: float = DEFAULT_HEDGE_AFTER_S,
+        hedge_after_s: float | None = None,
     ) -> None:
         self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s)
         self.reader = ReplicaReader(hedge_after_s=hedge_after_s, on_stale_routing=self.cache.request_refresh)
@@ -144,7 +143,7 @@ class RouterApp:
         version = route.resolve_version(_version_param(query))
         key_bytes = route.key_codec.encode(key_from_text(route.key_codec, key_text))
         partition = route.partition_of(key_bytes)
-        replicas = rotate(route.replicas(version, partition), next(self._spread))
+        replicas = self.reader.order(route.replicas(version, partition), next(self._spread))
         hit = await self.reader.get(replicas, store, version, partition, key_bytes, deadline_at=self._deadline_at())
         if hit is None:
             raise KeyNotFoundError(f"key {_shorten(key_text)} not found in store {store!r} (version {version})")
@@ -179,7 +178,8 @@ class RouterApp:
 
         async def read_group(replicas: tuple[str, ...], partitions: list[int]) -> None:
             items = [(p, key_bytes) for p in partitions for key_bytes in by_partition[p]]
-            hits = await self.reader.batch(replicas, route.name, version, items, deadline_at=deadline_at)
+            ordered = self.reader.order(replicas, 0)  # keeps the plan's rotation among equally healthy replicas
+            hits = await self.reader.batch(ordered, route.name, version, items, deadline_at=deadline_at)
             found.update(zip((key_bytes for _, key_bytes in items), hits))
 
         await _all_or_nothing([read_group(replicas, partitions) for replicas, partitions in plan.items()])

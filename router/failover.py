@@ -5,7 +5,11 @@ Replicas are tried in order. A failure that is ``retriable`` (connect error, tim
 abandoned: after ``hedge_after_s`` the next replica is asked as well (Venice's
 "long-tail retry") and whichever answers first wins. Each attempt may use all the
 remaining time, yet one hanging replica cannot eat the whole deadline while a
-healthy one sits unused. No I/O happens here: attempts are passed in as coroutines.
+healthy one sits unused. Every attempt after the first (a retry after a failure or a
+hedge) must be allowed by ``may_retry`` (the router's retry budget): when it says no,
+a failure is final and a slow replica is waited for alone, so retries never multiply
+the load of an overloaded cluster. No I/O happens here: attempts are passed in as
+coroutines.
 """
 
 from __future__ import annotations
@@ -34,28 +38,38 @@ async def first_success(
     deadline_at: float,
     hedge_after_s: float = DEFAULT_HEDGE_AFTER_S,
     what: str = "read",
+    may_retry: Callable[[], bool] | None = None,
 ) -> T:
     """The result of the first attempt that succeeds.
 
     Raises the first non-retriable error at once (e.g. a bad request), NoReplicaError
-    when every replica failed, DeadlineExceededError when ``deadline_at`` (a
-    ``loop.time()`` instant) passed first.
+    when every replica failed (or the retry budget refused to try the next one),
+    DeadlineExceededError when ``deadline_at`` (a ``loop.time()`` instant) passed first.
     """
     loop = asyncio.get_running_loop()
     in_flight: set[asyncio.Task[T]] = set()
     failures: list[VeniceError] = []
     next_index = 0
+    budget_refused = False
     try:
         while True:
             remaining = deadline_at - loop.time()
             if remaining <= 0:
                 raise DeadlineExceededError(f"{what}: no replica answered within the deadline", **_reasons(failures))
-            if next_index < len(replicas):
-                in_flight.add(loop.create_task(attempt(replicas[next_index], remaining)))
-                next_index += 1
+            if next_index < len(replicas) and not budget_refused:
+                if next_index == 0 or may_retry is None or may_retry():
+                    in_flight.add(loop.create_task(attempt(replicas[next_index], remaining)))
+                    next_index += 1
+                else:
+                    budget_refused = True
             if not in_flight:
+                if budget_refused:
+                    raise NoReplicaError(
+                        f"{what}: {len(failures)} replica(s) failed and the retry budget is spent", **_reasons(failures)
+                    )
                 raise NoReplicaError(f"{what}: all {len(replicas)} replica(s) failed", **_reasons(failures))
-            window = min(remaining, hedge_after_s) if next_index < len(replicas) else remaining
+            can_hedge = next_index < len(replicas) and not budget_refused
+            window = min(remaining, hedge_after_s) if can_hedge else remaining
             done, in_flight = await asyncio.wait(in_flight, timeout=window, return_when=asyncio.FIRST_COMPLETED)
             winner = _settle(done, failures)
             if winner is not None:

@@ -13,7 +13,6 @@ import uvicorn
 
 from router.app import DEFAULT_DEADLINE_S, RouterApp
 from router.cache import DEFAULT_REFRESH_INTERVAL_S
-from router.failover import DEFAULT_HEDGE_AFTER_S
 
 __all__ = ["DEFAULT_PORT", "RouterConfig", "build_app", "run", "uvicorn_config"]
 
@@ -33,8 +32,9 @@ class RouterConfig:
     """Time budget of one read, failover included."""
     refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S
     """How often the routing table is polled (a 304 when unchanged)."""
-    hedge_after_s: float = DEFAULT_HEDGE_AFTER_S
-    """A replica silent this long gets a parallel read sent to the next replica."""
+    hedge_after_s: float | None = None
+    """A replica silent this long gets a parallel read sent to the next replica;
+    ``None``: three times the recent p95 latency, between 10 and 250 ms."""
     graceful_shutdown_s: float = 5.0
 
 

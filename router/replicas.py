@@ -9,14 +9,17 @@ error answer of a server is turned into a typed error whose ``retriable`` flag t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 from urllib.parse import quote
 
 from router.batch import Hit, decode_batch_response, encode_batch_request
-from router.failover import DEFAULT_HEDGE_AFTER_S, first_success
+from router.failover import first_success
+from router.health import ReplicaHealth, RetryBudget
 from router.upstream import Response, UpstreamClient, UpstreamError, UpstreamTimeout
 from venice.errors import (
     DeadlineExceededError,
@@ -28,6 +31,8 @@ from venice.errors import (
 )
 
 __all__ = ["MAX_CONNECTIONS_PER_REPLICA", "ReplicaReader"]
+
+T = TypeVar("T")
 
 MAX_CONNECTIONS_PER_REPLICA = 64
 """Keep-alive connections per storage server; sized for ~64 requests in flight."""
@@ -44,11 +49,16 @@ class ReplicaReader:
     def __init__(
         self,
         *,
-        hedge_after_s: float = DEFAULT_HEDGE_AFTER_S,
+        hedge_after_s: float | None = None,
         on_stale_routing: Callable[[], None] = lambda: None,
+        health: ReplicaHealth | None = None,
+        budget: RetryBudget | None = None,
     ) -> None:
         self._hedge_after_s = hedge_after_s
+        """A fixed hedge delay, or ``None``: derived from observed latency (see ReplicaHealth)."""
         self._on_stale_routing = on_stale_routing
+        self.health = health if health is not None else ReplicaHealth()
+        self.budget = budget if budget is not None else RetryBudget()
         # One pool of keep-alive connections per server, so one slow server cannot
         # starve the connections to the others. One TLS context for all (replicas
         # speak plain http, but an https URL still works).
@@ -74,9 +84,7 @@ class ReplicaReader:
             raise error
 
         what = f"store {store!r} v{version} partition {partition}"
-        return await first_success(
-            replicas, attempt, deadline_at=deadline_at, hedge_after_s=self._hedge_after_s, what=what
-        )
+        return await self._first_success(replicas, attempt, deadline_at, what)
 
     async def batch(
         self, replicas: Sequence[str], store: str, version: int, items: Sequence[tuple[int, bytes]], *, deadline_at: float
@@ -92,12 +100,51 @@ class ReplicaReader:
             raise self._replica_error(url, response)
 
         what = f"batch of {len(items)} key(s) of store {store!r} v{version}"
-        return await first_success(
-            replicas, attempt, deadline_at=deadline_at, hedge_after_s=self._hedge_after_s, what=what
-        )
+        return await self._first_success(replicas, attempt, deadline_at, what)
+
+    def order(self, replicas: Sequence[str], spread: int) -> list[str]:
+        """``replicas`` healthiest first (recent failures last, then load and latency)."""
+        return self.health.order(replicas, spread)
 
     async def aclose(self) -> None:
         await self._upstream.aclose()
+
+    async def _first_success(
+        self, replicas: Sequence[str], attempt: Callable[[str, float], Awaitable[T]], deadline_at: float, what: str
+    ) -> T:
+        """:func:`first_success` with every attempt's outcome fed to the health tracker,
+        the hedge delay taken from it, and retries and hedges paid from the retry budget."""
+        health = self.health
+        self.budget.record_request()
+
+        async def tracked(url: str, timeout: float) -> T:
+            started = health.started(url)
+            try:
+                result = await attempt(url, timeout)
+            except asyncio.CancelledError:
+                health.abandoned(url, started)  # another replica answered first, or the deadline passed
+                raise
+            except VeniceError as exc:
+                if exc.retriable:
+                    health.failed(url)
+                else:  # a definitive answer (e.g. a bad request): the replica is fine
+                    health.succeeded(url, started)
+                raise
+            except BaseException:
+                health.failed(url)
+                raise
+            health.succeeded(url, started)
+            return result
+
+        hedge_after_s = self._hedge_after_s if self._hedge_after_s is not None else health.hedge_after_s()
+        return await first_success(
+            replicas,
+            tracked,
+            deadline_at=deadline_at,
+            hedge_after_s=hedge_after_s,
+            what=what,
+            may_retry=self.budget.try_spend,
+        )
 
     async def _send(self, url: str, method: str, path: str, body: bytes | None, timeout: float) -> Response:
         try:

@@ -133,6 +133,9 @@ class FakeController:
         self.available = True
         self.fetches = 0
         self.not_modified = 0
+        self.wakes_long_polls = True
+        """False: hold every long poll for its whole ``wait_s`` even when the table
+        changes, so a router learns of a change only when it asks anew (early refresh)."""
 
     def set_store(self, name: str, entry: dict[str, Any]) -> None:
         self.stores[name] = entry
@@ -148,7 +151,7 @@ class FakeController:
         query = urllib.parse.parse_qs(scope["query_string"].decode())
         seen = int(query["generation"][0]) if "generation" in query else None
         deadline = time.monotonic() + float(query.get("wait_s", ["0"])[0])
-        while self.available and seen == self.generation and time.monotonic() < deadline:
+        while self.available and time.monotonic() < deadline and (seen == self.generation or not self.wakes_long_polls):
             await asyncio.sleep(0.01)
         if not self.available:
             await _respond(send, 503, _error("UNAVAILABLE", "controller is down"))

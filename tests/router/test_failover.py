@@ -122,3 +122,44 @@ async def test_losing_attempts_are_cancelled() -> None:
 
     assert await first_success(["a", "b"], attempt, deadline_at=deadline_in(2), hedge_after_s=0.01) == "b"
     await asyncio.wait_for(cancelled.wait(), timeout=1)
+
+
+class Budget:
+    """A retry budget with ``tokens`` left."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.asked = 0
+
+    def try_spend(self) -> bool:
+        self.asked += 1
+        if self.tokens > 0:
+            self.tokens -= 1
+            return True
+        return False
+
+
+async def test_a_spent_retry_budget_makes_a_failure_final() -> None:
+    replicas = Replicas(a="503", b="ok")
+    budget = Budget(0)
+    with pytest.raises(NoReplicaError, match="retry budget"):
+        await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(2), may_retry=budget.try_spend)
+    assert replicas.asked == ["a"]
+
+
+async def test_retries_spend_the_budget() -> None:
+    replicas = Replicas(a="503", b="refuse", c="ok")
+    budget = Budget(5)
+    assert await first_success(["a", "b", "c"], replicas.attempt, deadline_at=deadline_in(2),
+                               may_retry=budget.try_spend) == "c"
+    assert budget.tokens == 3
+
+
+async def test_a_spent_budget_waits_for_the_slow_replica_instead_of_hedging() -> None:
+    replicas = Replicas(a="slow", b="ok")
+    budget = Budget(0)
+    result = await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(2), hedge_after_s=0.01,
+                                 may_retry=budget.try_spend)
+    assert result == "a"
+    assert replicas.asked == ["a"]
+    assert budget.asked == 1  # asked once, then no more hedging for this read

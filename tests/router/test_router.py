@@ -245,8 +245,53 @@ class TestRoutingRefresh:
         empty = FakeStorage()
         with serve_in_thread(empty) as empty_url:
             controller = FakeController()
+            controller.wakes_long_polls = False  # else the change below reaches the router at once
             controller.set_store("s", store_entry("string", {1: "string"}, 2, 1, {1: [empty_url]}))
             with router_for(controller, refresh_interval_s=60) as http:
+                eventually(lambda: controller.fetches >= 2)  # the router's background long poll is held
                 controller.set_store("s", store_entry("string", {1: "string"}, 2, 1, {1: [one_server[1]]}))
                 assert_error(http.get("/storage/s/k"), 503, "NO_REPLICA")
                 eventually(lambda: http.get("/storage/s/k").status_code == 200, timeout=2)
+
+
+class TestReplicaHealth:
+    """The router learns which replicas fail or stall and stops sending reads there first."""
+
+    @staticmethod
+    @contextmanager
+    def two_replicas(**config: Any) -> Iterator[tuple[FakeStorage, FakeStorage, httpx.Client]]:
+        first, second = FakeStorage(), FakeStorage()
+        records = {f"k{i}": f"v{i}" for i in range(50)}
+        load([first, second], "s", 1, "string", "string", 1, records)
+        with serve_in_thread(first) as first_url, serve_in_thread(second) as second_url:
+            controller = FakeController()
+            controller.set_store("s", store_entry("string", {1: "string"}, 1, 1, {1: [first_url, second_url]}))
+            with router_for(controller, **config) as http:
+                yield first, second, http
+
+    def test_a_failing_replica_is_asked_first_no_more(self) -> None:
+        with self.two_replicas() as (first, second, http):
+            first.mode = "unavailable"
+            for i in range(40):
+                response = http.get(f"/storage/s/k{i}")
+                assert response.status_code == 200 and response.json() == f"v{i}"
+            # Without health tracking every other read would start on the failing replica
+            # (~20 of 40); after its first 503 it goes last for a couple of seconds.
+            assert 1 <= first.reads <= 3
+            assert second.reads >= 40
+
+    def test_hedge_delay_follows_observed_latency(self) -> None:
+        """After fast reads, a stalled replica gets company in tens of ms, not the 250 ms ceiling."""
+        with self.two_replicas(deadline_s=5.0) as (first, second, http):
+            for i in range(200):  # latency samples for the hedge delay
+                assert http.get(f"/storage/s/k{i % 50}").status_code == 200
+            first.mode, first.hang_s = "hang", 3.0
+            before = first.reads
+            took = []
+            for i in range(10):
+                started = time.monotonic()
+                response = http.get(f"/storage/s/k{i}")
+                took.append(time.monotonic() - started)
+                assert response.status_code == 200 and response.json() == f"v{i}"
+            assert first.reads > before  # some reads did start on the stalled replica
+            assert max(took) < 0.2, took
