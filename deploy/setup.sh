@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet -e '.[dev,bench]'
 
 if ! { command -v java && command -v mvn; } >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     # As root on Debian (CI machines): bring Java and Maven for the Kafka broker.
