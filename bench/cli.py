@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32, help="connections of the C load generators")
     parser.add_argument("--work-dir", type=Path, help="where data and processes live (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir afterwards")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR",
+        help="afterwards, profile each venice hot path with py-spy under the same load; stacks go to DIR",
+    )
     args = parser.parse_args(argv)
     args.keys = args.keys or (100_000 if args.quick else 1_000_000)
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
@@ -304,6 +308,7 @@ class Bench:
         self.measure_http()
         self.measure_sdk()
         memory = self.measure_memory()
+        profiles = self.profile(self.args.profile) if self.args.profile is not None else None
         generators = {
             "server_get": f"wrk -t1 -c{self.args.connections} (C, HTTP/1.1 keep-alive) vs redis-benchmark "
             f"-c{self.args.connections} GET (C, RESP, one thread)",
@@ -325,9 +330,73 @@ class Bench:
         machine["loadavg_start"] = self.loadavg_start
         machine["loadavg_end"] = _loadavg()
         machine["other_work_busy_pct_before_measuring"] = self.busy_before
-        return build_report(
+        report = build_report(
             self.runs, push=push, memory=memory, machine=machine, config=config, generators=generators,
         )
+        if profiles is not None:
+            report["profiles"] = profiles
+        return report
+
+    # -- profiles ------------------------------------------------------------------------
+    def profile(self, out_dir: Path) -> dict[str, Any]:
+        """One more run of each venice hot path, with py-spy on the process serving it."""
+        import concurrent.futures
+
+        from bench import profile
+
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        seconds = max(3.0, self.args.seconds)
+        router_pid = self.venice.router_pid()
+        server_pid = self.venice.server_pid(0)
+        results: dict[str, Any] = {}
+
+        def under_load(load: Any, targets: dict[str, tuple[int, str]]) -> None:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1 + len(targets)) as pool:
+                running = pool.submit(load, seconds + 2.0)
+                time.sleep(1.0)  # past connection set-up
+                spies = {
+                    name: pool.submit(profile.record, py_spy, pid, seconds, out_dir / f"{name}.txt")
+                    for name, (pid, _) in targets.items()
+                }
+                for name, spy in spies.items():
+                    try:
+                        results[name] = {"what": targets[name][1], **profile.summarise(spy.result(), seconds=seconds)}
+                    except Exception as exc:  # reported, never fatal: the figures are already measured
+                        results[name] = {"what": targets[name][1], "error": str(exc)[-300:]}
+                running.result()
+
+        log("profiling server_get (storage server 0 under wrk)")
+        under_load(lambda s: self.wrk("server_get", self.venice.server_url(0), -2, s),
+                   {"server_get": (server_pid, "storage server 0, wrk GETs straight to it")})
+        log("profiling router_get (router and storage server 0 under wrk through the router)")
+        under_load(lambda s: self.wrk("router_get", self.venice.router_url, -2, s),
+                   {"router_get/router": (router_pid, "router, wrk GETs through it"),
+                    "router_get/server": (server_pid, "storage server 0, while wrk GETs go through the router")})
+        log("profiling batch100 (router under wrk batch gets)")
+        under_load(lambda s: self.wrk("batch100", self.venice.router_url, -2, s, items=100),
+                   {"batch100/router": (router_pid, "router, wrk 100-key batch gets")})
+
+        import venice
+
+        keys = [data.key(i) for i in data.sample_indexes(self.args.keys, 20_000, seed=7)]
+        with venice.Client(self.venice.router_url) as client:
+            def sdk_loop(s: float) -> None:
+                python_loop(lambda k: client.get(data.STORE, k), keys, seconds=s, max_ops=2_000_000,
+                            metric="sdk_get", side="venice", generator="profile", round_no=-2)
+
+            log("profiling sdk_get (this process's Client.get loop, and the router)")
+            under_load(sdk_loop, {"sdk_get/client": (os.getpid(), "the benchmark process running Client.get"),
+                                  "sdk_get/router": (router_pid, "router, serving the one-thread Client.get loop")})
+
+        log("profiling push (a second push of the same data, under py-spy)")
+        try:
+            command = self.venice.push_command(self.work / "data.jsonl")
+            stacks, wall, _ = profile.record_command(py_spy, command, out_dir / "push.txt", timeout_s=3600)
+            results["push"] = {"what": "the venice push process, start to ONLINE", "wall_s": round(wall, 2),
+                               **profile.summarise(stacks, seconds=wall)}
+        except Exception as exc:
+            results["push"] = {"what": "the venice push process", "error": str(exc)[-300:]}
+        return results
 
     def stop(self) -> None:
         self.venice.stop()

@@ -268,4 +268,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     memory = report.get("memory") or {}
     if memory:
         lines += ["", "Memory: " + "; ".join(f"{k}: {_fmt(v)}" for k, v in memory.items())]
+    if report.get("profiles"):
+        from bench.profile import render
+
+        lines += render(report["profiles"])
     return "\n".join(lines) + "\n"

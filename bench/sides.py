@@ -140,6 +140,10 @@ class VeniceSide:
         assert self.cluster is not None
         return self.cluster.servers[index].pid
 
+    def router_pid(self) -> int:
+        assert self.cluster is not None
+        return self.cluster.router.pid
+
     def create_store(self, replication_factor: int = 2) -> None:
         response = httpx.post(
             f"{self.controller_url}/stores",
@@ -152,12 +156,15 @@ class VeniceSide:
         if response.status_code != 201:
             raise RuntimeError(f"creating the store failed: {response.status_code} {response.text}")
 
+    def push_command(self, jsonl: Path, timeout_s: float = 3600) -> list[str]:
+        return [sys.executable, "-m", "venice", "push", "--controller", self.controller_url, "--store", STORE,
+                "--input", str(jsonl), "--key-field", "key", "--no-progress", "--timeout", str(timeout_s)]
+
     def push(self, jsonl: Path, timeout_s: float = 3600) -> tuple[float, str]:
         """``venice push`` of the file, to ONLINE; (wall seconds, its summary line)."""
         started = time.perf_counter()
         result = subprocess.run(
-            [sys.executable, "-m", "venice", "push", "--controller", self.controller_url, "--store", STORE,
-             "--input", str(jsonl), "--key-field", "key", "--no-progress", "--timeout", str(timeout_s)],
+            self.push_command(jsonl, timeout_s),
             capture_output=True, text=True, timeout=timeout_s + 60, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         seconds = time.perf_counter() - started
