@@ -137,6 +137,22 @@ class RouterApp:
             return 200, _HEALTH_BODY
         raise NotFoundError(f"no route {method} {path.decode('latin-1')}")
 
+    def fast_path(
+        self, method: str, path: bytes, query: bytes
+    ) -> Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]] | None:
+        """Single-key reads for :class:`venice.httpserver.HttpServer`, without ASGI;
+        ``None`` sends everything else (batches, health, errors of shape) through ASGI."""
+        if method != "GET" or not path.startswith(_STORAGE_PREFIX):
+            return None
+        store_part, slash, key_part = path[len(_STORAGE_PREFIX) :].partition(b"/")
+        if not slash:
+            return None
+        store = _path_text(store_part, "store name", RequestError)
+        return self._single_answer(store, _path_text(key_part, "key", InvalidKeyError), query)
+
+    async def _single_answer(self, store: str, key_text: str, query: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 200, _JSON_HEADERS, await self.single_get(store, key_text, query)
+
     async def single_get(self, store: str, key_text: str, query: bytes) -> bytes:
         """JSON of the value of one key, read from the first replica that answers."""
         route = self.cache.table.store(store)

@@ -1,6 +1,6 @@
-"""Run the router: typed config -> ASGI app -> uvicorn.
+"""Run the router: typed config -> ASGI app -> :class:`venice.httpserver.HttpServer`.
 
-uvicorn owns the signal handling: SIGTERM or SIGINT stops accepting connections,
+The server owns the signal handling: SIGTERM or SIGINT stops accepting connections,
 lets requests in flight finish (up to ``graceful_shutdown_s``) and then runs the
 app's lifespan shutdown, which closes the routing cache and the replica pools.
 """
@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import uvicorn
-
 from router.app import DEFAULT_DEADLINE_S, RouterApp
 from router.cache import DEFAULT_REFRESH_INTERVAL_S
+from venice.httpserver import HttpServer
 
-__all__ = ["DEFAULT_PORT", "RouterConfig", "build_app", "run", "uvicorn_config"]
+__all__ = ["DEFAULT_PORT", "RouterConfig", "build_app", "build_server", "run"]
 
 DEFAULT_PORT = 7777
 DEFAULT_CONTROLLER_URL = "http://127.0.0.1:5050"
@@ -47,21 +46,16 @@ def build_app(config: RouterConfig) -> RouterApp:
     )
 
 
-def uvicorn_config(config: RouterConfig, app: RouterApp | None = None) -> uvicorn.Config:
-    """The uvicorn settings the router runs with (also used by tests that embed a router)."""
-    return uvicorn.Config(
+def build_server(config: RouterConfig, app: RouterApp | None = None) -> HttpServer:
+    """The HTTP server the router runs on (also used by tests that embed a router)."""
+    return HttpServer(
         app if app is not None else build_app(config),
         host=config.host,
         port=config.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=config.graceful_shutdown_s,
+        graceful_shutdown_s=config.graceful_shutdown_s,
     )
 
 
 def run(config: RouterConfig) -> None:
     """Serve until SIGTERM/SIGINT. Blocks."""
-    uvicorn.Server(uvicorn_config(config)).run()
+    build_server(config).run()

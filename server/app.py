@@ -17,6 +17,7 @@ import contextlib
 import struct
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
 
@@ -109,6 +110,22 @@ class StorageApp:
         raise NotFoundError(f"no such endpoint: {method} {path}")
 
     async def _get(self, parts: list[str], send: Send) -> None:
+        status, headers, body = self._get_answer(parts)
+        await send({"type": _START, "status": status, "headers": headers})
+        await send({"type": _BODY, "body": body})
+
+    def fast_path(self, method: str, path: bytes, query: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """Single-key reads answered synchronously by :class:`venice.httpserver.HttpServer`
+        (no task, no ASGI messages); ``None`` sends everything else through ASGI."""
+        if method != "GET" or not path.startswith(b"/v1/"):
+            return None
+        raw_parts = path[4:].split(b"/")
+        if len(raw_parts) != 4:
+            return None
+        parts = [(unquote_to_bytes(p) if b"%" in p else p).decode("utf-8", "replace") for p in raw_parts]
+        return self._get_answer(parts)
+
+    def _get_answer(self, parts: list[str]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """The hottest path of the server: one key, one LMDB read, one answer."""
         store, version, partition, key_text = parts
         try:
@@ -120,9 +137,7 @@ class StorageApp:
         if raw is None:
             raise KeyNotFoundError(f"key not found in {store} v{version_n}")
         schema_id, value = decode_stored(raw)
-        headers = [_OCTETS, (_SCHEMA_ID, b"%d" % schema_id), (_CONTENT_LENGTH, b"%d" % len(value))]
-        await send({"type": _START, "status": 200, "headers": headers})
-        await send({"type": _BODY, "body": value})
+        return 200, [_OCTETS, (_SCHEMA_ID, b"%d" % schema_id), (_CONTENT_LENGTH, b"%d" % len(value))], value
 
     async def _batch(self, store: str, version: str, body: bytes, send: Send) -> None:
         try:

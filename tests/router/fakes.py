@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import uvicorn
 
+from venice.httpserver import HttpServer
 from venice.partitioner import partition_for
 from venice.schema import AvroCodec
 
@@ -205,8 +206,13 @@ def load(
 
 
 @contextmanager
-def serve_in_thread(target: App | uvicorn.Config, *, graceful_s: float = 0.5) -> Iterator[str]:
-    """Run an ASGI app (or a prepared uvicorn config) on a free loopback port; yields its base URL."""
+def serve_in_thread(target: App | uvicorn.Config | HttpServer, *, graceful_s: float = 0.5) -> Iterator[str]:
+    """Run an ASGI app (or a prepared uvicorn config, or an HttpServer as the router and
+    storage servers run) on a free loopback port; yields its base URL."""
+    if isinstance(target, HttpServer):
+        with _http_server_in_thread(target) as url:
+            yield url
+        return
     if isinstance(target, uvicorn.Config):
         config = target
     else:
@@ -225,6 +231,28 @@ def serve_in_thread(target: App | uvicorn.Config, *, graceful_s: float = 0.5) ->
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@contextmanager
+def _http_server_in_thread(server: HttpServer) -> Iterator[str]:
+    import uvloop
+
+    started = threading.Event()
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def ready(port: int) -> None:
+        loops.append(asyncio.get_running_loop())
+        started.set()
+
+    thread = threading.Thread(target=lambda: uvloop.run(server.serve(ready=ready)), daemon=True)
+    thread.start()
+    try:
+        _wait_until(started.is_set, thread, what="server start")
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        if loops:
+            loops[0].call_soon_threadsafe(server.request_exit)
+        thread.join(timeout=10)
 
 
 @contextmanager
@@ -291,7 +319,7 @@ def sample_cluster(*, deadline_s: float = 1.0, hedge_after_s: float = 0.1) -> It
     current version), ``flaky`` (replicas: refused, 503, hanging, healthy),
     ``down`` (refused and 503 only), ``stuck`` (one hanging replica).
     """
-    from router.main import RouterConfig, uvicorn_config
+    from router.main import RouterConfig, build_server
 
     healthy = [FakeStorage() for _ in range(3)]
     unavailable, hanging = FakeStorage("unavailable"), FakeStorage("hang")
@@ -304,9 +332,10 @@ def sample_cluster(*, deadline_s: float = 1.0, hedge_after_s: float = 0.1) -> It
         _fill_sample(controller, healthy, urls, refused=refused, unavailable=unavailable_url, hanging=hanging_url)
         controller_url = stack.enter_context(serve_in_thread(controller))
         config = RouterConfig(
+            port=0,
             controller_url=controller_url, deadline_s=deadline_s, hedge_after_s=hedge_after_s, graceful_shutdown_s=0.5
         )
-        router_url = stack.enter_context(serve_in_thread(uvicorn_config(config)))
+        router_url = stack.enter_context(serve_in_thread(build_server(config)))
         yield SampleCluster(router_url, controller, healthy, deadline_s)
 
 

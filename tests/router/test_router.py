@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from router.main import RouterConfig, uvicorn_config
+from router.main import RouterConfig, build_server
 from tests.router.fakes import (
     BIG_LONG_KEYS,
     TAG_RECORDS,
@@ -186,8 +186,8 @@ class TestFailover:
 @contextmanager
 def router_for(controller: FakeController, **config: Any) -> Iterator[httpx.Client]:
     with serve_in_thread(controller) as controller_url:
-        router_config = RouterConfig(controller_url=controller_url, graceful_shutdown_s=0.5, **config)
-        with serve_in_thread(uvicorn_config(router_config)) as url, httpx.Client(base_url=url, timeout=10) as http:
+        router_config = RouterConfig(port=0, controller_url=controller_url, graceful_shutdown_s=0.5, **config)
+        with serve_in_thread(build_server(router_config)) as url, httpx.Client(base_url=url, timeout=10) as http:
             yield http
 
 
