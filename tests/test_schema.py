@@ -60,3 +60,64 @@ class TestPartitioner:
         codec = AvroCodec("long")
         seen = {partition_for(codec.encode(i), 4) for i in range(100)}
         assert seen == {0, 1, 2, 3}
+
+
+class TestPrimitiveCodecs:
+    """The direct codecs of primitive schemas write and read exactly what fastavro does."""
+
+    SAMPLES = {
+        "string": ["", "a", "naïve ☃", "x" * 300, "\x00"],
+        "bytes": [b"", b"\x00\xff", b"y" * 200],
+        "int": [0, 1, -1, 63, -64, 64, 2**31 - 1, -(2**31)],
+        "long": [0, 1, -1, 127, 128, -129, 2**40, 2**63 - 1, -(2**63)],
+        "boolean": [True, False],
+        "float": [0.0, 1.5, -2.25, 2.0**100, float("inf")],  # exactly representable in 32 bits
+        "double": [0.0, 1e300, -1e-300, 3.141592653589793, float("-inf")],
+        "null": [None],
+    }
+
+    @staticmethod
+    def fastavro_bytes(schema: str, datum: object) -> bytes:
+        import io
+
+        import fastavro
+
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, schema, datum)
+        return buf.getvalue()
+
+    @pytest.mark.parametrize("schema", sorted(SAMPLES))
+    def test_same_bytes_and_round_trip(self, schema: str) -> None:
+        codec = AvroCodec(schema)
+        for datum in self.SAMPLES[schema]:
+            encoded = codec.encode(datum)
+            assert encoded == self.fastavro_bytes(schema, datum), (schema, datum)
+            assert codec.decode(encoded) == datum
+
+    def test_random_longs_and_strings_match_fastavro(self) -> None:
+        import random
+
+        rng = random.Random(5)
+        longs, strings = AvroCodec("long"), AvroCodec("string")
+        for _ in range(2000):
+            n = rng.randint(-(2**63), 2**63 - 1) >> rng.randint(0, 63)
+            assert longs.encode(n) == self.fastavro_bytes("long", n)
+            assert longs.decode(longs.encode(n)) == n
+            text = "".join(chr(rng.randint(32, 0x2FF)) for _ in range(rng.randint(0, 40)))
+            assert strings.decode(strings.encode(text)) == text
+
+    @pytest.mark.parametrize(("schema", "datum"), [
+        ("int", 2**31), ("long", 2**63), ("int", True), ("long", 1.5), ("string", b"x"), ("boolean", 1),
+        ("float", "1"), ("null", 0),
+    ])
+    def test_values_that_do_not_fit_are_refused(self, schema: str, datum: object) -> None:
+        assert AvroCodec(schema).problem(datum) is not None
+
+    @pytest.mark.parametrize(("schema", "data"), [
+        ("string", b"\x06ab"), ("string", b"\x02ab"), ("long", b"\x80"), ("long", b"\x02\x02"),
+        ("int", b"\x80\x80\x80\x80\x10"), ("boolean", b"\x02"), ("double", b"\x00" * 4), ("null", b"\x00"),
+        ("string", b"\x04\xff\xfe"),
+    ])
+    def test_malformed_data_is_an_invalid_value(self, schema: str, data: bytes) -> None:
+        with pytest.raises(InvalidValueError):
+            AvroCodec(schema).decode(data)

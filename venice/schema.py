@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import struct
 from typing import Any
 
 import fastavro
@@ -62,6 +63,111 @@ def _type_name(schema: Any) -> str:
     return "union"
 
 
+# --- Primitive schemas without fastavro -------------------------------------------------
+# Keys are encoded on every read and values decoded on every answer; for the primitive
+# schemas most keys (and many values) have, these direct codecs of the Avro binary
+# encoding cost a fraction of fastavro's per-call set-up (a BytesIO, a schema walk).
+
+_INT_RANGE = (-(1 << 31), (1 << 31) - 1)
+_LONG_RANGE = (-(1 << 63), (1 << 63) - 1)
+_FLOAT = struct.Struct("<f")
+_DOUBLE = struct.Struct("<d")
+_FLOAT_MAX = 3.4028234663852886e38
+
+
+def _zigzag(n: int) -> bytes:
+    n = (n << 1) ^ (n >> 63)
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _read_long(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, next position) of the zig-zag varint at ``pos``."""
+    b = data[pos]
+    n = b & 0x7F
+    shift = 7
+    pos += 1
+    while b & 0x80:
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+        b = data[pos]
+        n |= (b & 0x7F) << shift
+        shift += 7
+        pos += 1
+    return (n >> 1) ^ -(n & 1), pos
+
+
+def _decode_length_prefixed(data: bytes) -> bytes:
+    length, pos = _read_long(data, 0)
+    if length < 0 or pos + length != len(data):
+        raise ValueError(f"length {length} does not match the {len(data) - pos} bytes that follow")
+    return data[pos:]
+
+
+def _decode_integer(data: bytes, bounds: tuple[int, int]) -> int:
+    value, pos = _read_long(data, 0)
+    if pos != len(data) or not bounds[0] <= value <= bounds[1]:
+        raise ValueError("not a single varint in range")
+    return value
+
+
+def _decode_fixed(data: bytes, codec: struct.Struct) -> float:
+    if len(data) != codec.size:
+        raise ValueError(f"expected {codec.size} bytes, got {len(data)}")
+    return float(codec.unpack(data)[0])
+
+
+def _decode_boolean(data: bytes) -> bool:
+    if data not in (b"\x00", b"\x01"):
+        raise ValueError("expected one byte 0 or 1")
+    return data == b"\x01"
+
+
+def _decode_null(data: bytes) -> None:
+    if data:
+        raise ValueError("null is zero bytes")
+    return None
+
+
+def _is_integer(datum: Any, bounds: tuple[int, int]) -> bool:
+    return isinstance(datum, int) and not isinstance(datum, bool) and bounds[0] <= datum <= bounds[1]
+
+
+def _is_number(datum: Any) -> bool:
+    return isinstance(datum, (int, float)) and not isinstance(datum, bool)
+
+
+# type -> (fits(datum), encode(datum) -> bytes, decode(bytes) -> datum)
+_PRIMITIVE_CODECS: dict[str, tuple[Any, Any, Any]] = {
+    "string": (
+        lambda d: isinstance(d, str),
+        lambda d: _zigzag(len(b := d.encode())) + b,
+        lambda data: _decode_length_prefixed(data).decode("utf-8"),
+    ),
+    "bytes": (
+        lambda d: isinstance(d, (bytes, bytearray)),
+        lambda d: _zigzag(len(d)) + bytes(d),
+        _decode_length_prefixed,
+    ),
+    "long": (lambda d: _is_integer(d, _LONG_RANGE), _zigzag, lambda data: _decode_integer(data, _LONG_RANGE)),
+    "int": (lambda d: _is_integer(d, _INT_RANGE), _zigzag, lambda data: _decode_integer(data, _INT_RANGE)),
+    "boolean": (lambda d: isinstance(d, bool), lambda d: b"\x01" if d else b"\x00", _decode_boolean),
+    "float": (
+        lambda d: _is_number(d) and (abs(d) <= _FLOAT_MAX or not math.isfinite(d)),
+        lambda d: _FLOAT.pack(d),
+        lambda data: _decode_fixed(data, _FLOAT),
+    ),
+    "double": (_is_number, lambda d: _DOUBLE.pack(d), lambda data: _decode_fixed(data, _DOUBLE)),
+    "null": (lambda d: d is None, lambda d: b"", _decode_null),
+}
+
+
 class AvroCodec:
     """Encodes, decodes and validates data of one Avro schema."""
 
@@ -72,6 +178,8 @@ class AvroCodec:
         self._field_names: frozenset[str] | None = None
         if isinstance(self.schema, dict) and self.schema.get("type") == "record":
             self._field_names = frozenset(f["name"] for f in self.schema["fields"])
+        primitive = _PRIMITIVE_CODECS.get(self.schema) if isinstance(self.schema, str) else None
+        self._fits, self._encode, self._decode = primitive if primitive is not None else (None, None, None)
 
     @property
     def field_names(self) -> frozenset[str] | None:
@@ -80,6 +188,8 @@ class AvroCodec:
 
     def problem(self, datum: Any) -> str | None:
         """Why ``datum`` does not fit the schema, or ``None`` when it does."""
+        if self._fits is not None and self._fits(datum):
+            return None  # a primitive that fits (one that does not gets fastavro's explanation)
         if self._field_names is not None and isinstance(datum, dict):
             extra = sorted(set(datum) - self._field_names)
             if extra:
@@ -101,12 +211,16 @@ class AvroCodec:
         return self.encode_unchecked(datum)
 
     def encode_unchecked(self, datum: Any) -> bytes:
+        if self._encode is not None and self._fits(datum):
+            return self._encode(datum)
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, self.schema, datum)
         return buf.getvalue()
 
     def decode(self, data: bytes) -> Any:
         try:
+            if self._decode is not None:
+                return self._decode(data)
             return fastavro.schemaless_reader(io.BytesIO(data), self.schema, None)
         except Exception as exc:
             raise InvalidValueError(f"stored {self.kind} does not decode with its schema: {exc}") from exc
