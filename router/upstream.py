@@ -3,7 +3,7 @@
 Why not httpx: it costs ~400 µs of CPU per request (request/response models, header
 normalisation, its pool's bookkeeping, anyio), which capped the router near 2k
 requests/s. This client does only what that hop needs, on ``asyncio.Protocol`` and
-httptools' C parser (both already under uvicorn):
+httptools' C parser (as the server side, venice/httpserver.py):
 
 * one request at a time per connection, connections kept alive and reused most
   recently used first, at most ``max_connections`` per server (callers beyond that

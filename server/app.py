@@ -46,8 +46,8 @@ def _b64decode(text: str) -> bytes:
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    # An explicit content-length: without one uvicorn falls back to chunked encoding,
-    # which costs both sides framing work on every answer.
+    # An explicit content-length: without one an ASGI server may fall back to chunked
+    # encoding, which costs both sides framing work on every answer.
     headers = [*headers, (_CONTENT_LENGTH, b"%d" % len(body))]
     await send({"type": _START, "status": status, "headers": headers})
     await send({"type": _BODY, "body": body})
