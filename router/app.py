@@ -174,13 +174,20 @@ class RouterApp:
         keys = _parse_keys(body)
         route = self.cache.table.store(store)
         version = route.resolve_version(_version_param(query))
-        encoded = [route.key_codec.encode(_key_datum(route.key_codec, key)) for key in keys]
+        codec = route.key_codec
+        if codec.type_name == "bytes":
+            encoded = [codec.encode(_key_datum(codec, key)) for key in keys]
+        else:
+            encoded = [codec.encode(key) for key in keys]
         hits = await self._read_batch(route, version, encoded)
-        values = {kb: self._decode(route, hit) for kb, hit in hits.items() if hit is not None}
-        results = [
-            {"key": key, "found": True, "value": values[kb]} if kb in values else {"key": key, "found": False}
-            for key, kb in zip(keys, encoded)
-        ]
+        results = []
+        append = results.append
+        for key, kb in zip(keys, encoded):
+            hit = hits[kb]
+            if hit is None:
+                append({"key": key, "found": False})
+            else:
+                append({"key": key, "found": True, "value": self._decode(route, hit)})
         return _dumps({"results": results})
 
     async def _read_batch(self, route: StoreRoute, version: int, encoded: list[bytes]) -> dict[bytes, Hit | None]:

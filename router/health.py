@@ -30,6 +30,12 @@ class _Stats:
     in_flight: int = 0
     ewma_s: float = 0.0
     failed_at: float = -math.inf
+    slowness: int = 0
+    """Coarse bucket of ``ewma_s``: 0-2 ms, 2-6 ms, 6-14 ms, ... (kept in step with it)."""
+
+    def set_ewma(self, ewma_s: float) -> None:
+        self.ewma_s = ewma_s
+        self.slowness = int(math.log2(1 + ewma_s * 1000 / 2))
 
 
 class ReplicaHealth:
@@ -68,7 +74,7 @@ class ReplicaHealth:
         stats = self._get(url)
         stats.in_flight -= 1
         latency = self._clock() - started_at
-        stats.ewma_s = latency if stats.ewma_s == 0.0 else stats.ewma_s + self._weight * (latency - stats.ewma_s)
+        stats.set_ewma(latency if stats.ewma_s == 0.0 else stats.ewma_s + self._weight * (latency - stats.ewma_s))
         self._sample(latency)
 
     def failed(self, url: str) -> None:
@@ -82,7 +88,7 @@ class ReplicaHealth:
         stats = self._get(url)
         stats.in_flight -= 1
         waited = self._clock() - started_at
-        stats.ewma_s = max(stats.ewma_s, stats.ewma_s + self._weight * (waited - stats.ewma_s))
+        stats.set_ewma(max(stats.ewma_s, stats.ewma_s + self._weight * (waited - stats.ewma_s)))
 
     # -- decisions -----------------------------------------------------------------
     def order(self, replicas: Sequence[str], spread: int) -> list[str]:
@@ -100,9 +106,7 @@ class ReplicaHealth:
             return (0, 0, 0)
         recently_failed = 1 if now - stats.failed_at < self._penalty_s else 0
         # Coarse buckets: a replica must be clearly busier or slower to lose its turn.
-        load = stats.in_flight // 4
-        slowness = int(math.log2(1 + stats.ewma_s * 1000 / 2))  # 0-2 ms, 2-6 ms, 6-14 ms, ...
-        return (recently_failed, load, slowness)
+        return (recently_failed, stats.in_flight // 4, stats.slowness)
 
     def hedge_after_s(self) -> float:
         return self._hedge_s
