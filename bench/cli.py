@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -78,6 +80,18 @@ def _machine(tools: dict[str, str], backend: str) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _loadavg() -> str:
     """The 1-minute load average: other work on the machine shows here."""
     try:
@@ -118,6 +132,7 @@ class Bench:
         self.script = work / "requests.lua"
         self.script.write_text(WRK_SCRIPT)
         self.rps_guess: dict[str, float] = {}
+        self.cpu: dict[str, list[dict[str, float]]] = {}
 
     # -- setup ---------------------------------------------------------------------
     def load(self) -> dict[str, Any]:
@@ -191,11 +206,32 @@ class Bench:
 
     # -- load --------------------------------------------------------------------------
     def wrk(self, metric: str, base_url: str, round_no: int, seconds: float, items: int = 1, side: str = "venice") -> Run:
+        watched = self._watched() if side == "venice" and round_no >= 0 else {}
+        before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        children_before = _children_cpu()
+        started = time.perf_counter()
         run = run_wrk(
             wrk=self.tools["wrk"], url=base_url, requests_file=self.work / f"{metric}.txt", script=self.script,
             metric=metric, connections=self.args.connections, seconds=seconds, items_per_op=items, round_no=round_no,
         )
+        if watched:
+            wall = time.perf_counter() - started
+            usage = {name: 100.0 * (cpu_seconds(pid) - before[name]) / wall for name, pid in watched.items()}
+            usage["wrk"] = 100.0 * (_children_cpu() - children_before) / wall
+            self.cpu.setdefault(metric, []).append(usage)
         return run if side == "venice" else replace(run, side=side)
+
+    def _watched(self) -> dict[str, int]:
+        """The venice processes whose CPU time is recorded during venice runs."""
+        return {"router": self.venice.router_pid(), "server 0": self.venice.server_pid(0),
+                "server 1": self.venice.server_pid(1)}
+
+    def cpu_report(self) -> dict[str, dict[str, float]]:
+        """Median CPU use (% of one core) of each process over a metric's timed venice runs."""
+        return {
+            metric: {name: round(statistics.median(u[name] for u in usages), 1) for name in usages[0]}
+            for metric, usages in self.cpu.items()
+        }
 
     def redis_bench(self, metric: str, command: list[str], round_no: int, seconds: float, items: int = 1) -> Run:
         guess = self.rps_guess.get(metric, 50_000.0)
@@ -333,6 +369,7 @@ class Bench:
         report = build_report(
             self.runs, push=push, memory=memory, machine=machine, config=config, generators=generators,
         )
+        report["cpu_pct"] = self.cpu_report()
         if profiles is not None:
             report["profiles"] = profiles
         return report

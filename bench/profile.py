@@ -29,7 +29,7 @@ __all__ = ["LAYERS", "layer_of", "record", "summarise"]
 RATE_HZ = 250
 
 LAYERS: Sequence[tuple[str, tuple[str, ...]]] = (
-    ("http server (uvicorn, httptools)", ("/uvicorn/", "httptools")),
+    ("http server (venice/httpserver.py, uvicorn, httptools)", ("/venice/httpserver.py", "/uvicorn/", "httptools")),
     ("event loop (asyncio, uvloop)", ("/asyncio/", "uvloop", "/selectors.py", "/socket.py", "/ssl.py")),
     ("http client (httpx, httpcore, h11)", ("/httpx/", "/httpcore/", "/h11/", "/anyio/", "/sniffio/")),
     ("router (router/)", ("/router/",)),

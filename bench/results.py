@@ -268,6 +268,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     memory = report.get("memory") or {}
     if memory:
         lines += ["", "Memory: " + "; ".join(f"{k}: {_fmt(v)}" for k, v in memory.items())]
+    if report.get("cpu_pct"):
+        lines += ["", "CPU use during the venice runs (% of one core, median over rounds; 200 = both cores):", ""]
+        for metric, usage in report["cpu_pct"].items():
+            lines.append(f"* {metric}: " + ", ".join(f"{name} {pct}" for name, pct in usage.items()))
     if report.get("profiles"):
         from bench.profile import render
 

@@ -218,3 +218,10 @@ def test_chart_is_a_png(tmp_path) -> None:
     path = tmp_path / "chart.png"
     assert write_chart(report, path)
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_cpu_use_is_rendered_per_metric() -> None:
+    report = build_report([run("server_get", "venice", 10)])
+    report["cpu_pct"] = {"server_get": {"router": 0.5, "server 0": 97.2, "wrk": 61.0}}
+    text = render_markdown(report)
+    assert "* server_get: router 0.5, server 0 97.2, wrk 61.0" in text
