@@ -19,6 +19,17 @@ from venice.cluster import LocalCluster, free_port, wait_for
 __all__ = ["FloorSide", "RedisSide", "VeniceSide", "process_memory"]
 
 
+def _terminate(popen: subprocess.Popen[Any] | None) -> None:
+    """SIGTERM a child we started (by its pid), SIGKILL it if it is still there after 15 s."""
+    if popen is not None and popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(15)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+
+
 def process_memory(pid: int) -> dict[str, int]:
     """``VmRSS``, ``RssAnon``, ``RssFile``, ``RssShmem`` of a process, in bytes (Linux)."""
     out: dict[str, int] = {}
@@ -87,13 +98,7 @@ class RedisSide:
         return out
 
     def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        _terminate(self.popen)
 
 
 class VeniceSide:
@@ -215,10 +220,4 @@ class FloorSide:
         return self
 
     def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        _terminate(self.popen)
