@@ -138,20 +138,25 @@ class RouterApp:
         raise NotFoundError(f"no route {method} {path.decode('latin-1')}")
 
     def fast_path(
-        self, method: str, path: bytes, query: bytes
+        self, method: str, path: bytes, query: bytes, body: bytes
     ) -> Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]] | None:
-        """Single-key reads for :class:`venice.httpserver.HttpServer`, without ASGI;
-        ``None`` sends everything else (batches, health, errors of shape) through ASGI."""
-        if method != "GET" or not path.startswith(_STORAGE_PREFIX):
+        """Reads (single and batch) for :class:`venice.httpserver.HttpServer`, without ASGI;
+        ``None`` sends everything else (health, wrong methods, unknown paths) through ASGI."""
+        if not path.startswith(_STORAGE_PREFIX):
             return None
         store_part, slash, key_part = path[len(_STORAGE_PREFIX) :].partition(b"/")
-        if not slash:
-            return None
-        store = _path_text(store_part, "store name", RequestError)
-        return self._single_answer(store, _path_text(key_part, "key", InvalidKeyError), query)
+        if slash and method == "GET":
+            store = _path_text(store_part, "store name", RequestError)
+            return self._answer(self.single_get(store, _path_text(key_part, "key", InvalidKeyError), query))
+        if not slash and method == "POST":
+            if len(body) > MAX_BODY_BYTES:
+                raise RequestError(f"request body larger than {MAX_BODY_BYTES} bytes")
+            return self._answer(self.batch_get(_path_text(store_part, "store name", RequestError), body, query))
+        return None
 
-    async def _single_answer(self, store: str, key_text: str, query: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        return 200, _JSON_HEADERS, await self.single_get(store, key_text, query)
+    @staticmethod
+    async def _answer(json_body: Awaitable[bytes]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 200, _JSON_HEADERS, await json_body
 
     async def single_get(self, store: str, key_text: str, query: bytes) -> bytes:
         """JSON of the value of one key, read from the first replica that answers."""

@@ -114,16 +114,20 @@ class StorageApp:
         await send({"type": _START, "status": status, "headers": headers})
         await send({"type": _BODY, "body": body})
 
-    def fast_path(self, method: str, path: bytes, query: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        """Single-key reads answered synchronously by :class:`venice.httpserver.HttpServer`
+    def fast_path(
+        self, method: str, path: bytes, query: bytes, body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """Reads (single and batch) answered synchronously by :class:`venice.httpserver.HttpServer`
         (no task, no ASGI messages); ``None`` sends everything else through ASGI."""
-        if method != "GET" or not path.startswith(b"/v1/"):
+        if not path.startswith(b"/v1/"):
             return None
         raw_parts = path[4:].split(b"/")
-        if len(raw_parts) != 4:
-            return None
         parts = [(unquote_to_bytes(p) if b"%" in p else p).decode("utf-8", "replace") for p in raw_parts]
-        return self._get_answer(parts)
+        if method == "GET" and len(parts) == 4:
+            return self._get_answer(parts)
+        if method == "POST" and len(parts) == 3 and parts[0] == "batch":
+            return 200, [_OCTETS], self._batch_answer(parts[1], parts[2], body)
+        return None
 
     def _get_answer(self, parts: list[str]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """The hottest path of the server: one key, one LMDB read, one answer."""
@@ -140,6 +144,9 @@ class StorageApp:
         return 200, [_OCTETS, (_SCHEMA_ID, b"%d" % schema_id), (_CONTENT_LENGTH, b"%d" % len(value))], value
 
     async def _batch(self, store: str, version: str, body: bytes, send: Send) -> None:
+        await _respond(send, 200, self._batch_answer(store, version, body), [_OCTETS])
+
+    def _batch_answer(self, store: str, version: str, body: bytes) -> bytes:
         try:
             version_n = int(version)
         except ValueError as exc:
@@ -166,7 +173,7 @@ class StorageApp:
                     schema_id, value = decode_stored(raw)
                     out += _FRAME_OUT.pack(schema_id, len(value))
                     out += value
-        await _respond(send, 200, bytes(out), [_OCTETS])
+        return bytes(out)
 
     def _replicas(self) -> dict[str, Any]:
         replicas = []

@@ -28,12 +28,12 @@ class App:
         self.events: list[str] = []
         self.fail_startup = False
 
-    def fast_path(self, method: str, path: bytes, query: bytes) -> Any:
+    def fast_path(self, method: str, path: bytes, query: bytes, body: bytes) -> Any:
         if path.startswith(b"/fast/"):
             self.fast_calls += 1
             if path == b"/fast/missing":
                 raise KeyNotFoundError("no such key")
-            return 200, [(b"content-type", b"text/plain")], path[6:] + b"?" + query
+            return 200, [(b"content-type", b"text/plain")], path[6:] + b"?" + query + body
         if path.startswith(b"/io/"):
             self.fast_calls += 1
             return self._io(path[4:])

@@ -6,7 +6,7 @@ httptools answers a trivial raw ASGI app at ~46k requests/s under wrk, while a b
 the storage server showed 60% of its CPU inside uvicorn's per-request machinery
 (see ``bench/README.md``). This server keeps the ASGI interface, so the apps stay
 plain ASGI (and testable under any ASGI server), and adds one thing: an app may
-expose ``fast_path(method, raw_path, query)``, a *synchronous* handler tried first; when
+expose ``fast_path(method, raw_path, query, body)``, a *synchronous* handler tried first; when
 it returns ``(status, headers, body)`` the answer is written at once, with no task,
 no scope and no ASGI messages; when it returns an awaitable of that (an answer that
 needs I/O, like the router's), one task awaits it, still without ASGI. It returns
@@ -51,7 +51,7 @@ log = logging.getLogger("venice.http")
 
 Headers = list[tuple[bytes, bytes]]
 FastResponse = tuple[int, Headers, bytes]
-FastPath = Callable[[str, bytes, bytes], FastResponse | Awaitable[FastResponse] | None]
+FastPath = Callable[[str, bytes, bytes, bytes], FastResponse | Awaitable[FastResponse] | None]
 
 _STATUS_LINES = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus
@@ -199,7 +199,8 @@ class _Connection(asyncio.Protocol):
                 try:
                     parsed = httptools.parse_url(request.url)
                     path, query = parsed.path, parsed.query or b""  # raw: segments still percent-encoded
-                    answer = self.fast_path(request.method, path, query)
+                    body = b"".join(request.body) if request.body else b""
+                    answer = self.fast_path(request.method, path, query, body)
                 except httptools.HttpParserInvalidURLError:
                     answer = _error_response(RequestError("malformed request URL"))
                 except VeniceError as exc:

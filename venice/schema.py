@@ -75,10 +75,13 @@ _DOUBLE = struct.Struct("<d")
 _FLOAT_MAX = 3.4028234663852886e38
 
 
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
+
+
 def _zigzag(n: int) -> bytes:
     n = (n << 1) ^ (n >> 63)
     if n < 0x80:
-        return bytes((n,))
+        return _ONE_BYTE[n]
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -104,6 +107,16 @@ def _read_long(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def _decode_length_prefixed(data: bytes) -> bytes:
+    # Lengths under 8192 (one or two varint bytes, the common case) without a loop.
+    size = len(data)
+    if size and data[0] < 0x80:
+        n, pos = data[0], 1
+    elif size > 1 and data[1] < 0x80:
+        n, pos = (data[0] & 0x7F) | (data[1] << 7), 2
+    else:
+        n, pos = 1, 0
+    if not n & 1 and size == pos + (n >> 1):
+        return data[pos:]
     length, pos = _read_long(data, 0)
     if length < 0 or pos + length != len(data):
         raise ValueError(f"length {length} does not match the {len(data) - pos} bytes that follow")
@@ -205,6 +218,8 @@ class AvroCodec:
 
     def encode(self, datum: Any) -> bytes:
         """Validate and serialize; raises InvalidKeyError / InvalidValueError."""
+        if self._fits is not None and self._fits(datum):
+            return self._encode(datum)
         reason = self.problem(datum)
         if reason is not None:
             raise (InvalidKeyError if self.kind == "key" else InvalidValueError)(f"{self.kind} {reason}")

@@ -305,6 +305,7 @@ def member(key: int, version: int = 2) -> dict[str, Any]:
 class SampleCluster:
     router_url: str
     controller: FakeController
+    controller_url: str
     servers: list[FakeStorage]
     """The three healthy servers; every partition of every healthy store is on each."""
     deadline_s: float
@@ -336,7 +337,7 @@ def sample_cluster(*, deadline_s: float = 1.0, hedge_after_s: float = 0.1) -> It
             controller_url=controller_url, deadline_s=deadline_s, hedge_after_s=hedge_after_s, graceful_shutdown_s=0.5
         )
         router_url = stack.enter_context(serve_in_thread(build_server(config)))
-        yield SampleCluster(router_url, controller, healthy, deadline_s)
+        yield SampleCluster(router_url, controller, controller_url, healthy, deadline_s)
 
 
 def _fill_sample(

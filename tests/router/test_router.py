@@ -295,3 +295,19 @@ class TestReplicaHealth:
                 assert response.status_code == 200 and response.json() == f"v{i}"
             assert first.reads > before  # some reads did start on the stalled replica
             assert max(took) < 0.2, took
+
+
+def test_the_asgi_paths_answer_like_the_fast_paths(cluster: SampleCluster, http: httpx.Client) -> None:
+    """RouterApp stays a plain ASGI app: under uvicorn (no fast path) it answers the same."""
+    from router.app import RouterApp
+
+    with serve_in_thread(RouterApp(cluster.controller_url)) as url, httpx.Client(base_url=url, timeout=10) as plain:
+        eventually(lambda: plain.get("/storage/members/1").status_code == 200)
+        for path in ("/storage/members/1", "/storage/members/999999", "/storage/nope/1"):
+            fast, asgi = http.get(path), plain.get(path)
+            assert (fast.status_code, fast.json()) == (asgi.status_code, asgi.json())
+        body = {"keys": [3, 999999, 1, 3]}
+        fast, asgi = http.post("/storage/members", json=body), plain.post("/storage/members", json=body)
+        assert fast.status_code == asgi.status_code == 200
+        assert fast.json() == asgi.json()
+        assert [r["found"] for r in asgi.json()["results"]] == [True, False, True, True]
