@@ -187,12 +187,16 @@ class RouterApp:
         hits = await self._read_batch(route, version, encoded)
         results = []
         append = results.append
+        decoders: dict[int, Callable[[bytes], Any]] = {}  # one lookup per schema id, not per key
         for key, kb in zip(keys, encoded):
             hit = hits[kb]
             if hit is None:
                 append({"key": key, "found": False})
-            else:
-                append({"key": key, "found": True, "value": self._decode(route, hit)})
+                continue
+            decode = decoders.get(hit[0])
+            if decode is None:
+                decode = decoders[hit[0]] = self._decoder(route, hit[0])
+            append({"key": key, "found": True, "value": decode(hit[1])})
         return _dumps({"results": results})
 
     async def _read_batch(self, route: StoreRoute, version: int, encoded: list[bytes]) -> dict[bytes, Hit | None]:
@@ -214,15 +218,25 @@ class RouterApp:
         return found
 
     def _decode(self, route: StoreRoute, hit: Hit) -> Any:
-        schema_id, data = hit
+        return self._decoder(route, hit[0])(hit[1])
+
+    def _decoder(self, route: StoreRoute, schema_id: int) -> Callable[[bytes], Any]:
+        """Decodes values of one schema id; stored data that does not decode is the
+        platform's fault, not the caller's: a 500."""
         try:
-            return route.value_codec(schema_id).decode(data)
+            codec = route.value_codec(schema_id)
         except UnavailableError:
             self.cache.request_refresh()
             raise
-        except InvalidValueError as exc:
-            # Undecodable stored data is the platform's fault, not the caller's: a 500.
-            raise InternalError(exc.message) from exc
+        codec_decode = codec.decode
+
+        def decode(data: bytes) -> Any:
+            try:
+                return codec_decode(data)
+            except InvalidValueError as exc:
+                raise InternalError(exc.message) from exc
+
+        return decode
 
     def _deadline_at(self) -> float:
         return asyncio.get_running_loop().time() + self.deadline_s

@@ -40,17 +40,19 @@ def decode_batch_response(body: bytes, count: int) -> list[Hit | None]:
     UnavailableError and the router reads the keys elsewhere.
     """
     results: list[Hit | None] = []
-    offset, size, view = 0, len(body), memoryview(body)
+    append = results.append
+    unpack = _ANSWER_HEAD.unpack_from
+    offset, size = 0, len(body)
     head = _ANSWER_HEAD.size
-    for _ in range(count):
-        if offset + head > size:
-            raise UnavailableError(f"batch answer truncated after {len(results)} of {count} keys")
-        schema_id, length = _ANSWER_HEAD.unpack_from(body, offset)
-        offset += head
-        if offset + length > size:
-            raise UnavailableError(f"batch answer truncated inside key {len(results)} of {count}")
-        results.append(None if schema_id == MISSING_SCHEMA_ID else (schema_id, bytes(view[offset : offset + length])))
-        offset += length
+    for index in range(count):
+        end = offset + head
+        if end > size:
+            raise UnavailableError(f"batch answer truncated after {index} of {count} keys")
+        schema_id, length = unpack(body, offset)
+        offset = end + length
+        if offset > size:
+            raise UnavailableError(f"batch answer truncated inside key {index} of {count}")
+        append(None if schema_id == MISSING_SCHEMA_ID else (schema_id, body[end:offset]))
     if offset != size:
         raise UnavailableError(f"batch answer has {size - offset} unexpected trailing bytes")
     return results
