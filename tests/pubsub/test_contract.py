@@ -204,6 +204,24 @@ class TestRecordsContract:
                 assert offsets == {0: list(range(100)), 1: list(range(100))}
             await pubsub.delete_topic(topic)
 
+    async def test_megabytes_per_partition_arrive_whole_and_in_order(self, pubsub_url: str) -> None:
+        """Several producer batches' worth per partition (batches are 512 KB on Kafka)."""
+        async with connect(pubsub_url) as pubsub:
+            topic = _topic()
+            await pubsub.create_topic(topic, 3)
+            records = [(i % 3, b"k%06d" % i, b"%06d" % i + b"x" * 600) for i in range(9000)]
+            await _write(pubsub, topic, records)
+            assert await pubsub.end_offsets(topic) == {0: 3000, 1: 3000, 2: 3000}
+            async with await pubsub.consumer() as consumer:
+                await consumer.assign({TopicPartition(topic, p): 0 for p in range(3)})
+                keys: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
+                deadline = asyncio.get_running_loop().time() + 30
+                while sum(map(len, keys.values())) < 9000 and asyncio.get_running_loop().time() < deadline:
+                    for tp, messages in (await consumer.getmany(timeout_ms=200)).items():
+                        keys[tp.partition] += [m.key for m in messages]
+                assert keys == {p: [k for q, k, _ in records if q == p] for p in range(3)}
+            await pubsub.delete_topic(topic)
+
     async def test_reader_sees_records_written_while_it_reads(self, pubsub_url: str) -> None:
         async with connect(pubsub_url) as pubsub:
             topic = _topic()
