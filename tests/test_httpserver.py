@@ -210,3 +210,32 @@ async def test_first_sigterm_runs_before_shutdown_while_still_serving(app: App) 
     await asyncio.wait_for(serving, 5)
     assert drained == [200]
     assert app.events == ["startup", "shutdown"]
+
+
+def test_a_client_that_does_not_read_is_not_answered_without_bound(app: App) -> None:
+    """Pipelined requests for big answers, unread: the server stops reading and answering
+    once its send buffer is full, then serves every one when the client reads."""
+    big = b"z" * 1_000_000
+
+    def fast_path(method: str, path: bytes, query: bytes, body: bytes) -> Any:
+        app.fast_calls += 1
+        return 200, [], big
+
+    app.fast_path = fast_path  # type: ignore[method-assign]
+    with serve_in_thread(HttpServer(app, port=0)) as base:
+        host, port = base.removeprefix("http://").split(":")
+        count = 200
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+            time.sleep(1.0)
+            answered_while_unread = app.fast_calls
+            assert answered_while_unread < 20  # not 200 MB sitting in the server's buffer
+            answer_bytes = len(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n") + len(big)
+            received = 0
+            while received < count * answer_bytes:
+                chunk = sock.recv(1 << 20)
+                assert chunk, "connection closed early"
+                received += len(chunk)
+            assert received == count * answer_bytes
+        assert app.fast_calls == count

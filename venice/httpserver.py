@@ -22,6 +22,8 @@ What it implements (all our apps need, nothing more):
   buffered: our answers are small or needed whole);
 * malformed requests get a 400 in the platform's JSON error shape and the connection
   is closed; a body over ``max_body_bytes`` gets a 413; an app that raises gets a 500;
+* a client that does not read its answers stops being read from (and answered) once
+  the send buffer passes the transport's high-water mark, so memory stays bounded;
 * idle keep-alive connections are closed after ``keepalive_s``;
 * SIGINT/SIGTERM: stop accepting, finish requests in flight (up to
   ``graceful_shutdown_s``), close the rest, run the lifespan shutdown. With
@@ -111,6 +113,10 @@ class _Connection(asyncio.Protocol):
         self.body_bytes = 0
         self.pending: deque[_Request] = deque()
         self.busy = False
+        self.write_paused = False
+        """The transport's send buffer is over its high-water mark: read and answer no
+        more until the client has taken some (a slow reader cannot make us buffer
+        answers without bound)."""
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self.disconnected: asyncio.Future[None] | None = None
@@ -144,6 +150,20 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         if self.disconnected is not None and not self.disconnected.done():
             self.disconnected.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.busy or self.closed:
+            return  # the request in progress picks the queue up when it finishes
+        if self.pending:
+            self._handle(self.pending.popleft())
+        if not self.write_paused and not self.busy and self.transport is not None and len(self.pending) <= 16:
+            self.transport.resume_reading()
 
     def _reject(self, error: VeniceError, status: int) -> None:
         """A broken request: answer it (if no answer is being written) and close."""
@@ -185,7 +205,7 @@ class _Connection(asyncio.Protocol):
         request.method = parser.get_method().decode("ascii", "replace")
         request.keep_alive = parser.should_keep_alive()
         request.http_version = parser.get_http_version()
-        if self.busy:
+        if self.busy or self.write_paused:
             self.pending.append(request)
             if self.transport is not None and len(self.pending) > 16:
                 self.transport.pause_reading()  # a client pipelining far ahead waits
@@ -217,8 +237,8 @@ class _Connection(asyncio.Protocol):
                     if not request.keep_alive or self.closed:
                         self._close()
                         return
-                    if not self.pending:
-                        return
+                    if not self.pending or self.write_paused:
+                        return  # resume_writing goes on with the queue
                     request = self.pending.popleft()
                     continue
             self.busy = True
@@ -334,9 +354,11 @@ class _Connection(asyncio.Protocol):
         if not keep_alive or self.closed or self.server.stopping:
             self._close()
             return
+        if self.write_paused:
+            return  # resume_writing goes on with the queue
+        if self.transport is not None and len(self.pending) <= 16:
+            self.transport.resume_reading()
         if self.pending:
-            if self.transport is not None:
-                self.transport.resume_reading()
             self._handle(self.pending.popleft())
 
     def close_if_idle(self, now: float, idle_s: float) -> None:
