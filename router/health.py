@@ -30,12 +30,7 @@ class _Stats:
     in_flight: int = 0
     ewma_s: float = 0.0
     failed_at: float = -math.inf
-    slowness: int = 0
-    """Coarse bucket of ``ewma_s``: 0-2 ms, 2-6 ms, 6-14 ms, ... (kept in step with it)."""
-
-    def set_ewma(self, ewma_s: float) -> None:
-        self.ewma_s = ewma_s
-        self.slowness = int(math.log2(1 + ewma_s * 1000 / 2))
+    measured_at: float = -math.inf
 
 
 class ReplicaHealth:
@@ -44,6 +39,7 @@ class ReplicaHealth:
         *,
         clock: Clock = time.monotonic,
         failure_penalty_s: float = 2.0,
+        stale_after_s: float = 2.0,
         ewma_weight: float = 0.2,
         min_hedge_s: float = 0.01,
         max_hedge_s: float = 0.25,
@@ -51,6 +47,10 @@ class ReplicaHealth:
     ) -> None:
         self._clock = clock
         self._penalty_s = failure_penalty_s
+        # A replica ranked slower gets no reads, hence no new samples: its slowness is
+        # forgotten after this long, so it is tried again (else one slow answer, e.g. a
+        # connection set-up, would starve it for good).
+        self._stale_after_s = stale_after_s
         self._weight = ewma_weight
         self._min_hedge_s, self._max_hedge_s, self._hedge_factor = min_hedge_s, max_hedge_s, hedge_factor
         self._stats: dict[str, _Stats] = {}
@@ -73,8 +73,11 @@ class ReplicaHealth:
         """An answer (a value or a definitive "not found")."""
         stats = self._get(url)
         stats.in_flight -= 1
-        latency = self._clock() - started_at
-        stats.set_ewma(latency if stats.ewma_s == 0.0 else stats.ewma_s + self._weight * (latency - stats.ewma_s))
+        now = self._clock()
+        latency = now - started_at
+        ewma = self._current_ewma(stats, now)
+        stats.ewma_s = latency if ewma == 0.0 else ewma + self._weight * (latency - ewma)
+        stats.measured_at = now
         self._sample(latency)
 
     def failed(self, url: str) -> None:
@@ -87,26 +90,45 @@ class ReplicaHealth:
         """Cancelled because another replica answered first: it was at least this slow."""
         stats = self._get(url)
         stats.in_flight -= 1
-        waited = self._clock() - started_at
-        stats.set_ewma(max(stats.ewma_s, stats.ewma_s + self._weight * (waited - stats.ewma_s)))
+        now = self._clock()
+        ewma = self._current_ewma(stats, now)
+        stats.ewma_s = max(ewma, ewma + self._weight * (now - started_at - ewma))
+        stats.measured_at = now
+
+    def _current_ewma(self, stats: _Stats | None, now: float) -> float:
+        """The latency estimate, or 0 (unknown) when older than ``stale_after_s``."""
+        if stats is None or now - stats.measured_at >= self._stale_after_s:
+            return 0.0
+        return stats.ewma_s
 
     # -- decisions -----------------------------------------------------------------
     def order(self, replicas: Sequence[str], spread: int) -> list[str]:
-        """``replicas`` best first; equally good ones in rotation by ``spread``."""
+        """``replicas`` best first; equally good ones in rotation by ``spread``.
+
+        Coarse on purpose, so that replicas in the same state share the load: a replica
+        goes back for a recent failure, for clearly more requests in flight (a step per
+        4), or for being clearly slower than the fastest one (over twice its latency
+        estimate plus 1 ms). Never relative to fixed latency bands, where two replicas
+        either side of a band's edge would not share at all.
+        """
         if not replicas:
             return []
         start = spread % len(replicas)
         rotated = list(replicas[start:]) + list(replicas[:start])
         now = self._clock()
-        return sorted(rotated, key=lambda url: self._rank(url, now))
-
-    def _rank(self, url: str, now: float) -> tuple[int, int, int]:
-        stats = self._stats.get(url)
-        if stats is None:
-            return (0, 0, 0)
-        recently_failed = 1 if now - stats.failed_at < self._penalty_s else 0
-        # Coarse buckets: a replica must be clearly busier or slower to lose its turn.
-        return (recently_failed, stats.in_flight // 4, stats.slowness)
+        stats = [self._stats.get(url) for url in rotated]
+        ewmas = [self._current_ewma(s, now) for s in stats]
+        known = [e for e in ewmas if e > 0.0]  # an unknown (or stale) estimate slows nobody down
+        slow_above = 2 * min(known) + 0.001 if known else math.inf
+        ranks = {
+            url: (
+                0 if s is None else 1 if now - s.failed_at < self._penalty_s else 0,
+                0 if s is None else s.in_flight // 4,
+                1 if ewma > slow_above else 0,
+            )
+            for url, s, ewma in zip(rotated, stats, ewmas)
+        }
+        return sorted(rotated, key=ranks.__getitem__)
 
     def hedge_after_s(self) -> float:
         return self._hedge_s

@@ -41,6 +41,31 @@ class TestReplicaHealth:
                 health.succeeded(url, started)
         assert [health.order([A, B], s)[0] for s in range(4)] == [B, B, B, B]
 
+    def test_a_slow_replica_is_tried_again_once_its_estimate_is_stale(self) -> None:
+        clock = FakeClock()
+        health = ReplicaHealth(clock=clock, stale_after_s=2.0)
+        for url, latency in ((A, 0.050), (B, 0.001)):
+            started = health.started(url)
+            clock.now += latency
+            health.succeeded(url, started)
+        for _ in range(3):  # B keeps answering fast; A gets no reads, hence no samples
+            assert [health.order([A, B], s)[0] for s in range(2)] == [B, B]
+            started = health.started(B)
+            clock.now += 0.001
+            health.succeeded(B, started)
+            clock.now += 0.7
+        assert {health.order([A, B], s)[0] for s in range(2)} == {A, B}
+
+    def test_similar_latencies_share_the_load(self) -> None:
+        """1.9 ms and 2.1 ms are the same speed: no replica starves the other."""
+        clock = FakeClock()
+        health = ReplicaHealth(clock=clock)
+        for url, latency in ((A, 0.0019), (B, 0.0021)):
+            started = health.started(url)
+            clock.now += latency
+            health.succeeded(url, started)
+        assert {health.order([A, B], s)[0] for s in range(2)} == {A, B}
+
     def test_a_busy_replica_is_preferred_less(self) -> None:
         health = ReplicaHealth(clock=FakeClock())
         for _ in range(8):
