@@ -87,16 +87,44 @@ def _error_response(error: VeniceError) -> tuple[int, Headers, bytes]:
     return error.http_status, [_JSON], error_body(error)
 
 
+def _failure_response(exc: Exception, request: _Request) -> tuple[int, Headers, bytes]:
+    """The answer to a fast path that raised: the platform's error, or a logged 500."""
+    if isinstance(exc, VeniceError):
+        return _error_response(exc)
+    log.exception("unexpected error serving %s %r", request.method, request.url, exc_info=exc)
+    return _error_response(InternalError("unexpected error"))
+
+
 class _Request:
-    __slots__ = ("method", "url", "headers", "body", "keep_alive", "http_version")
+    """One parsed request; ``path`` (raw, still percent-encoded) is ``None`` when the URL
+    does not parse."""
+
+    __slots__ = ("method", "url", "path", "query", "headers", "chunks", "body", "keep_alive", "http_version")
 
     def __init__(self) -> None:
         self.url = b""
+        self.path: bytes | None = None
+        self.query = b""
         self.headers: Headers = []
-        self.body: list[bytes] = []
+        self.chunks: list[bytes] = []
+        self.body = b""
         self.method = "GET"
         self.keep_alive = True
         self.http_version = "1.1"
+
+    def complete(self, parser: httptools.HttpRequestParser) -> None:
+        """Fill in what the parser knows once the whole request is in."""
+        self.method = parser.get_method().decode("ascii", "replace")
+        self.keep_alive = parser.should_keep_alive()
+        self.http_version = parser.get_http_version()
+        if self.chunks:
+            self.body = b"".join(self.chunks)
+            self.chunks = []
+        try:
+            parsed = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            return
+        self.path, self.query = parsed.path, parsed.query or b""
 
 
 class _Connection(asyncio.Protocol):
@@ -195,16 +223,13 @@ class _Connection(asyncio.Protocol):
         self.body_bytes += len(body)
         if self.body_bytes > self.server.max_body_bytes:
             raise httptools.HttpParserError("request body too large")
-        self.request.body.append(body)
+        self.request.chunks.append(body)
 
     def on_message_complete(self) -> None:
         request = self.request
         assert request is not None
         self.request = None
-        parser = self.parser
-        request.method = parser.get_method().decode("ascii", "replace")
-        request.keep_alive = parser.should_keep_alive()
-        request.http_version = parser.get_http_version()
+        request.complete(self.parser)
         if self.busy or self.write_paused:
             self.pending.append(request)
             if self.transport is not None and len(self.pending) > 16:
@@ -215,32 +240,28 @@ class _Connection(asyncio.Protocol):
     # -- answering -----------------------------------------------------------------------
     def _handle(self, request: _Request) -> None:
         while True:
-            if self.fast_path is not None:
+            if request.path is None:
+                answer: Any = _error_response(RequestError("malformed request URL"))
+            elif self.fast_path is not None:
                 try:
-                    parsed = httptools.parse_url(request.url)
-                    path, query = parsed.path, parsed.query or b""  # raw: segments still percent-encoded
-                    body = b"".join(request.body) if request.body else b""
-                    answer = self.fast_path(request.method, path, query, body)
-                except httptools.HttpParserInvalidURLError:
-                    answer = _error_response(RequestError("malformed request URL"))
-                except VeniceError as exc:
-                    answer = _error_response(exc)
-                except Exception:
-                    log.exception("unexpected error serving %s %r", request.method, request.url)
-                    answer = _error_response(InternalError("unexpected error"))
-                if answer is not None and type(answer) is not tuple:  # a coroutine: the answer needs I/O
+                    answer = self.fast_path(request.method, request.path, request.query, request.body)
+                except Exception as exc:
+                    answer = _failure_response(exc, request)
+            else:
+                answer = None
+            if answer is not None:
+                if type(answer) is not tuple:  # a coroutine: the answer needs I/O
                     self.busy = True
                     self.task = self.loop.create_task(self._run_fast(answer, request))
                     return
-                if answer is not None:
-                    self._write(answer[0], answer[1], answer[2], request.keep_alive)
-                    if not request.keep_alive or self.closed:
-                        self._close()
-                        return
-                    if not self.pending or self.write_paused:
-                        return  # resume_writing goes on with the queue
-                    request = self.pending.popleft()
-                    continue
+                self._write(answer[0], answer[1], answer[2], request.keep_alive)
+                if not request.keep_alive or self.closed:
+                    self._close()
+                    return
+                if not self.pending or self.write_paused:
+                    return  # resume_writing goes on with the queue
+                request = self.pending.popleft()
+                continue
             self.busy = True
             self.task = self.loop.create_task(self._run_asgi(request))
             return
@@ -255,12 +276,9 @@ class _Connection(asyncio.Protocol):
         try:
             try:
                 status, headers, body = await answer
-            except VeniceError as exc:
-                status, headers, body = _error_response(exc)
-            except Exception:
-                log.exception("unexpected error serving %s %r", request.method, request.url)
-                status, headers, body = _error_response(InternalError("unexpected error"))
-                keep_alive = False
+            except Exception as exc:
+                status, headers, body = _failure_response(exc, request)
+                keep_alive = keep_alive and isinstance(exc, VeniceError)
             self._write(status, headers, body, keep_alive)
         except BaseException:
             keep_alive = False
@@ -269,14 +287,8 @@ class _Connection(asyncio.Protocol):
             self._finish(keep_alive)
 
     async def _run_asgi(self, request: _Request) -> None:
-        try:
-            parsed = httptools.parse_url(request.url)
-            raw_path, query = parsed.path, parsed.query or b""
-        except httptools.HttpParserInvalidURLError:
-            status, headers, body = _error_response(RequestError("malformed request URL"))
-            self._write(status, headers, body, False)
-            self._finish(False)
-            return
+        raw_path = request.path
+        assert raw_path is not None  # _handle answers unparsable URLs itself
         scope: MutableMapping[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -285,13 +297,13 @@ class _Connection(asyncio.Protocol):
             "scheme": "http",
             "path": unquote_to_bytes(raw_path).decode("utf-8", "replace"),
             "raw_path": raw_path,
-            "query_string": query,
+            "query_string": request.query,
             "root_path": "",
             "headers": request.headers,
             "client": self.client,
             "server": self.sockname,
         }
-        body = b"".join(request.body)
+        body = request.body
         received = False
         status: int | None = None
         headers: Headers = []
