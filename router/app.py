@@ -124,15 +124,13 @@ class RouterApp:
 
     async def _dispatch(self, method: str, path: bytes, query: bytes, receive: Receive) -> tuple[int, bytes]:
         if path.startswith(_STORAGE_PREFIX):
-            store_part, slash, key_part = path[len(_STORAGE_PREFIX) :].partition(b"/")
-            store = _path_text(store_part, "store name", RequestError)
-            if slash:
-                if method != "GET":
-                    return _method_not_allowed(method, path)
-                return 200, await self.single_get(store, _path_text(key_part, "key", InvalidKeyError), query)
-            if method != "POST":
-                return _method_not_allowed(method, path)
-            return 200, await self.batch_get(store, await _read_body(receive), query)
+            body = await _read_body(receive) if method == "POST" else b""
+            answer = self.fast_path(method, path, query, body)
+            if answer is not None:
+                status, _, json_body = await answer
+                return status, json_body
+            _path_text(path[len(_STORAGE_PREFIX) :].partition(b"/")[0], "store name", RequestError)
+            return _method_not_allowed(method, path)
         if path == b"/health":
             return 200, _HEALTH_BODY
         raise NotFoundError(f"no route {method} {path.decode('latin-1')}")

@@ -96,23 +96,18 @@ class StorageApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
-        if path.startswith("/v1/"):
-            parts = path[4:].split("/")
-            if method == "GET" and len(parts) == 4:
-                return await self._get(parts, send)
-            if method == "POST" and len(parts) == 3 and parts[0] == "batch":
-                return await self._batch(parts[1], parts[2], await _read_body(receive), send)
-        elif method == "GET" and path == "/health":
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        body = await _read_body(receive) if method == "POST" else b""
+        answer = self.fast_path(method, raw_path, scope.get("query_string", b""), body)
+        if answer is not None:
+            status, headers, answer_body = answer
+            return await _respond(send, status, answer_body, headers)
+        if method == "GET" and path == "/health":
             body = orjson.dumps({"status": "ok", "server_id": self.service.server_id})
             return await _respond(send, 200, body, _JSON)
-        elif method == "GET" and path == "/admin/replicas":
+        if method == "GET" and path == "/admin/replicas":
             return await _respond(send, 200, orjson.dumps(self._replicas()), _JSON)
         raise NotFoundError(f"no such endpoint: {method} {path}")
-
-    async def _get(self, parts: list[str], send: Send) -> None:
-        status, headers, body = self._get_answer(parts)
-        await send({"type": _START, "status": status, "headers": headers})
-        await send({"type": _BODY, "body": body})
 
     def fast_path(
         self, method: str, path: bytes, query: bytes, body: bytes
@@ -141,10 +136,7 @@ class StorageApp:
         if raw is None:
             raise KeyNotFoundError(f"key not found in {store} v{version_n}")
         schema_id, value = decode_stored(raw)
-        return 200, [_OCTETS, (_SCHEMA_ID, b"%d" % schema_id), (_CONTENT_LENGTH, b"%d" % len(value))], value
-
-    async def _batch(self, store: str, version: str, body: bytes, send: Send) -> None:
-        await _respond(send, 200, self._batch_answer(store, version, body), [_OCTETS])
+        return 200, [_OCTETS, (_SCHEMA_ID, b"%d" % schema_id)], value
 
     def _batch_answer(self, store: str, version: str, body: bytes) -> bytes:
         try:
