@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.router.fakes import serve_in_thread
+from tests.router.fakes import read_body, serve_in_thread
 from venice.errors import KeyNotFoundError
 from venice.httpserver import HttpServer
 
@@ -67,12 +67,7 @@ class App:
             return
         if path.startswith("/slow/"):
             await asyncio.sleep(float(path[6:]))
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         answer = orjson.dumps({"method": scope["method"], "path": path, "raw_path": scope["raw_path"].decode(),
                                "query": scope["query_string"].decode(), "body": body.decode()})
         await send({"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"application/json")]})

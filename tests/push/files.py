@@ -13,6 +13,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+MEMBER_AVRO_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "Member",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "name", "type": "string"},
+        {"name": "score", "type": "double"},
+        {"name": "emb", "type": {"type": "array", "items": "double"}},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+    ],
+}
+"""The Avro schema of the ``members`` records of tests/push/conftest.py."""
+
+
 def gzip_file(path: Path) -> Path:
     """``path`` gzipped next to itself as ``path.gz``."""
     target = path.with_name(path.name + ".gz")

@@ -11,19 +11,7 @@ import pytest
 from venice.errors import InvalidInputError
 from venice.push.formats import detect_format, open_records
 
-from .files import gzip_file, write_avro, write_csv, write_jsonl, write_parquet
-
-AVRO_SCHEMA = {
-    "type": "record",
-    "name": "Member",
-    "fields": [
-        {"name": "id", "type": "long"},
-        {"name": "name", "type": "string"},
-        {"name": "score", "type": "double"},
-        {"name": "emb", "type": {"type": "array", "items": "double"}},
-        {"name": "tags", "type": {"type": "array", "items": "string"}},
-    ],
-}
+from .files import MEMBER_AVRO_SCHEMA, gzip_file, write_avro, write_csv, write_jsonl, write_parquet
 
 
 def read_all(path: Path, fmt: str | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -88,7 +76,7 @@ def test_empty_files_have_no_records(tmp_path: Path) -> None:
 
 
 def test_avro_records_are_numbered_from_one(tmp_path: Path, members: list[dict[str, Any]]) -> None:
-    path = write_avro(tmp_path / "in.avro", AVRO_SCHEMA, members)
+    path = write_avro(tmp_path / "in.avro", MEMBER_AVRO_SCHEMA, members)
     assert read_all(path) == [(f"record {i}", m) for i, m in enumerate(members, 1)]
 
 
@@ -119,7 +107,7 @@ def write_all_formats(tmp_path: Path, members: list[dict[str, Any]]) -> dict[str
     return {
         "jsonl": write_jsonl(tmp_path / "m.jsonl", members),
         "csv": write_csv(tmp_path / "m.csv", ["id", "name"], [[str(m["id"]), m["name"]] for m in members]),
-        "avro": write_avro(tmp_path / "m.avro", AVRO_SCHEMA, members),
+        "avro": write_avro(tmp_path / "m.avro", MEMBER_AVRO_SCHEMA, members),
         "parquet": write_parquet(tmp_path / "m.parquet", members),
     }
 
@@ -199,7 +187,7 @@ def test_corrupt_avro_file(tmp_path: Path) -> None:
 
 def test_truncated_avro_file(tmp_path: Path) -> None:
     members = [{"id": i, "name": "x" * 50, "score": 0.0, "emb": [], "tags": []} for i in range(200)]
-    path = write_avro(tmp_path / "t.avro", AVRO_SCHEMA, members)
+    path = write_avro(tmp_path / "t.avro", MEMBER_AVRO_SCHEMA, members)
     path.write_bytes(path.read_bytes()[:-100])
     message = error_of(path)
     assert message.startswith(f"{path}: record 1: corrupt Avro data")  # one block: it fails whole

@@ -13,7 +13,7 @@ from venice.push.infer import avro_name, infer_schemas
 from venice.push.records import RecordConverter
 from venice.schema import AvroCodec
 
-from .files import gzip_file, write_avro, write_csv, write_jsonl, write_parquet
+from .files import MEMBER_AVRO_SCHEMA, gzip_file, write_avro, write_csv, write_jsonl, write_parquet
 
 
 def fields_of(schema: dict[str, Any]) -> dict[str, Any]:
@@ -124,24 +124,13 @@ def test_composite_key_becomes_a_record(tmp_path: Path) -> None:
 
 
 def test_avro_and_parquet_inputs(tmp_path: Path, members: list[dict[str, Any]]) -> None:
-    schema = {
-        "type": "record",
-        "name": "M",
-        "fields": [
-            {"name": "id", "type": "long"},
-            {"name": "name", "type": "string"},
-            {"name": "score", "type": "double"},
-            {"name": "emb", "type": {"type": "array", "items": "double"}},
-            {"name": "tags", "type": {"type": "array", "items": "string"}},
-        ],
-    }
     expected = {
         "name": "string",
         "score": "double",
         "emb": {"type": "array", "items": "double"},
         "tags": {"type": "array", "items": "string"},
     }
-    for path in (write_avro(tmp_path / "m.avro", schema, members), gzip_file(write_parquet(tmp_path / "m.parquet", members))):
+    for path in (write_avro(tmp_path / "m.avro", MEMBER_AVRO_SCHEMA, members), gzip_file(write_parquet(tmp_path / "m.parquet", members))):
         key, value = infer_schemas(path, "id", store_name="m")
         assert key == "long" and fields_of(value) == expected
         assert_every_record_fits(path, "id", key, value)

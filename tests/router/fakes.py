@@ -47,7 +47,8 @@ async def _respond(send: Send, status: int, body: bytes, headers: Sequence[tuple
     await send({"type": "http.response.body", "body": body})
 
 
-async def _body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
+    """The whole body of an ASGI request."""
     chunks = []
     while True:
         message = await receive()
@@ -95,7 +96,7 @@ class FakeStorage:
             await self._single(send, parts[1], int(parts[2]), int(parts[3]), parts[4])
         elif scope["method"] == "POST" and len(parts) == 4 and parts[:2] == ["v1", "batch"]:
             self.batch_requests += 1
-            await self._batch(send, parts[2], int(parts[3]), await _body(receive))
+            await self._batch(send, parts[2], int(parts[3]), await read_body(receive))
         else:
             await _respond(send, 404, _error("NOT_FOUND", "no such route"))
 

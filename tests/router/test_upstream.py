@@ -24,7 +24,7 @@ from router.upstream import (
     UpstreamClient,
     UpstreamTimeout,
 )
-from tests.router.fakes import refused_url, serve_in_thread
+from tests.router.fakes import read_body, refused_url, serve_in_thread
 
 
 @pytest.fixture(scope="module", params=["asyncio", "uvloop"])
@@ -37,12 +37,7 @@ async def echo_app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[s
     """``GET /x`` -> ``x``; ``POST`` echoes the body; ``/slow`` waits 0.3 s; ``/close`` asks to close."""
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     path = scope["path"]
     if path == "/slow":
         await asyncio.sleep(0.3)
