@@ -127,7 +127,14 @@ class RecordSource:
     # -- JSON lines ------------------------------------------------------------------
 
     def _jsonl(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        stream = self._stream()
+        for lineno, line in self._lines(self._stream()):
+            if not line.strip():
+                continue
+            yield f"line {lineno}", self._json_object(line, f"line {lineno}")
+
+    def _lines(self, stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+        """``(line number, bytes)`` of each line, the UTF-8 BOM removed from the first; a
+        read error (e.g. a truncated gzip) names the line it happened at."""
         lineno = 0
         while True:
             lineno += 1
@@ -139,9 +146,7 @@ class RecordSource:
                 return
             if lineno == 1:
                 line = line.removeprefix(_UTF8_BOM)
-            if not line.strip():
-                continue
-            yield f"line {lineno}", self._json_object(line, f"line {lineno}")
+            yield lineno, line
 
     def _json_object(self, line: bytes, position: str) -> dict[str, Any]:
         try:
@@ -176,17 +181,7 @@ class RecordSource:
     def _text_lines(self, stream: IO[bytes]) -> Iterator[str]:
         """Lines decoded one by one, so a bad byte is reported on its own line number
         (a TextIOWrapper decodes ahead in 8 KB chunks and would blame an earlier line)."""
-        lineno = 0
-        while True:
-            try:
-                line = stream.readline()
-            except _READ_ERRORS as exc:
-                raise self._error(f"line {lineno + 1}", f"cannot read the file: {exc}") from None
-            if not line:
-                return
-            lineno += 1
-            if lineno == 1:
-                line = line.removeprefix(_UTF8_BOM)
+        for lineno, line in self._lines(stream):
             try:
                 yield line.decode("utf-8")
             except UnicodeDecodeError as exc:
