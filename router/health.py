@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from router.routing import rotate
+
 __all__ = ["ReplicaHealth", "RetryBudget"]
 
 Clock = Callable[[], float]
@@ -113,8 +115,7 @@ class ReplicaHealth:
         """
         if not replicas:
             return []
-        start = spread % len(replicas)
-        rotated = list(replicas[start:]) + list(replicas[:start])
+        rotated = rotate(tuple(replicas), spread)
         now = self._clock()
         stats = [self._stats.get(url) for url in rotated]
         ewmas = [self._current_ewma(s, now) for s in stats]
