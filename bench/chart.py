@@ -31,7 +31,7 @@ def write_chart(report: Mapping[str, Any], path: Path) -> bool:
     # "<=" targets, value/bound for ">=" ones, so all bars read the same way.
     reached: list[float] = []
     colours = []
-    for name, value in zip(names, values):
+    for name, value in zip(names, values, strict=True):
         target = TARGETS[name]
         if value is None or value <= 0:
             reached.append(0.0)
@@ -42,7 +42,7 @@ def write_chart(report: Mapping[str, Any], path: Path) -> bool:
     ys = list(range(len(names)))
     left.barh(ys, reached, color=colours)
     left.axvline(1.0, color="black", linewidth=1.5)
-    for y, name, value, share in zip(ys, names, values, reached):
+    for y, name, value, share in zip(ys, names, values, reached, strict=True):
         label = "n/a" if value is None else f"{value:.3g}"
         left.text(share + 0.02, y, f"{label} (target {TARGETS[name]})", va="center", fontsize=8)
     left.set_yticks(ys, names, fontsize=8)

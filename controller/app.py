@@ -128,7 +128,9 @@ def create_app(controller: Controller) -> FastAPI:
             await controller.pubsub.close()
 
     app = FastAPI(title="venice controller", default_response_class=ORJSONResponse, lifespan=lifespan)
-    state = lambda: controller.state  # noqa: E731 - state is replaced on load only
+
+    def state() -> ClusterState:
+        return controller.state  # looked up per call: the state object is replaced on load
 
     @app.exception_handler(VeniceError)
     async def venice_error(request: Request, exc: VeniceError) -> Response:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import mmh3
 
-__all__ = ["HashRing", "DEFAULT_VIRTUAL_NODES"]
+__all__ = ["DEFAULT_VIRTUAL_NODES", "HashRing"]
 
 DEFAULT_VIRTUAL_NODES = 128
 

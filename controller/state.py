@@ -267,7 +267,6 @@ class ClusterState:
         return version
 
     def fail_version(self, store_name: str, number: int, reason: str, status: VersionStatus = VersionStatus.ERROR) -> Version:
-        store = self.store(store_name)
         version = self.version(store_name, number)
         if version.status == VersionStatus.ONLINE.value:
             raise ConflictError(f"version {number} of {store_name!r} is already ONLINE")

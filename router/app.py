@@ -183,10 +183,10 @@ class RouterApp:
         else:
             encoded = [codec.encode(key) for key in keys]
         hits = await self._read_batch(route, version, encoded)
-        results = []
+        results: list[dict[str, Any]] = []
         append = results.append
         decoders: dict[int, Callable[[bytes], Any]] = {}  # one lookup per schema id, not per key
-        for key, kb in zip(keys, encoded):
+        for key, kb in zip(keys, encoded, strict=True):
             hit = hits[kb]
             if hit is None:
                 append({"key": key, "found": False})
@@ -210,7 +210,7 @@ class RouterApp:
             items = [(p, key_bytes) for p in partitions for key_bytes in by_partition[p]]
             ordered = self.reader.order(replicas, 0)  # keeps the plan's rotation among equally healthy replicas
             hits = await self.reader.batch(ordered, route.name, version, items, deadline_at=deadline_at)
-            found.update(zip((key_bytes for _, key_bytes in items), hits))
+            found.update(zip((key_bytes for _, key_bytes in items), hits, strict=True))
 
         await _all_or_nothing([read_group(replicas, partitions) for replicas, partitions in plan.items()])
         return found

@@ -15,8 +15,8 @@ coroutines.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from venice.errors import DeadlineExceededError, NoReplicaError, VeniceError
 
@@ -27,7 +27,7 @@ T = TypeVar("T")
 DEFAULT_HEDGE_AFTER_S = 0.25
 """How long a replica may stay silent before the next one is asked too."""
 
-Attempt = Callable[[str, float], Awaitable[T]]
+Attempt = Callable[[str, float], Coroutine[Any, Any, T]]
 """``attempt(replica_url, timeout_s)``: one read from one replica."""
 
 

@@ -127,7 +127,7 @@ class ReplicaHealth:
                 0 if s is None else s.in_flight // 4,
                 1 if ewma > slow_above else 0,
             )
-            for url, s, ewma in zip(rotated, stats, ewmas)
+            for url, s, ewma in zip(rotated, stats, ewmas, strict=True)
         }
         return sorted(rotated, key=ranks.__getitem__)
 

@@ -13,9 +13,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 import httpx
@@ -39,7 +39,7 @@ def wait_for(condition: Any, timeout_s: float, what: str, interval_s: float = 0.
             result = condition()
             if result:
                 return result
-        except Exception as exc:  # the condition polls things that are coming up
+        except Exception as exc:  # noqa: BLE001 - the condition polls things that are coming up
             last_error = exc
         time.sleep(interval_s)
     raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}" + (f" ({last_error})" if last_error else ""))

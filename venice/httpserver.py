@@ -99,7 +99,7 @@ class _Request:
     """One parsed request; ``path`` (raw, still percent-encoded) is ``None`` when the URL
     does not parse."""
 
-    __slots__ = ("method", "url", "path", "query", "headers", "chunks", "body", "keep_alive", "http_version")
+    __slots__ = ("body", "chunks", "headers", "http_version", "keep_alive", "method", "path", "query", "url")
 
     def __init__(self) -> None:
         self.url = b""
@@ -245,7 +245,7 @@ class _Connection(asyncio.Protocol):
             elif self.fast_path is not None:
                 try:
                     answer = self.fast_path(request.method, request.path, request.query, request.body)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - any failure becomes an answer, logged when unexpected
                     answer = _failure_response(exc, request)
             else:
                 answer = None
@@ -276,7 +276,7 @@ class _Connection(asyncio.Protocol):
         try:
             try:
                 status, headers, body = await answer
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure becomes an answer, logged when unexpected
                 status, headers, body = _failure_response(exc, request)
                 keep_alive = keep_alive and isinstance(exc, VeniceError)
             self._write(status, headers, body, keep_alive)

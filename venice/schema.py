@@ -11,6 +11,7 @@ import base64
 import io
 import math
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import fastavro
@@ -192,7 +193,11 @@ class AvroCodec:
         if isinstance(self.schema, dict) and self.schema.get("type") == "record":
             self._field_names = frozenset(f["name"] for f in self.schema["fields"])
         primitive = _PRIMITIVE_CODECS.get(self.schema) if isinstance(self.schema, str) else None
-        self._fits, self._encode, self._decode = primitive if primitive is not None else (None, None, None)
+        self._fits: Callable[[Any], bool] | None = None
+        self._encode: Callable[[Any], bytes] | None = None
+        self._decode: Callable[[bytes], Any] | None = None
+        if primitive is not None:
+            self._fits, self._encode, self._decode = primitive
 
     @property
     def field_names(self) -> frozenset[str] | None:
@@ -218,7 +223,7 @@ class AvroCodec:
 
     def encode(self, datum: Any) -> bytes:
         """Validate and serialize; raises InvalidKeyError / InvalidValueError."""
-        if self._fits is not None and self._fits(datum):
+        if self._fits is not None and self._encode is not None and self._fits(datum):
             return self._encode(datum)
         reason = self.problem(datum)
         if reason is not None:
@@ -226,7 +231,7 @@ class AvroCodec:
         return self.encode_unchecked(datum)
 
     def encode_unchecked(self, datum: Any) -> bytes:
-        if self._encode is not None and self._fits(datum):
+        if self._encode is not None and self._fits is not None and self._fits(datum):
             return self._encode(datum)
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, self.schema, datum)

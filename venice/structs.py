@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["Message", "TopicPartition", "version_topic", "parse_version_topic"]
+__all__ = ["Message", "TopicPartition", "parse_version_topic", "version_topic"]
 
 
 class TopicPartition(NamedTuple):

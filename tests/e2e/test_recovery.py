@@ -61,7 +61,7 @@ def test_server_killed_mid_ingestion_resumes_exactly(cluster: LocalCluster, tmp_
         assert any(r["status"] == "STARTED" for r in at_kill), "ingestion had already finished"
         victim.start()
         victim.wait_healthy()
-        out, err = pusher.communicate(timeout=300)
+        _out, err = pusher.communicate(timeout=300)
         assert pusher.returncode == 0, err
     finally:
         if pusher.poll() is None:

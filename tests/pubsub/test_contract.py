@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from venice.errors import ConflictError, PubSubError, TopicNotFoundError
-from venice.pubsub import Consumer, PubSub, connect
-from venice.pubsub import embedded
+from venice.pubsub import Consumer, PubSub, connect, embedded
 from venice.pubsub.embedded import EmbeddedPubSub, encode_frame
 from venice.structs import Message, TopicPartition
 

@@ -12,7 +12,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
 MEMBER_AVRO_SCHEMA: dict[str, Any] = {
     "type": "record",
     "name": "Member",

@@ -28,7 +28,7 @@ def assert_every_record_fits(path: Path, key_field: str, key_schema: Any, value_
             key_codec, value_codec, key_field=key_field, text_cells=source.fmt == "csv", file=path
         )
         for position, record in source:
-            key, value = converter.convert(position, record)
+            _key, value = converter.convert(position, record)
             assert value_codec.decode(value_codec.encode_unchecked(value)) is not None
 
 

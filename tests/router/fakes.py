@@ -135,6 +135,8 @@ class FakeController:
         self.available = True
         self.fetches = 0
         self.not_modified = 0
+        self.woken_long_polls = 0
+        """Long polls answered early, with a new table, because it changed while they waited."""
         self.wakes_long_polls = True
         """False: hold every long poll for its whole ``wait_s`` even when the table
         changes, so a router learns of a change only when it asks anew (early refresh)."""
@@ -153,8 +155,12 @@ class FakeController:
         query = urllib.parse.parse_qs(scope["query_string"].decode())
         seen = int(query["generation"][0]) if "generation" in query else None
         deadline = time.monotonic() + float(query.get("wait_s", ["0"])[0])
+        waited = False
         while self.available and time.monotonic() < deadline and (seen == self.generation or not self.wakes_long_polls):
+            waited = True
             await asyncio.sleep(0.01)
+        if waited and self.available and seen != self.generation and time.monotonic() < deadline:
+            self.woken_long_polls += 1
         if not self.available:
             await _respond(send, 503, _error("UNAVAILABLE", "controller is down"))
             return

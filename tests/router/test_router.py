@@ -95,11 +95,15 @@ class TestSingleGet:
     def test_invalid_key_is_400(self, http: httpx.Client, path: str) -> None:
         assert_error(http.get(path), 400, "INVALID_KEY")
 
-    def test_reads_spread_over_replicas(self, cluster: SampleCluster, http: httpx.Client) -> None:
+    def test_reads_spread_over_replicas(self, cluster: SampleCluster) -> None:
+        # A router of its own: the shared one remembers failures earlier tests provoked
+        # (a failed replica goes last for 2 s), which would skew the spread.
         before = [s.reads for s in cluster.servers]
-        for _ in range(30):
-            assert http.get("/storage/members/7").status_code == 200
-        assert all(s.reads - b >= 5 for s, b in zip(cluster.servers, before))
+        with router_for(cluster.controller) as http:
+            for _ in range(30):
+                assert http.get("/storage/members/7").status_code == 200
+        spread = [s.reads - b for s, b in zip(cluster.servers, before, strict=True)]
+        assert all(count >= 5 for count in spread), spread
 
     def test_unknown_route_and_wrong_method(self, http: httpx.Client) -> None:
         assert_error(http.get("/nowhere"), 404, "NOT_FOUND")
@@ -136,7 +140,7 @@ class TestBatchGet:
         before = [s.batch_requests for s in cluster.servers]
         response = http.post("/storage/members", json={"keys": list(range(100))})
         assert all(r["found"] for r in response.json()["results"])
-        used = sum(1 for s, b in zip(cluster.servers, before) if s.batch_requests > b)
+        used = sum(1 for s, b in zip(cluster.servers, before, strict=True) if s.batch_requests > b)
         assert used >= 2
 
     def test_empty_batch(self, http: httpx.Client) -> None:
@@ -155,18 +159,15 @@ class TestFailover:
     def test_refused_503_and_hanging_replicas_are_skipped(self, cluster: SampleCluster, http: httpx.Client) -> None:
         # Four reads rotate through all four starting replicas, the hanging one included.
         for _ in range(4):
-            started = time.monotonic()
             response = http.get("/storage/flaky/k")
-            assert response.status_code == 200, response.text
+            assert response.status_code == 200, response.text  # a 504 had the deadline passed
             assert response.json() == "v"
-            assert time.monotonic() - started < cluster.deadline_s
 
     def test_batch_fails_over_too(self, cluster: SampleCluster, http: httpx.Client) -> None:
         for _ in range(4):
-            started = time.monotonic()
             response = http.post("/storage/flaky", json={"keys": ["k2", "zz", "k"]})
+            assert response.status_code == 200, response.text  # a 504 had the deadline passed
             assert [r.get("value") for r in response.json()["results"]] == ["v2", None, "v"]
-            assert time.monotonic() - started < cluster.deadline_s
 
     def test_missing_key_is_final_without_failover(self, cluster: SampleCluster, http: httpx.Client) -> None:
         assert_error(http.get("/storage/flaky/absent"), 404, "KEY_NOT_FOUND")
@@ -180,7 +181,7 @@ class TestFailover:
     def test_only_a_hanging_replica_hits_the_deadline(self, cluster: SampleCluster, http: httpx.Client) -> None:
         started = time.monotonic()
         assert_error(http.get("/storage/stuck/k"), 504, "DEADLINE_EXCEEDED")
-        assert cluster.deadline_s <= time.monotonic() - started < cluster.deadline_s + 0.5
+        assert time.monotonic() - started >= cluster.deadline_s  # it waited its whole deadline
 
 
 @contextmanager
@@ -235,10 +236,9 @@ class TestRoutingRefresh:
             eventually(lambda: controller.fetches >= 2)  # the first fetch, then a long poll
             time.sleep(0.3)
             assert controller.not_modified == 0, "a long poll must wait for a change, not spin"
-            changed_at = time.monotonic()
             controller.set_store("s", store_entry("string", {1: "string"}, 2, 2, {1: [url], 2: [url]}))
-            eventually(lambda: http.get("/storage/s/k").json() == "two", timeout=2)
-            assert time.monotonic() - changed_at < 1.0, "the waiting long poll answers at once"
+            eventually(lambda: http.get("/storage/s/k").json() == "two")
+            assert controller.woken_long_polls == 1, "the waiting long poll answered with the change"
 
     def test_stale_replica_triggers_an_early_refresh(self, one_server: tuple[FakeStorage, str]) -> None:
         """A REPLICA_NOT_READY answer refreshes routing now, not at the next (far) poll."""
@@ -282,19 +282,18 @@ class TestReplicaHealth:
 
     def test_hedge_delay_follows_observed_latency(self) -> None:
         """After fast reads, a stalled replica gets company in tens of ms, not the 250 ms ceiling."""
-        with self.two_replicas(deadline_s=5.0) as (first, second, http):
+        with self.two_replicas(deadline_s=5.0) as (first, _second, http):
             for i in range(200):  # latency samples for the hedge delay
                 assert http.get(f"/storage/s/k{i % 50}").status_code == 200
             first.mode, first.hang_s = "hang", 3.0
             before = first.reads
-            took = []
             for i in range(10):
-                started = time.monotonic()
                 response = http.get(f"/storage/s/k{i}")
-                took.append(time.monotonic() - started)
                 assert response.status_code == 200 and response.json() == f"v{i}"
-            assert first.reads > before  # some reads did start on the stalled replica
-            assert max(took) < 0.2, took
+            # Some reads started on the stalled replica and were answered by the other one
+            # (its 3 s stall is far past the hedge delay); how the delay follows observed
+            # latency is checked on ReplicaHealth with a fake clock in test_health.py.
+            assert first.reads > before
 
 
 def test_the_asgi_paths_answer_like_the_fast_paths(cluster: SampleCluster, http: httpx.Client) -> None:

@@ -15,7 +15,7 @@ import orjson
 
 from venice.errors import VeniceError
 
-__all__ = ["quickstart", "SAMPLE_STORE"]
+__all__ = ["SAMPLE_STORE", "quickstart"]
 
 SAMPLE_STORE = "member-features"
 SAMPLE_DATA = "member_features.jsonl.gz"

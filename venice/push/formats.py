@@ -122,7 +122,7 @@ class RecordSource:
         """The decompressed byte stream."""
         if not self.compressed:
             return self._raw
-        return self._stack.enter_context(gzip.GzipFile(fileobj=self._raw, mode="rb"))
+        return self._stack.enter_context(gzip.GzipFile(fileobj=self._raw, mode="rb"))  # type: ignore[arg-type]  # a GzipFile is an IO[bytes]
 
     # -- JSON lines ------------------------------------------------------------------
 
@@ -189,7 +189,8 @@ class RecordSource:
 
     def _csv_row(self, reader: Any, lineno: int) -> list[str] | None:
         try:
-            return next(reader)
+            row: list[str] = next(reader)
+            return row
         except StopIteration:
             return None
         except csv.Error as exc:
@@ -215,7 +216,7 @@ class RecordSource:
 
         try:
             records = iter(fastavro.reader(self._stream()))
-        except Exception as exc:  # fastavro raises assorted types for a bad header
+        except Exception as exc:  # noqa: BLE001 - fastavro raises assorted types for a bad header
             raise self._error("record 1", f"not a readable Avro object container file: {exc}") from None
         number = 0
         while True:
@@ -223,7 +224,7 @@ class RecordSource:
                 record = next(records)
             except StopIteration:
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - fastavro raises assorted types for bad data
                 raise self._error(f"record {number + 1}", f"corrupt Avro data: {exc!r}") from None
             number += 1
             if not isinstance(record, dict):
@@ -236,7 +237,7 @@ class RecordSource:
         """Parquet needs random access; a gzipped one is unpacked to a temporary file."""
         if not self.compressed:
             return self._raw
-        tmp = self._stack.enter_context(tempfile.TemporaryFile())
+        tmp = self._stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - closed by the stack
         try:
             shutil.copyfileobj(self._stream(), tmp, 1 << 20)
         except _READ_ERRORS as exc:
@@ -252,14 +253,14 @@ class RecordSource:
             parquet = pq.ParquetFile(source)
             self._rows_total = parquet.metadata.num_rows
             batches = parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS)
-        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
             raise self._error("record 1", f"not a readable Parquet file: {exc}") from None
         number = 0
         while True:
             try:
                 batch = next(batches, None)
                 rows = [] if batch is None else batch.to_pylist()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises assorted types for bad data
                 raise self._error(f"record {number + 1}", f"corrupt Parquet data: {exc}") from None
             if batch is None:
                 return

@@ -276,7 +276,8 @@ def _q(name: str) -> str:
 
 async def _describe_store(controller: _Controller, store: str) -> dict[str, Any]:
     try:
-        return await controller.call("GET", f"/stores/{_q(store)}")
+        description: dict[str, Any] = await controller.call("GET", f"/stores/{_q(store)}")
+        return description
     except StoreNotFoundError:
         raise
     except VeniceError as exc:
