@@ -1,0 +1,341 @@
+"""The one client of the controller's HTTP API (docs/api.md), for every part that talks to it.
+
+:class:`ControllerClient` (blocking) and :class:`AsyncControllerClient` (asyncio) are thin
+twins over :class:`BaseControllerClient`, which builds every call and reads every answer
+without doing I/O: both twins send the same requests and raise the same errors. httpx is
+wrapped here: a transport failure is :class:`venice.errors.TransportError` (retriable), a
+timeout :class:`venice.errors.DeadlineExceededError`, and an error answer the typed error
+its JSON body names (:func:`venice.errors.error_from_response`).
+
+    with ControllerClient("http://127.0.0.1:5050") as controller:
+        controller.get_store("members")["current_version"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from venice.errors import (
+    DeadlineExceededError,
+    InternalError,
+    TransportError,
+    error_from_response,
+)
+from venice.protocol import Heartbeat, HeartbeatAnswer, RoutingTable
+
+__all__ = ["DEFAULT_TIMEOUT_S", "AsyncControllerClient", "BaseControllerClient", "Call", "ControllerClient"]
+
+DEFAULT_TIMEOUT_S = 30.0
+MAX_LONG_POLL_S = 30.0
+_JSON = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request to the controller, built without I/O."""
+
+    method: str
+    path: str
+    body: Any = None
+    params: Mapping[str, str] | None = None
+    timeout_s: float | None = None
+    """Overrides the client's timeout (long polls wait longer)."""
+    not_modified_ok: bool = False
+    """A 304 answer is expected and means ``None``."""
+
+
+def _q(name: str) -> str:
+    return quote(name, safe="")
+
+
+class BaseControllerClient:
+    """What to send for each controller call and what its answer means (no I/O)."""
+
+    def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    # -- requests ------------------------------------------------------------------------
+    @staticmethod
+    def _health() -> Call:
+        return Call("GET", "/health")
+
+    @staticmethod
+    def _cluster() -> Call:
+        return Call("GET", "/cluster")
+
+    @staticmethod
+    def _list_stores() -> Call:
+        return Call("GET", "/stores")
+
+    @staticmethod
+    def _get_store(store: str) -> Call:
+        return Call("GET", f"/stores/{_q(store)}")
+
+    @staticmethod
+    def _create_store(description: Mapping[str, Any]) -> Call:
+        return Call("POST", "/stores", dict(description))
+
+    @staticmethod
+    def _update_store(store: str, changes: Mapping[str, Any]) -> Call:
+        return Call("PATCH", f"/stores/{_q(store)}", dict(changes))
+
+    @staticmethod
+    def _delete_store(store: str) -> Call:
+        return Call("DELETE", f"/stores/{_q(store)}")
+
+    @staticmethod
+    def _list_versions(store: str) -> Call:
+        return Call("GET", f"/stores/{_q(store)}/versions")
+
+    @staticmethod
+    def _get_version(store: str, version: int) -> Call:
+        return Call("GET", f"/stores/{_q(store)}/versions/{int(version)}")
+
+    @staticmethod
+    def _open_version(store: str, defer_swap: bool) -> Call:
+        return Call("POST", f"/stores/{_q(store)}/versions", {"defer_swap": defer_swap})
+
+    @staticmethod
+    def _end_of_push(store: str, version: int, records: int) -> Call:
+        return Call("POST", f"/stores/{_q(store)}/versions/{int(version)}/end", {"records": records})
+
+    @staticmethod
+    def _fail_version(store: str, version: int, reason: str) -> Call:
+        return Call("POST", f"/stores/{_q(store)}/versions/{int(version)}/error", {"reason": reason[:2000]})
+
+    @staticmethod
+    def _swap(store: str, version: int) -> Call:
+        return Call("POST", f"/stores/{_q(store)}/versions/{int(version)}/swap")
+
+    @staticmethod
+    def _rollback(store: str) -> Call:
+        return Call("POST", f"/stores/{_q(store)}/rollback")
+
+    @staticmethod
+    def _kill(store: str, version: int) -> Call:
+        return Call("POST", f"/stores/{_q(store)}/versions/{int(version)}/kill")
+
+    @staticmethod
+    def _heartbeat(server_id: str, heartbeat: Heartbeat) -> Call:
+        return Call("POST", f"/servers/{_q(server_id)}/heartbeat", heartbeat.to_json())
+
+    @staticmethod
+    def _routing(generation: int | None, wait_s: float) -> Call:
+        if generation is None:
+            return Call("GET", "/routing")
+        wait_s = max(0.0, min(wait_s, MAX_LONG_POLL_S))
+        return Call(
+            "GET",
+            "/routing",
+            params={"generation": str(generation), "wait_s": f"{wait_s:g}"},
+            timeout_s=wait_s + 5.0,
+            not_modified_ok=True,
+        )
+
+    # -- answers -------------------------------------------------------------------------
+    def _url(self, call: Call) -> str:
+        return self.url + call.path
+
+    def _timeout(self, call: Call) -> float:
+        return call.timeout_s if call.timeout_s is not None else self.timeout_s
+
+    def _request_kwargs(self, call: Call) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"timeout": self._timeout(call)}
+        if call.body is not None:
+            kwargs["content"] = orjson.dumps(call.body)
+            kwargs["headers"] = _JSON
+        if call.params:
+            kwargs["params"] = dict(call.params)
+        return kwargs
+
+    def _answer(self, call: Call, status: int, content: bytes) -> Any:
+        """The decoded JSON answer (``None`` for an expected 304); errors raise typed."""
+        if status == 304 and call.not_modified_ok:
+            return None
+        if status >= 400:
+            raise error_from_response(status, content)
+        if not content:
+            return {}
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise InternalError(f"controller {self.url} sent invalid JSON for {call.method} {call.path}: {exc}") from exc
+
+    @staticmethod
+    def _routing_answer(answer: Any) -> RoutingTable | None:
+        return None if answer is None else RoutingTable.from_json(answer)
+
+
+@contextmanager
+def _mapped_errors(url: str, call: Call) -> Iterator[None]:
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise DeadlineExceededError(f"the controller at {url} did not answer {call.method} {call.path} in time") from exc
+    except httpx.HTTPError as exc:
+        raise TransportError(f"cannot reach the controller at {url}: {exc or type(exc).__name__}") from exc
+
+
+class ControllerClient(BaseControllerClient):
+    """Blocking client of the controller. Thread-safe; reuse one (it keeps connections)."""
+
+    def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, http: httpx.Client | None = None) -> None:
+        super().__init__(url, timeout_s=timeout_s)
+        self._own_http = http is None
+        self._http = http if http is not None else httpx.Client(trust_env=False)
+
+    def call(self, call: Call) -> Any:
+        with _mapped_errors(self.url, call):
+            response = self._http.request(call.method, self._url(call), **self._request_kwargs(call))
+        return self._answer(call, response.status_code, response.content)
+
+    def health(self) -> dict[str, Any]:
+        return dict(self.call(self._health()))
+
+    def cluster(self) -> dict[str, Any]:
+        return dict(self.call(self._cluster()))
+
+    def list_stores(self) -> list[dict[str, Any]]:
+        return list(self.call(self._list_stores())["stores"])
+
+    def get_store(self, store: str) -> dict[str, Any]:
+        return dict(self.call(self._get_store(store)))
+
+    def create_store(self, description: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self.call(self._create_store(description)))
+
+    def update_store(self, store: str, **changes: Any) -> dict[str, Any]:
+        return dict(self.call(self._update_store(store, changes)))
+
+    def delete_store(self, store: str) -> dict[str, Any]:
+        return dict(self.call(self._delete_store(store)))
+
+    def list_versions(self, store: str) -> list[dict[str, Any]]:
+        return list(self.call(self._list_versions(store))["versions"])
+
+    def get_version(self, store: str, version: int) -> dict[str, Any]:
+        return dict(self.call(self._get_version(store, version)))
+
+    def open_version(self, store: str, *, defer_swap: bool = False) -> dict[str, Any]:
+        return dict(self.call(self._open_version(store, defer_swap)))
+
+    def end_of_push(self, store: str, version: int, records: int) -> dict[str, Any]:
+        return dict(self.call(self._end_of_push(store, version, records)))
+
+    def fail_version(self, store: str, version: int, reason: str) -> dict[str, Any]:
+        return dict(self.call(self._fail_version(store, version, reason)))
+
+    def swap(self, store: str, version: int) -> dict[str, Any]:
+        return dict(self.call(self._swap(store, version)))
+
+    def rollback(self, store: str) -> dict[str, Any]:
+        return dict(self.call(self._rollback(store)))
+
+    def kill(self, store: str, version: int) -> dict[str, Any]:
+        return dict(self.call(self._kill(store, version)))
+
+    def heartbeat(self, server_id: str, heartbeat: Heartbeat) -> HeartbeatAnswer:
+        return HeartbeatAnswer.from_json(self.call(self._heartbeat(server_id, heartbeat)))
+
+    def routing(self, generation: int | None = None, *, wait_s: float = 0.0) -> RoutingTable | None:
+        """The routing table; with ``generation``, ``None`` when unchanged after ``wait_s``."""
+        return self._routing_answer(self.call(self._routing(generation, wait_s)))
+
+    def close(self) -> None:
+        if self._own_http:
+            self._http.close()
+
+    def __enter__(self) -> ControllerClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncControllerClient(BaseControllerClient):
+    """asyncio twin of :class:`ControllerClient`."""
+
+    def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, http: httpx.AsyncClient | None = None) -> None:
+        super().__init__(url, timeout_s=timeout_s)
+        self._own_http = http is None
+        self._http = http if http is not None else httpx.AsyncClient(trust_env=False)
+
+    async def call(self, call: Call) -> Any:
+        with _mapped_errors(self.url, call):
+            response = await self._http.request(call.method, self._url(call), **self._request_kwargs(call))
+        return self._answer(call, response.status_code, response.content)
+
+    async def health(self) -> dict[str, Any]:
+        return dict(await self.call(self._health()))
+
+    async def cluster(self) -> dict[str, Any]:
+        return dict(await self.call(self._cluster()))
+
+    async def list_stores(self) -> list[dict[str, Any]]:
+        return list((await self.call(self._list_stores()))["stores"])
+
+    async def get_store(self, store: str) -> dict[str, Any]:
+        return dict(await self.call(self._get_store(store)))
+
+    async def create_store(self, description: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(await self.call(self._create_store(description)))
+
+    async def update_store(self, store: str, **changes: Any) -> dict[str, Any]:
+        return dict(await self.call(self._update_store(store, changes)))
+
+    async def delete_store(self, store: str) -> dict[str, Any]:
+        return dict(await self.call(self._delete_store(store)))
+
+    async def list_versions(self, store: str) -> list[dict[str, Any]]:
+        return list((await self.call(self._list_versions(store)))["versions"])
+
+    async def get_version(self, store: str, version: int) -> dict[str, Any]:
+        return dict(await self.call(self._get_version(store, version)))
+
+    async def open_version(self, store: str, *, defer_swap: bool = False) -> dict[str, Any]:
+        return dict(await self.call(self._open_version(store, defer_swap)))
+
+    async def end_of_push(self, store: str, version: int, records: int) -> dict[str, Any]:
+        return dict(await self.call(self._end_of_push(store, version, records)))
+
+    async def fail_version(self, store: str, version: int, reason: str) -> dict[str, Any]:
+        return dict(await self.call(self._fail_version(store, version, reason)))
+
+    async def swap(self, store: str, version: int) -> dict[str, Any]:
+        return dict(await self.call(self._swap(store, version)))
+
+    async def rollback(self, store: str) -> dict[str, Any]:
+        return dict(await self.call(self._rollback(store)))
+
+    async def kill(self, store: str, version: int) -> dict[str, Any]:
+        return dict(await self.call(self._kill(store, version)))
+
+    async def heartbeat(self, server_id: str, heartbeat: Heartbeat) -> HeartbeatAnswer:
+        return HeartbeatAnswer.from_json(await self.call(self._heartbeat(server_id, heartbeat)))
+
+    async def routing(self, generation: int | None = None, *, wait_s: float = 0.0) -> RoutingTable | None:
+        """The routing table; with ``generation``, ``None`` when unchanged after ``wait_s``."""
+        return self._routing_answer(await self.call(self._routing(generation, wait_s)))
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncControllerClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
