@@ -29,6 +29,8 @@ class Message:
     value: bytes | None
     """``None`` is a tombstone (a delete)."""
     headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int = 0
+    """When the record was produced (ms since the epoch; 0 when the log does not say)."""
 
     def header(self, name: str) -> bytes | None:
         for key, value in self.headers:

@@ -12,6 +12,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -52,6 +53,35 @@ async def _write(pubsub: PubSub, topic: str, records: list[tuple[int, bytes, byt
     async with await pubsub.producer() as producer:
         for partition, key, value in records:
             await producer.send(topic, partition, key, value)
+
+
+class TestTimestampsContract:
+    async def test_records_carry_their_timestamps(self, pubsub_url: str) -> None:
+        async with connect(pubsub_url) as pubsub:
+            topic = _topic()
+            await pubsub.create_topic(topic, 1)
+            async with await pubsub.producer() as producer:
+                await producer.send(topic, 0, b"a", b"1", timestamp_ms=1_700_000_000_000)
+                await producer.send(topic, 0, b"b", b"2")  # stamped now
+            got = await _read(pubsub, {TopicPartition(topic, 0): 0}, 2)
+            assert got[0].timestamp_ms == 1_700_000_000_000
+            assert abs(got[1].timestamp_ms - time.time() * 1000) < 600_000  # the producer's clock, not 0
+            await pubsub.delete_topic(topic)
+
+    async def test_offsets_for_time_and_beginning(self, pubsub_url: str) -> None:
+        async with connect(pubsub_url) as pubsub:
+            topic = _topic()
+            await pubsub.create_topic(topic, 2)
+            async with await pubsub.producer() as producer:
+                for i, stamp in enumerate([1_000, 2_000, 3_000, 4_000]):
+                    await producer.send(topic, 0, b"k%d" % i, b"v", timestamp_ms=stamp)
+                await producer.send(topic, 1, b"old", b"v", timestamp_ms=500)
+            assert await pubsub.beginning_offsets(topic) == {0: 0, 1: 0}
+            assert await pubsub.offsets_for_time(topic, 2_500) == {0: 2, 1: 1}  # 1: every record is older: its end
+            assert await pubsub.offsets_for_time(topic, 2_000) == {0: 1, 1: 1}
+            assert await pubsub.offsets_for_time(topic, 0) == {0: 0, 1: 0}
+            assert await pubsub.offsets_for_time(topic, 9_999) == {0: 4, 1: 1}
+            await pubsub.delete_topic(topic)
 
 
 class TestTopicsContract:
@@ -308,6 +338,29 @@ asyncio.run(main())
 
 
 class TestEmbeddedLog:
+    async def test_format_1_topics_stay_readable_and_writable(self, tmp_path: Path) -> None:
+        """Topics written before records had timestamps (format 1) keep working."""
+        pubsub = EmbeddedPubSub(tmp_path / "log")
+        await pubsub.create_topic("old", 1)
+        topic_dir = pubsub.topic_dir("old")
+        (topic_dir / "meta.json").write_bytes(b'{"partitions": 1, "format": 1}')
+        with open(pubsub.partition_path("old", 0), "ab") as f:
+            f.write(encode_frame(b"k1", b"v1", [("h", b"x")], fmt=1))
+        await _write(pubsub, "old", [(0, b"k2", None)])
+        got = await _read(pubsub, {TopicPartition("old", 0): 0}, 2)
+        assert [(m.key, m.value, m.headers, m.timestamp_ms) for m in got] == [
+            (b"k1", b"v1", (("h", b"x"),), 0),
+            (b"k2", None, (), 0),
+        ]
+        assert await pubsub.offsets_for_time("old", 0) == {0: 2}  # no timestamps: nothing counts as recent
+
+    async def test_unknown_format_is_refused(self, tmp_path: Path) -> None:
+        pubsub = EmbeddedPubSub(tmp_path / "log")
+        await pubsub.create_topic("future", 1)
+        (pubsub.topic_dir("future") / "meta.json").write_bytes(b'{"partitions": 1, "format": 9}')
+        with pytest.raises(PubSubError, match="format 9"):
+            await pubsub.end_offsets("future")
+
     async def test_concurrent_writer_processes_lose_nothing(self, tmp_path: Path) -> None:
         url = f"embedded://{tmp_path / 'log'}"
         pubsub = connect(url)

@@ -34,7 +34,15 @@ class MemoryProducer(Producer):
     def __init__(self, log: MemoryPubSub) -> None:
         self.log = log
 
-    async def send(self, topic: str, partition: int, key: bytes, value: bytes | None, headers: Headers = ()) -> None:
+    async def send(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        headers: Headers = (),
+        timestamp_ms: int | None = None,
+    ) -> None:
         if self.log.fail_after is not None and len(self.log.records) >= self.log.fail_after:
             raise PubSubError("broker went away")
         self.log.records.append((topic, partition, key, value, tuple(headers)))
@@ -65,6 +73,12 @@ class MemoryPubSub(PubSub):
         return PARTITIONS
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
+        return {}
+
+    async def beginning_offsets(self, topic: str) -> dict[int, int]:
+        return {}
+
+    async def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:
         return {}
 
     async def producer(self) -> Producer:

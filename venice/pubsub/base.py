@@ -31,9 +31,16 @@ class Producer(abc.ABC):
 
     @abc.abstractmethod
     async def send(
-        self, topic: str, partition: int, key: bytes, value: bytes | None, headers: Headers = ()
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        headers: Headers = (),
+        timestamp_ms: int | None = None,
     ) -> None:
-        """Queue one record. May wait when buffers are full (back-pressure)."""
+        """Queue one record (stamped now unless ``timestamp_ms`` is given). May wait when
+        buffers are full (back-pressure)."""
 
     @abc.abstractmethod
     async def flush(self) -> None:
@@ -100,6 +107,15 @@ class PubSub(abc.ABC):
     @abc.abstractmethod
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """Per partition, the offset the next record written will get."""
+
+    @abc.abstractmethod
+    async def beginning_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the oldest offset still readable (retention may have removed older ones)."""
+
+    @abc.abstractmethod
+    async def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:
+        """Per partition, the first offset whose record is stamped at or after
+        ``timestamp_ms``; the end offset where every record is older."""
 
     @abc.abstractmethod
     async def producer(self) -> Producer:

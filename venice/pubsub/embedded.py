@@ -6,14 +6,16 @@ offsets, durable records, several writer and reader processes at once.
 
 Layout::
 
-    ROOT/<topic>/meta.json   {"partitions": P, "format": 1}; appears by an atomic rename
+    ROOT/<topic>/meta.json   {"partitions": P, "format": 2}; appears by an atomic rename
     ROOT/<topic>/p<N>.log    append-only frames of partition N; offset = frame index
     ROOT/<topic>/p<N>.end    u64 record count, u64 byte length: the last committed end
     ROOT/<topic>/p<N>.idx    sparse index, u64 offset + u64 byte position per entry
 
-A frame is ``u32 length, u32 crc32, payload``; the payload is ``i32 key length,
-i32 value length (-1: tombstone), u16 header count, key, value, headers`` where each
-header is ``u16 name length, u32 value length, name, value``.
+A frame is ``u32 length, u32 crc32, payload``; the payload is ``i64 timestamp (ms since
+the epoch, the producer's clock), i32 key length, i32 value length (-1: tombstone), u16
+header count, key, value, headers`` where each header is ``u16 name length, u32 value
+length, name, value``. Format 1 (topics written before timestamps existed) has no
+timestamp; such topics are still read (timestamp 0) and appended to in their format.
 
 Writers (any process) append whole batches with one ``write`` on an ``O_APPEND`` file
 descriptor while holding an exclusive ``flock`` on it, then record the new end in
@@ -48,11 +50,13 @@ __all__ = ["EmbeddedPubSub"]
 
 _FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
 _HEAD = struct.Struct("<iiH")  # key length, value length (-1: tombstone), header count
+_TIMESTAMP = struct.Struct("<q")  # format 2: record timestamp, ms since the epoch
 _HEADER = struct.Struct("<HI")  # header name length, header value length
 _PAIR = struct.Struct("<QQ")  # (.end) record count, byte length; (.idx) offset, byte position
 FRAME_SIZE = _FRAME.size
-FORMAT = 1
-"""Version of the file layout, in meta.json."""
+FORMAT = 2
+"""Version of the file layout written for new topics, in meta.json."""
+READABLE_FORMATS = frozenset({1, 2})
 INDEX_EVERY = 4096
 """An index entry every this many records bounds a seek to scanning that many frames."""
 FLUSH_BYTES = 1 << 20
@@ -91,12 +95,17 @@ def _encode_headers(headers: Headers) -> bytes:
     return encoded
 
 
-def encode_frame(key: bytes, value: bytes | None, headers: Headers = ()) -> bytes:
-    """One complete frame for a record."""
+def encode_frame(
+    key: bytes, value: bytes | None, headers: Headers = (), timestamp_ms: int | None = None, fmt: int = FORMAT
+) -> bytes:
+    """One complete frame for a record (``timestamp_ms``: now when ``None``; unused by format 1)."""
     if value is None:
         payload = _HEAD.pack(len(key), -1, len(headers)) + key
     else:
         payload = _HEAD.pack(len(key), len(value), len(headers)) + key + value
+    if fmt >= 2:
+        stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        payload = _TIMESTAMP.pack(stamp) + payload
     if headers:
         payload += _encode_headers(headers)
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
@@ -115,21 +124,27 @@ def _decode_headers(data: bytes, pos: int, count: int) -> tuple[tuple[str, bytes
 
 
 def decode_frames(
-    data: bytes, start: int, limit: int, topic: str, partition: int, offset: int
+    data: bytes, start: int, limit: int, topic: str, partition: int, offset: int, fmt: int = FORMAT
 ) -> tuple[list[Message], int]:
     """Up to ``limit`` records from the complete, valid frames of ``data`` at ``start``;
     also the position after the last one. Stops at a short or corrupt frame."""
     messages: list[Message] = []
     append = messages.append
     unpack_frame, unpack_head, crc32 = _FRAME.unpack_from, _HEAD.unpack_from, zlib.crc32
+    unpack_stamp = _TIMESTAMP.unpack_from
+    stamped = fmt >= 2
     view = memoryview(data)
     pos, end = start, len(data)
+    timestamp_ms = 0
     while len(messages) < limit and pos + FRAME_SIZE <= end:
         length, crc = unpack_frame(data, pos)
         body = pos + FRAME_SIZE
         stop = body + length
         if stop > end or crc32(view[body:stop]) != crc:
             break
+        if stamped:
+            timestamp_ms = unpack_stamp(data, body)[0]
+            body += _TIMESTAMP.size
         key_len, value_len, header_count = unpack_head(data, body)
         at = body + _HEAD.size
         key = data[at : at + key_len]
@@ -139,7 +154,7 @@ def decode_frames(
             value = data[at : at + value_len]
             at += value_len
         headers = _decode_headers(data, at, header_count) if header_count else ()
-        append(Message(topic, partition, offset, key, value, headers))
+        append(Message(topic, partition, offset, key, value, headers, timestamp_ms))
         offset += 1
         pos = stop
     return messages, pos
@@ -257,6 +272,13 @@ class EmbeddedPubSub(PubSub):
         return self.root / topic
 
     def partitions_of(self, topic: str) -> int:
+        return self._meta(topic)[0]
+
+    def format_of(self, topic: str) -> int:
+        """The file layout version of ``topic`` (1: records without timestamps)."""
+        return self._meta(topic)[1]
+
+    def _meta(self, topic: str) -> tuple[int, int]:
         try:
             meta = orjson.loads((self.topic_dir(topic) / "meta.json").read_bytes())
             partitions, file_format = int(meta["partitions"]), meta.get("format")
@@ -264,10 +286,10 @@ class EmbeddedPubSub(PubSub):
             raise TopicNotFoundError(f"topic {topic!r} does not exist") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PubSubError(f"cannot read metadata of topic {topic!r}: {exc}") from exc
-        if file_format != FORMAT:
+        if file_format not in READABLE_FORMATS:
             # Never read, nor "repair" (truncate), files this code does not understand.
-            raise PubSubError(f"topic {topic!r} is in log format {file_format!r}, not {FORMAT}")
-        return partitions
+            raise PubSubError(f"topic {topic!r} is in log format {file_format!r}, not one of {sorted(READABLE_FORMATS)}")
+        return partitions, int(file_format)
 
     def _files(self, topic: str, partition: int) -> _Files:
         if not 0 <= partition < self.partitions_of(topic):
@@ -334,6 +356,26 @@ class EmbeddedPubSub(PubSub):
         finally:
             os.close(fd)
 
+    async def beginning_offsets(self, topic: str) -> dict[int, int]:
+        return dict.fromkeys(range(self.partitions_of(topic)), 0)  # the embedded log keeps everything
+
+    async def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:
+        # A scan of each partition: the embedded log is for one machine's worth of data,
+        # and a hybrid version asks this once, when it is opened.
+        fmt = self.format_of(topic)
+        found: dict[int, int] = {}
+        for partition in range(self.partitions_of(topic)):
+            if fmt < 2:  # no timestamps: every record counts as old
+                found[partition] = self._end_offset(topic, partition)
+                continue
+            consumer = EmbeddedConsumer(self)
+            try:
+                await consumer.assign({TopicPartition(topic, partition): 0})
+                found[partition] = await consumer.first_at_or_after(timestamp_ms)
+            finally:
+                await consumer.close()
+        return found
+
     async def producer(self) -> Producer:
         return EmbeddedProducer(self)
 
@@ -372,9 +414,10 @@ def _fsync_dir(path: Path) -> None:
 class _PartitionWriter:
     """Buffered frames for one partition and the descriptors to append them."""
 
-    def __init__(self, topic: str, files: _Files) -> None:
+    def __init__(self, topic: str, files: _Files, fmt: int) -> None:
         self.topic = topic
         self.files = files
+        self.format = fmt
         try:
             self.fd = os.open(files.log, os.O_RDWR | os.O_APPEND)  # read: to check the tail
         except FileNotFoundError:
@@ -469,12 +512,18 @@ class EmbeddedProducer(Producer):
         self._buffered = 0
 
     async def send(
-        self, topic: str, partition: int, key: bytes, value: bytes | None, headers: Headers = ()
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        headers: Headers = (),
+        timestamp_ms: int | None = None,
     ) -> None:
         writer = self._writers.get((topic, partition))
         if writer is None:
             writer = self._open(topic, partition)
-        frame = encode_frame(key, value, headers)
+        frame = encode_frame(key, value, headers, timestamp_ms, writer.format)
         writer.frames.append(frame)
         self._buffered += len(frame)
         if self._buffered >= FLUSH_BYTES:
@@ -484,7 +533,7 @@ class EmbeddedProducer(Producer):
     def _open(self, topic: str, partition: int) -> _PartitionWriter:
         """Open a partition at its first record, so a missing topic fails the send itself."""
         try:
-            writer = _PartitionWriter(topic, self._log._files(topic, partition))
+            writer = _PartitionWriter(topic, self._log._files(topic, partition), self._log.format_of(topic))
         except OSError as exc:
             raise PubSubError(f"cannot open partition {partition} of {topic!r}: {exc}") from exc
         self._writers[(topic, partition)] = writer
@@ -540,6 +589,7 @@ class _Cursor:
     def __init__(self, log: EmbeddedPubSub, tp: TopicPartition, offset: int) -> None:
         self.tp = tp
         self.files = log._files(tp.topic, tp.partition)
+        self.format = log.format_of(tp.topic)
         try:
             self.fd = os.open(self.files.log, os.O_RDONLY)
         except FileNotFoundError:
@@ -577,7 +627,9 @@ class _Cursor:
         start = self.position - self._buffer_at
         if start >= len(self._buffer):
             return []
-        messages, end = decode_frames(self._buffer, start, limit, self.tp.topic, self.tp.partition, self.offset)
+        messages, end = decode_frames(
+            self._buffer, start, limit, self.tp.topic, self.tp.partition, self.offset, self.format
+        )
         self.offset += len(messages)
         self.position = self._buffer_at + end
         return messages
@@ -670,6 +722,19 @@ class EmbeddedConsumer(Consumer):
         except OSError as exc:
             raise PubSubError(f"embedded log read failed: {exc}") from exc
         return result
+
+    async def first_at_or_after(self, timestamp_ms: int) -> int:
+        """The offset of the first record of the (one) assigned partition stamped at or
+        after ``timestamp_ms``; its end offset when there is none."""
+        (cursor,) = self._cursors.values()
+        while True:
+            messages = cursor.read(4096)
+            if not messages:
+                return cursor.offset
+            for message in messages:
+                if message.timestamp_ms >= timestamp_ms:
+                    return message.offset
+            await asyncio.sleep(0)
 
     async def close(self) -> None:
         for cursor in self._cursors.values():

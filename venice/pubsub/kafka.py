@@ -126,7 +126,13 @@ class KafkaProducer(Producer):
         )
 
     async def send(
-        self, topic: str, partition: int, key: bytes, value: bytes | None, headers: Headers = ()
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        headers: Headers = (),
+        timestamp_ms: int | None = None,
     ) -> None:
         self._reap()
         count = self._partitions.get(topic)
@@ -139,10 +145,10 @@ class KafkaProducer(Producer):
         if batch is None:
             batch = self._open[where] = self._producer.create_batch()
         record_headers = list(headers)
-        if batch.append(timestamp=None, key=key, value=value, headers=record_headers) is None:
+        if batch.append(timestamp=timestamp_ms, key=key, value=value, headers=record_headers) is None:
             await self._submit(where)  # full: hand it over, start the next one
             batch = self._open[where] = self._producer.create_batch()
-            if batch.append(timestamp=None, key=key, value=value, headers=record_headers) is None:
+            if batch.append(timestamp=timestamp_ms, key=key, value=value, headers=record_headers) is None:
                 del self._open[where]
                 raise PubSubError(f"a record of {len(key) + len(value or b'')} bytes does not fit in one batch")
 
@@ -250,7 +256,13 @@ class KafkaConsumer(Consumer):
         result = {
             TopicPartition(tp.topic, tp.partition): [
                 Message(
-                    r.topic, r.partition, r.offset, r.key if r.key is not None else b"", r.value, tuple(r.headers)
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    r.key if r.key is not None else b"",
+                    r.value,
+                    tuple(r.headers),
+                    r.timestamp if r.timestamp is not None and r.timestamp >= 0 else 0,
                 )
                 for r in records
             ]
@@ -372,6 +384,24 @@ class KafkaPubSub(PubSub):
         return len(described["partitions"])
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
+        offsets = await self._list_offsets(topic, "end offsets", lambda c, tps: c.end_offsets(tps))
+        return {tp.partition: int(offset) for tp, offset in offsets.items()}
+
+    async def beginning_offsets(self, topic: str) -> dict[int, int]:
+        offsets = await self._list_offsets(topic, "beginning offsets", lambda c, tps: c.beginning_offsets(tps))
+        return {tp.partition: int(offset) for tp, offset in offsets.items()}
+
+    async def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:
+        found = await self._list_offsets(
+            topic, "offsets for time", lambda c, tps: c.offsets_for_times(dict.fromkeys(tps, timestamp_ms))
+        )
+        ends = await self.end_offsets(topic)
+        # aiokafka answers None for a partition with no record that recent.
+        return {tp.partition: ends[tp.partition] if hit is None else int(hit.offset) for tp, hit in found.items()}
+
+    async def _list_offsets(
+        self, topic: str, what: str, ask: Callable[[AIOKafkaConsumer, list[KafkaTopicPartition]], Awaitable[Any]]
+    ) -> dict[KafkaTopicPartition, Any]:
         count = await self.partition_count(topic)
         async with self._lock:
             if self._offsets is None:
@@ -380,14 +410,13 @@ class KafkaPubSub(PubSub):
                 )
             offsets_client = self._offsets
         try:
-            async with _kafka_errors(f"end offsets of {topic}"):
-                offsets = await offsets_client.end_offsets([KafkaTopicPartition(topic, p) for p in range(count)])
+            async with _kafka_errors(f"{what} of {topic}"):
+                return dict(await ask(offsets_client, [KafkaTopicPartition(topic, p) for p in range(count)]))
         except PubSubError:
             if self._offsets is offsets_client:
                 self._offsets = None
                 await _stop(offsets_client)
             raise
-        return {tp.partition: int(offset) for tp, offset in offsets.items()}
 
     # --- clients -------------------------------------------------------------------
 
