@@ -5,8 +5,6 @@ Start one with ``router.run(RouterConfig(controller_url=...))``; embed the ASGI 
 """
 
 from router.app import RouterApp
-from router.cache import RoutingCache
 from router.main import RouterConfig, build_app, build_server, run
-from router.routing import RoutingTable, StoreRoute
 
-__all__ = ["RouterApp", "RouterConfig", "RoutingCache", "RoutingTable", "StoreRoute", "build_app", "build_server", "run"]
+__all__ = ["RouterApp", "RouterConfig", "build_app", "build_server", "run"]

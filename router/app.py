@@ -22,10 +22,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
 
-from router.batch import Hit
-from router.cache import DEFAULT_REFRESH_INTERVAL_S, RoutingCache
 from router.replicas import ReplicaReader
-from router.routing import StoreRoute, plan_batch
 from venice.errors import (
     InternalError,
     InvalidKeyError,
@@ -37,6 +34,9 @@ from venice.errors import (
     VeniceError,
     error_body,
 )
+from venice.protocol import Hit
+from venice.routing import StoreRoute, plan_batch
+from venice.routing_cache import DEFAULT_REFRESH_INTERVAL_S, RoutingCache
 from venice.schema import AvroCodec, json_default, key_from_text
 
 __all__ = ["DEFAULT_DEADLINE_S", "MAX_BATCH_KEYS", "RouterApp"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from router.app import DEFAULT_DEADLINE_S, RouterApp
-from router.cache import DEFAULT_REFRESH_INTERVAL_S
 from venice.httpserver import HttpServer
+from venice.routing_cache import DEFAULT_REFRESH_INTERVAL_S
 
 __all__ = ["DEFAULT_PORT", "RouterConfig", "build_app", "build_server", "run"]
 

@@ -4,22 +4,16 @@ Requests go over :mod:`router.upstream`, the router's own pooled keep-alive HTTP
 client (httpx cost ~400 µs of CPU per call and capped the router near 2k reads/s).
 Every upstream exception is re-raised here as a :mod:`venice.errors` class, and every
 error answer of a server is turned into a typed error whose ``retriable`` flag tells
-:func:`router.failover.first_success` whether to try the next replica.
+:func:`venice.failover.first_success` whether to try the next replica.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
-from urllib.parse import quote
 
-from router.batch import Hit, decode_batch_response, encode_batch_request
-from router.failover import first_success
-from router.health import ReplicaHealth, RetryBudget
 from router.upstream import Response, UpstreamClient, UpstreamError, UpstreamTimeout
 from venice.errors import (
     DeadlineExceededError,
@@ -29,6 +23,16 @@ from venice.errors import (
     VeniceError,
     error_from_response,
 )
+from venice.failover import first_success
+from venice.protocol import (
+    SCHEMA_ID_HEADER,
+    Hit,
+    decode_batch_response,
+    encode_batch_request,
+    replica_batch_path,
+    replica_get_path,
+)
+from venice.replica_health import ReplicaHealth, RetryBudget
 
 __all__ = ["MAX_CONNECTIONS_PER_REPLICA", "ReplicaReader"]
 
@@ -38,7 +42,6 @@ MAX_CONNECTIONS_PER_REPLICA = 64
 """Keep-alive connections per storage server; sized for ~64 requests in flight."""
 KEEPALIVE_EXPIRY_S = 30.0
 
-SCHEMA_ID_HEADER = "x-venice-schema-id"
 _SCHEMA_ID_HEADER = SCHEMA_ID_HEADER.encode()
 _BATCH_HEADERS = {"content-type": "application/octet-stream"}
 
@@ -72,7 +75,7 @@ class ReplicaReader:
         self, replicas: Sequence[str], store: str, version: int, partition: int, key: bytes, *, deadline_at: float
     ) -> Hit | None:
         """The stored value of one key, or ``None`` when the key is missing (final, no failover)."""
-        path = f"/v1/{_quoted(store)}/{version}/{partition}/{_b64url(key)}"
+        path = replica_get_path(store, version, partition, key)
 
         async def attempt(url: str, timeout: float) -> Hit | None:
             response = await self._send(url, "GET", path, None, timeout)
@@ -90,7 +93,7 @@ class ReplicaReader:
         self, replicas: Sequence[str], store: str, version: int, items: Sequence[tuple[int, bytes]], *, deadline_at: float
     ) -> list[Hit | None]:
         """Values of ``(partition, key bytes)`` items from one replica, in order; ``None`` = missing."""
-        path = f"/v1/batch/{_quoted(store)}/{version}"
+        path = replica_batch_path(store, version)
         body = encode_batch_request(items)
 
         async def attempt(url: str, timeout: float) -> list[Hit | None]:
@@ -171,13 +174,3 @@ def _hit(url: str, response: Response) -> Hit:
     if not raw.isdigit():
         raise UnavailableError(f"replica {url} answered without a valid {SCHEMA_ID_HEADER} header")
     return int(raw), response.body
-
-
-@functools.lru_cache(maxsize=4096)
-def _quoted(store: str) -> str:
-    """A store name as one path segment (a handful of names, asked on every read)."""
-    return quote(store, safe="")
-
-
-def _b64url(key: bytes) -> str:
-    return base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii")

@@ -148,6 +148,8 @@ class TestHostilePayloads:
             Assignment.from_json(_with(ASSIGNMENT, path, value))
 
     def test_malformed_routing(self) -> None:
+        with pytest.raises(RequestError, match="URL"):
+            RoutingTable.from_json(_with(ROUTING, ["stores", "members", "versions", "3", "partitions", "0"], [7]))
         with pytest.raises(RequestError):
             RoutingTable.from_json(_with(ROUTING, ["stores", "members", "versions", "x"], {}))
         with pytest.raises(RequestError):

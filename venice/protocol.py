@@ -255,6 +255,12 @@ def _list(value: Any, where: str, *, max_len: int = 1_000_000) -> Sequence[Any]:
     return value
 
 
+def _url(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")) or len(value) > 2048:
+        raise RequestError(f"{where}: {str(value)[:100]!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
 def _schemas(value: Any, where: str) -> dict[int, Any]:
     """``{"1": schema, ...}`` -> ``{1: schema}``; the schemas themselves are checked by their codecs."""
     obj = _object(value, where)
@@ -510,7 +516,7 @@ class StoreRouting:
             replicas: dict[int, tuple[str, ...]] = {}
             for p, urls in parts.items():
                 partition = _id_key(p, f"{where}.versions.{v}.partitions")
-                listed = tuple(str(u).rstrip("/") for u in _list(urls, f"{where}.versions.{v}.partitions.{p}") if isinstance(u, str))
+                listed = tuple(_url(u, f"{where}.versions.{v}.partitions.{p}") for u in _list(urls, f"{where}.versions.{v}.partitions.{p}"))
                 if listed:
                     replicas[partition] = listed
             versions[number] = replicas

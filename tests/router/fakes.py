@@ -3,7 +3,7 @@
 They implement the contracts of docs/api.md over in-memory dicts and run under uvicorn
 on loopback in a background thread each, so the code under test talks real HTTP and
 nothing is patched. The batch frames are coded here independently of
-``router.batch`` so a misreading of the contract on one side shows up as a failure.
+``venice.protocol`` so a misreading of the contract on one side shows up as a failure.
 """
 
 from __future__ import annotations

@@ -1,19 +1,22 @@
-"""The router's view of the cluster: store -> version -> partition -> ready replicas.
+"""A reader's view of the cluster: store -> version -> partition -> ready replicas.
 
-Built from the controller's ``GET /routing`` JSON (see docs/api.md). Everything here is
-I/O-free so that lookups, replica ordering and batch planning are unit-tested without a
-network, and a table is immutable so a request keeps one consistent view even while the
-cache swaps in a newer table.
+Built from the ``GET /routing`` payload (:class:`venice.protocol.RoutingTable`, see
+docs/api.md), with the key and value codecs a reader needs. The router and the SDK's
+direct client both read through it. Everything here is I/O-free so that lookups,
+replica ordering and batch planning are unit-tested without a network, and a table is
+immutable so a request keeps one consistent view even while the cache swaps in a newer
+table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from venice import protocol
 from venice.errors import (
     InternalError,
     NoCurrentVersionError,
@@ -97,46 +100,49 @@ class RoutingTable:
         return route
 
     @classmethod
-    def from_json(cls, payload: Mapping[str, Any], previous: RoutingTable | None = None) -> RoutingTable:
+    def from_json(cls, payload: Any, previous: RoutingTable | None = None) -> RoutingTable:
         """Parse the ``/routing`` answer; codecs of unchanged schemas are taken from ``previous``.
 
         Raises InternalError when the payload does not have the documented shape.
         """
         try:
-            generation = int(payload["generation"])
+            parsed = protocol.RoutingTable.from_json(payload)
+        except VeniceError as exc:
+            raise InternalError(f"routing table is malformed: {exc.message}") from exc
+        return cls.from_payload(parsed, previous)
+
+    @classmethod
+    def from_payload(cls, payload: protocol.RoutingTable, previous: RoutingTable | None = None) -> RoutingTable:
+        """The view of a parsed routing table; InternalError when a schema is unusable."""
+        try:
             stores = {
-                str(name): _parse_store(str(name), entry, previous.stores.get(str(name)) if previous else None)
-                for name, entry in payload["stores"].items()
+                name: _store_route(name, entry, previous.stores.get(name) if previous else None)
+                for name, entry in payload.stores.items()
             }
         except VeniceError as exc:
             raise InternalError(f"routing table has an unusable schema: {exc.message}") from exc
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InternalError(f"routing table is malformed: {exc!r}") from exc
-        return cls(generation=generation, stores=stores)
+        return cls(generation=payload.generation, stores=stores)
 
 
-def _parse_store(name: str, entry: Mapping[str, Any], previous: StoreRoute | None) -> StoreRoute:
-    fingerprint = orjson.dumps([entry["key_schema"], entry["value_schemas"]], option=orjson.OPT_SORT_KEYS)
+def _store_route(name: str, entry: protocol.StoreRouting, previous: StoreRoute | None) -> StoreRoute:
+    fingerprint = orjson.dumps(
+        [entry.key_schema, {str(k): v for k, v in entry.value_schemas.items()}], option=orjson.OPT_SORT_KEYS
+    )
     if previous is not None and previous.schemas_fingerprint == fingerprint:
         key_codec, value_codecs = previous.key_codec, previous.value_codecs
     else:
-        key_codec = AvroCodec(entry["key_schema"], kind="key")
-        value_codecs = {int(sid): AvroCodec(schema) for sid, schema in entry["value_schemas"].items()}
-    current = entry.get("current_version")
+        key_codec = AvroCodec(entry.key_schema, kind="key")
+        value_codecs = {sid: AvroCodec(schema) for sid, schema in entry.value_schemas.items()}
     return StoreRoute(
         name=name,
         key_codec=key_codec,
         value_codecs=value_codecs,
-        partition_count=int(entry["partitions"]),
-        current_version=None if current is None else int(current),
-        versions={int(v): _parse_partitions(body["partitions"]) for v, body in entry.get("versions", {}).items()},
-        retired_versions=frozenset(int(v) for v in entry.get("retired_versions", ())),
+        partition_count=entry.partitions,
+        current_version=entry.current_version,
+        versions={v: dict(parts) for v, parts in entry.versions.items()},
+        retired_versions=entry.retired_versions,
         schemas_fingerprint=fingerprint,
     )
-
-
-def _parse_partitions(partitions: Mapping[str, Sequence[str]]) -> dict[int, Replicas]:
-    return {int(p): tuple(str(url).rstrip("/") for url in urls) for p, urls in partitions.items() if urls}
 
 
 def rotate(replicas: Replicas, offset: int) -> Replicas:

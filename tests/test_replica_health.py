@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.health import ReplicaHealth, RetryBudget
+from venice.replica_health import ReplicaHealth, RetryBudget
 
 
 class FakeClock:

@@ -1,4 +1,5 @@
-"""Replica health, hedge timing and the retry budget: the router's failover policy.
+"""Replica health, hedge timing and the retry budget: the failover policy of every
+reader that picks replicas itself (the router, the SDK's direct client).
 
 I/O-free and clock-injected, so every rule is unit-tested without a network.
 
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from router.routing import rotate
+from venice.routing import rotate
 
 __all__ = ["ReplicaHealth", "RetryBudget"]
 

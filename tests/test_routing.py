@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-from router.batch import decode_batch_response, encode_batch_request
-from router.routing import RoutingTable, plan_batch, rotate
 from venice.errors import (
     InternalError,
     NoCurrentVersionError,
@@ -19,6 +17,8 @@ from venice.errors import (
     VersionNotFoundError,
 )
 from venice.partitioner import partition_for
+from venice.protocol import decode_batch_response, encode_batch_request
+from venice.routing import RoutingTable, plan_batch, rotate
 
 A, B, C = "http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7003"
 MEMBER = {"type": "record", "name": "Member", "fields": [{"name": "name", "type": "string"}]}

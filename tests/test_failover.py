@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from router.failover import first_success
 from venice.errors import (
     DeadlineExceededError,
     InvalidKeyError,
@@ -14,6 +13,7 @@ from venice.errors import (
     TransportError,
     UnavailableError,
 )
+from venice.failover import first_success
 
 
 class Replicas:

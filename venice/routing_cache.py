@@ -1,11 +1,13 @@
-"""The router's copy of the controller's routing table, kept fresh in the background.
+"""A copy of the routing table, kept fresh in the background (the router's, and the
+direct client's).
 
-The table is long-polled: ``GET /routing?generation=G&wait_s=W`` returns as soon as the
-controller's table moves past generation G (a new version, a swap, a replica change),
-or with a 304 after W seconds, so every router sees a change within milliseconds. It is
-also refreshed early when a replica says the router's view is stale (``refresh_routing``
-errors). When the controller is down the last table keeps serving, and the router
-retries every ``refresh_interval_s``: reads must not depend on the controller being up.
+The table is long-polled from ``source_url`` (the controller, or a router, which
+serves the same ``GET /routing``): ``GET /routing?generation=G&wait_s=W`` returns as soon
+as the table moves past generation G (a new version, a swap, a replica change), or with a
+304 after W seconds, so every reader sees a change within milliseconds. It is also
+refreshed early when a replica says the reader's view is stale (``refresh_routing``
+errors). When the source is down the last table keeps serving, and the cache retries
+every ``refresh_interval_s``: reads must not depend on the controller being up.
 """
 
 from __future__ import annotations
@@ -15,11 +17,9 @@ import contextlib
 import logging
 import time
 
-import httpx
-import orjson
-
-from router.routing import RoutingTable
-from venice.errors import InternalError, UnavailableError, VeniceError
+from venice.controller_client import AsyncControllerClient
+from venice.errors import UnavailableError, VeniceError
+from venice.routing import RoutingTable
 
 __all__ = ["DEFAULT_REFRESH_INTERVAL_S", "RoutingCache"]
 
@@ -30,17 +30,17 @@ FETCH_TIMEOUT_S = 2.0
 LONG_POLL_S = 10.0
 OUTAGE_LOG_EVERY_S = 30.0
 
-logger = logging.getLogger("venice.router.routing")
+logger = logging.getLogger("venice.routing")
 
 
 class RoutingCache:
-    """Holds the newest routing table and refreshes it from the controller."""
+    """Holds the newest routing table and refreshes it from ``source_url``."""
 
-    def __init__(self, controller_url: str, *, refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S) -> None:
-        self._url = controller_url.rstrip("/") + "/routing"
+    def __init__(self, source_url: str, *, refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S) -> None:
+        self._url = source_url.rstrip("/")
         self._refresh_interval_s = refresh_interval_s
         self._table: RoutingTable | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: AsyncControllerClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_on_demand = 0.0
         self._failing_since: float | None = None
@@ -59,7 +59,7 @@ class RoutingCache:
 
     async def start(self) -> None:
         """One immediate fetch (failure only logged), then refresh in the background."""
-        self._client = httpx.AsyncClient(timeout=LONG_POLL_S + FETCH_TIMEOUT_S, trust_env=False)
+        self._client = AsyncControllerClient(self._url, timeout_s=FETCH_TIMEOUT_S)
         await self._refresh_logged()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="routing-refresh")
 
@@ -72,25 +72,14 @@ class RoutingCache:
 
     async def refresh(self, wait_s: float = 0.0) -> bool:
         """Fetch the table once, waiting up to ``wait_s`` for a change; True when it changed.
-        Raises UnavailableError / InternalError."""
+        Raises VeniceError (UnavailableError, InternalError, ...)."""
         if self._client is None:
             raise RuntimeError("RoutingCache.start() was not called")
-        params = None
-        if self._table is not None:
-            params = {"generation": str(self._table.generation), "wait_s": str(wait_s)}
-        try:
-            response = await self._client.get(self._url, params=params)
-        except httpx.HTTPError as exc:
-            raise UnavailableError(f"controller {self._url} unreachable: {exc!r}") from exc
-        if response.status_code == 304:
+        generation = None if self._table is None else self._table.generation
+        payload = await self._client.routing(generation, wait_s=wait_s)
+        if payload is None:
             return False
-        if response.status_code != 200:
-            raise UnavailableError(f"controller {self._url} answered {response.status_code}")
-        try:
-            payload = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise InternalError(f"controller {self._url} sent invalid JSON: {exc}") from exc
-        self._table = RoutingTable.from_json(payload, previous=self._table)
+        self._table = RoutingTable.from_payload(payload, previous=self._table)
         return True
 
     async def aclose(self) -> None:
