@@ -2,7 +2,13 @@
 
 * Kafka key: the key serialized with the store's key schema (Avro binary).
 * Kafka value: the value serialized with one of the store's value schemas (Avro binary),
-  or null for a delete. Header ``schema-id`` holds that schema's id as ASCII digits.
+  or null for a delete. Header ``schema-id`` holds that schema's id as ASCII digits
+  (absent: 1).
+* Partial updates (real-time topics of stores with write compute): header ``venice-op``
+  is ``update`` and the value is the Avro binary of the *update schema* derived from
+  value schema ``schema-id`` (see :mod:`venice.writecompute` and docs/hybrid.md).
+* Partition: ``venice.partitioner.partition_for(key bytes, P)``, on version and
+  real-time topics alike, so any Kafka producer can write a real-time topic.
 * Control messages carry header ``venice-control`` whose value names the kind
   (``START_OF_PUSH``, ``END_OF_PUSH``). They have an empty key, a JSON value and are
   written to every partition. ``END_OF_PUSH`` says how many data records the push
@@ -20,7 +26,9 @@ from venice.structs import Message
 
 __all__ = [
     "CONTROL_HEADER",
+    "OP_HEADER",
     "SCHEMA_ID_HEADER",
+    "UPDATE_OP",
     "ControlKind",
     "control_headers",
     "control_kind",
@@ -32,6 +40,9 @@ __all__ = [
 
 SCHEMA_ID_HEADER = "schema-id"
 CONTROL_HEADER = "venice-control"
+OP_HEADER = "venice-op"
+"""Marks a real-time record that is not a whole value; its only value today is :data:`UPDATE_OP`."""
+UPDATE_OP = b"update"
 
 
 class ControlKind(str, Enum):
