@@ -312,7 +312,6 @@ def key_from_text(codec: AvroCodec, text: str) -> Any:
 # far more ('+1', ' 1 ', '1_0', Arabic-Indic and full-width digits), and two spellings of
 # one key must not both be accepted by one part and refused by another.
 
-_INTEGER_TEXT = re.compile(r"-?[0-9]{1,19}")
 _DOUBLE_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _DOUBLE_WORDS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "infinity": math.inf, "-infinity": -math.inf}
 
@@ -323,7 +322,10 @@ def parse_integer(text: str, bounds: tuple[int, int] = _LONG_RANGE, *, kind: str
     ``+1``, `` 1 ``, ``1_0``, ``1.0``, ``١`` (Arabic-Indic) and ``１`` (full-width) are refused:
     ``ValueError`` naming ``kind``.
     """
-    if _INTEGER_TEXT.fullmatch(text):
+    # Plain digits first (the common case); isdigit alone would take '١', hence isascii.
+    unsigned = len(text) < 20 and text.isdigit()
+    negative = not unsigned and 1 < len(text) < 21 and text[0] == "-" and text[1:].isdigit()
+    if (unsigned or negative) and text.isascii():
         number = int(text)
         if bounds[0] <= number <= bounds[1]:
             return number
