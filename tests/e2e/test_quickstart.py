@@ -139,7 +139,12 @@ def test_quickstart_restarts_a_part_that_dies_and_reads_keep_working(tmp_path: P
                     httpx.get(f"{url}/health", timeout=2)
         finally:
             if process.poll() is None:
-                process.kill()
-                process.wait()
+                # Ctrl-C first: the parts run in sessions of their own and would outlive a SIGKILL.
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
             if process.stdout is not None:
                 process.stdout.close()
