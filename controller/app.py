@@ -9,68 +9,74 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
-from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controller.limits import DEFAULT_FORGET_AFTER_S, TOPIC_HEADROOM_BYTES
 from controller.persistence import MetadataFile
+from controller.protocol import (
+    SERVER_ID,
+    EndOfPush,
+    Heartbeat,
+    StoreCreate,
+    StoreUpdate,
+    VersionError,
+    VersionOpen,
+)
 from controller.state import ClusterState
-from venice.errors import ConflictError, RequestError, VeniceError, error_body
+from venice.errors import ConflictError, NotFoundError, RequestError, UnavailableError, VeniceError, error_body
 from venice.pubsub import PubSub
+from venice.supervise import supervised
 
 __all__ = ["Controller", "create_app"]
 
 log = logging.getLogger("venice.controller")
 
 
-class StoreCreate(BaseModel):
-    name: str
-    key_schema: Any
-    value_schema: Any
-    partitions: int = Field(default=4, ge=1, le=1024)
-    replication_factor: int = Field(default=1, ge=1)
-
-
-class StoreUpdate(BaseModel):
-    keep_versions: int | None = Field(default=None, ge=1)
-    push_timeout_s: float | None = Field(default=None, gt=0)
-
-
-class VersionOpen(BaseModel):
-    defer_swap: bool = False
-
-
-class EndOfPush(BaseModel):
-    records: int = Field(ge=0)
-
-
-class VersionError(BaseModel):
-    reason: str
-
-
-class Heartbeat(BaseModel):
-    url: str
-    replicas: list[dict[str, Any]] = []
-    draining: bool = False
-
-
 class Controller:
     """Owns the state, its persistence, and the background work: failover and topic deletion."""
 
-    def __init__(self, metadata: MetadataFile, pubsub: PubSub, dead_after_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        metadata: MetadataFile,
+        pubsub: PubSub,
+        dead_after_s: float = 15.0,
+        forget_after_s: float = DEFAULT_FORGET_AFTER_S,
+    ) -> None:
         self.metadata = metadata
         self.pubsub = pubsub
-        self.state: ClusterState = metadata.load(pubsub.url, dead_after_s)
+        self.state: ClusterState = metadata.load(pubsub.url, dead_after_s, forget_after_s)
+        # Saved at once: a state that cannot be written shows now, not at the first change.
+        self._saved = metadata.save(self.state)
         self._changed = asyncio.Event()
 
     def commit(self) -> None:
         """Persist after a mutation and wake long-polls. Runs with no await in between
-        the mutation and here, so no request sees unpersisted state it could act on."""
-        if self.state.dirty:
-            self.metadata.save(self.state)
-            self._changed.set()
-            self._changed = asyncio.Event()
+        the mutation and here, so no request sees unpersisted state it could act on.
+
+        A change that cannot be saved is undone: the state goes back to the last one
+        saved and the caller gets 503 ``UNAVAILABLE``; the next request starts afresh.
+        """
+        if not self.state.dirty:
+            return
+        try:
+            self._saved = self.metadata.save(self.state)
+        except (OSError, TypeError, ValueError) as exc:  # orjson's encode error is a TypeError
+            log.error("could not save the metadata, undoing the change: %s", exc)
+            self.state = self.state.restored(orjson.loads(self._saved), time.time())
+            self._wake()
+            raise UnavailableError(
+                f"the controller could not save the change, so it was not made ({type(exc).__name__}: {exc}); "
+                "retry later"
+            ) from exc
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def wait_changed(self, timeout_s: float, request: Request) -> None:
         """Wait for the next commit, at most ``timeout_s``; give up early when the
@@ -83,31 +89,39 @@ class Controller:
             if await request.is_disconnected():
                 return
 
-    async def maintain(self, interval_s: float = 0.5) -> None:
+    async def maintain_once(self) -> None:
         """Notice dead servers and move their replicas; fail pushes past their timeout."""
-        while True:
-            now = time.time()
-            self.state.rebalance(now)
-            for store, number in self.state.expire_pushes(now):
-                log.warning("version %d of %s timed out", number, store)
-            self.commit()
-            await asyncio.sleep(interval_s)
+        now = time.time()
+        self.state.rebalance(now)
+        for store, number in self.state.expire_pushes(now):
+            log.warning("version %d of %s timed out", number, store)
+        self.commit()
 
-    async def delete_topics(self, interval_s: float = 1.0) -> None:
+    async def delete_topics_once(self) -> None:
         """Delete the topics of failed, killed, retired and deleted versions; retried until
-        done. Apart from :meth:`maintain`, so a broker outage never delays failover."""
-        while True:
-            for topic in sorted(self.state.topics_to_delete):
-                try:
-                    await self.pubsub.delete_topic(topic)
-                except VeniceError as exc:
-                    log.warning("could not delete topic %s yet: %s", topic, exc)
-                    continue
+        done. Apart from :meth:`maintain_once`, so a broker outage never delays failover.
+        A topic a live version uses is never deleted, whatever the list says."""
+        for topic in sorted(self.state.topics_to_delete):
+            if topic in self.state.live_topics():
+                log.error("not deleting topic %s: a live version reads it", topic)
                 self.state.topics_to_delete.discard(topic)
                 self.state.dirty = True
-                log.info("deleted topic %s", topic)
-            self.commit()
-            await asyncio.sleep(interval_s)
+                continue
+            try:
+                await self.pubsub.delete_topic(topic)
+            except VeniceError as exc:
+                log.warning("could not delete topic %s yet: %s", topic, exc)
+                continue
+            self.state.topics_to_delete.discard(topic)
+            self.state.dirty = True
+            log.info("deleted topic %s", topic)
+        self.commit()
+
+    async def maintain(self, interval_s: float = 0.5) -> None:
+        await supervised("maintain (failover, push timeouts)", self.maintain_once, interval_s, log=log)
+
+    async def delete_topics(self, interval_s: float = 1.0) -> None:
+        await supervised("delete_topics (topic janitor)", self.delete_topics_once, interval_s, log=log)
 
 
 def _error_response(exc: VeniceError) -> Response:
@@ -143,9 +157,13 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> Response:
-        from venice.errors import NotFoundError
-
         return _error_response(NotFoundError(f"no such endpoint: {request.method} {request.url.path}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI's own refusals (a body that is not JSON, a wrong method) in our error shape.
+        body = RequestError(str(exc.detail)).to_dict()
+        return ORJSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -170,7 +188,14 @@ def create_app(controller: Controller) -> FastAPI:
     @app.post("/stores", status_code=201)
     async def create_store(body: StoreCreate) -> dict[str, Any]:
         store = state().create_store(
-            body.name, body.key_schema, body.value_schema, body.partitions, body.replication_factor
+            body.name,
+            body.key_schema,
+            body.value_schema,
+            body.partitions,
+            body.replication_factor,
+            keep_versions=body.keep_versions,
+            push_timeout_s=body.push_timeout_s,
+            max_value_bytes=body.max_value_bytes,
         )
         controller.commit()
         return state().describe_store(store)
@@ -185,7 +210,9 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.patch("/stores/{name}")
     async def update_store(name: str, body: StoreUpdate) -> dict[str, Any]:
-        store = state().update_store(name, keep_versions=body.keep_versions, push_timeout_s=body.push_timeout_s)
+        store = state().update_store(
+            name, keep_versions=body.keep_versions, push_timeout_s=body.push_timeout_s, max_value_bytes=body.max_value_bytes
+        )
         controller.commit()
         return state().describe_store(store)
 
@@ -220,17 +247,22 @@ def create_app(controller: Controller) -> FastAPI:
     @app.post("/stores/{name}/versions", status_code=201)
     async def open_version(name: str, body: VersionOpen | None = None) -> dict[str, Any]:
         version = state().open_version(name, time.time(), defer_swap=bool(body and body.defer_swap))
-        try:
-            await controller.pubsub.create_topic(version.topic, version.partitions)
-        except ConflictError:
-            # Left over from metadata lost before it was persisted: start the topic afresh.
-            await controller.pubsub.delete_topic(version.topic)
-            await controller.pubsub.create_topic(version.topic, version.partitions)
-        except VeniceError as exc:
-            state().fail_version(name, version.number, f"could not create topic: {exc.message}")
-            controller.commit()
-            raise
+        # Persisted before the topic exists, so the version number is taken for good.
         controller.commit()
+        max_message_bytes = state().store(name).max_value_bytes + TOPIC_HEADROOM_BYTES
+        try:
+            try:
+                await controller.pubsub.create_topic(version.topic, version.partitions, max_message_bytes=max_message_bytes)
+            except ConflictError:
+                # Only metadata lost after the topic was made leaves one behind (numbers are
+                # never reused): its records belong to no live version; start it afresh.
+                await controller.pubsub.delete_topic(version.topic)
+                await controller.pubsub.create_topic(version.topic, version.partitions, max_message_bytes=max_message_bytes)
+        except VeniceError as exc:
+            with contextlib.suppress(VeniceError):
+                state().fail_version(name, version.number, f"could not create topic: {exc.message}")
+                controller.commit()
+            raise
         return {
             "version": version.number,
             "topic": version.topic,
@@ -257,6 +289,8 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.post("/servers/{server_id}/heartbeat")
     async def heartbeat(server_id: str, body: Heartbeat) -> dict[str, Any]:
+        if not SERVER_ID.fullmatch(server_id):
+            raise RequestError(f"invalid server id {server_id[:40]!r}: 1 to 200 ASCII letters, digits, '.', '_', ':' or '-'")
         state().heartbeat(server_id, body.url, body.replicas, time.time(), draining=body.draining)
         controller.commit()
         return {"assignment": state().assignment_for(server_id), "pubsub_url": state().pubsub_url}

@@ -7,7 +7,7 @@ loses. Pure functions: no I/O, no clock.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import mmh3
 
@@ -29,16 +29,19 @@ class HashRing:
         self._servers = [s for _, s in points]
         self.server_count = len({s for s in self._servers})
 
-    def replicas(self, item: str, count: int) -> list[str]:
-        """The first ``count`` distinct servers clockwise from ``item``'s hash."""
+    def replicas(self, item: str, count: int, *, exclude: Collection[str] = ()) -> list[str]:
+        """The first ``count`` distinct servers clockwise from ``item``'s hash, skipping
+        ``exclude`` (servers where the item failed): fewer when too few are left."""
         if count > self.server_count:
             raise ValueError(f"{count} replicas asked of {self.server_count} servers")
         chosen: list[str] = []
+        if count <= 0:
+            return chosen
         start = bisect.bisect(self._hashes, mmh3.hash(item, signed=False))
         n = len(self._servers)
         for step in range(n):
             server = self._servers[(start + step) % n]
-            if server not in chosen:
+            if server not in chosen and server not in exclude:
                 chosen.append(server)
                 if len(chosen) == count:
                     break

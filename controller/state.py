@@ -6,36 +6,65 @@ marks itself dirty so the caller persists it (:mod:`controller.persistence`).
 
 Version lifecycle (see docs/lifecycle.md)::
 
-    STARTED --every partition has all its replicas READY--> ONLINE
+    STARTED --the push job reported end-of-push AND every partition has all its replicas READY--> ONLINE
     STARTED --a replica reports ERROR / push job reports failure / push timeout--> ERROR
     STARTED --an operator kills the push--> KILLED
     ONLINE  --outside the retention window (current + keep_versions-1 others)--> RETIRED
+
+A store-version is unique for ever: a deleted store's next version number is kept in the
+*graveyard*, so a store re-created under the same name never reuses a version number or
+a topic name, and each store carries a random *incarnation* that servers put in their
+file names, so they can never serve or resume a deleted store's data.
+
+Every input is checked against :mod:`controller.limits` before anything changes.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
 from controller.assignment import HashRing, replica_key
+from controller.limits import (
+    DEFAULT_FORGET_AFTER_S,
+    DEFAULT_KEEP_VERSIONS,
+    DEFAULT_MAX_VALUE_BYTES,
+    DEFAULT_PUSH_TIMEOUT_S,
+    MAX_INT64,
+    MAX_KEEP_VERSIONS,
+    MAX_PARTITIONS,
+    MAX_PUSH_TIMEOUT_S,
+    MAX_REPLICATION_FACTOR,
+    MAX_STORE_NAME_CHARS,
+    MAX_VALUE_BYTES_LIMIT,
+    MIN_PUSH_TIMEOUT_S,
+)
+from controller.protocol import ReplicaReport, ReplicaStatus
 from venice.errors import (
     ConflictError,
     NotEnoughServersError,
+    PushInProgressError,
     RequestError,
     SchemaError,
     StoreExistsError,
     StoreNotFoundError,
     VersionNotFoundError,
 )
-from venice.schema import AvroCodec
+from venice.schema import validate_schema
 from venice.structs import version_topic
 
-__all__ = ["ClusterState", "ReplicaStatus", "VersionStatus"]
+__all__ = ["ClusterState", "ReplicaStatus", "VersionStatus", "check_store_name"]
 
-DEFAULT_KEEP_VERSIONS = 2
-DEFAULT_PUSH_TIMEOUT_S = 3600.0
+STORE_NAME = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_STORE_NAME_CHARS}}}")
+"""Store names are parts of topic names: Kafka's topic alphabet, short enough for ``_v<N>``."""
+FORMAT = 2
+"""Metadata file format: 2 added the graveyard, incarnations, max_value_bytes, failed replicas."""
 
 
 class VersionStatus(str, Enum):
@@ -44,12 +73,6 @@ class VersionStatus(str, Enum):
     ERROR = "ERROR"
     KILLED = "KILLED"
     RETIRED = "RETIRED"
-
-
-class ReplicaStatus(str, Enum):
-    STARTED = "STARTED"
-    READY = "READY"
-    ERROR = "ERROR"
 
 
 LIVE_VERSION_STATES = (VersionStatus.STARTED, VersionStatus.ONLINE)
@@ -78,6 +101,9 @@ class Version:
     """ONLINE does not make it current; ``swap`` does."""
     # partition -> replicas, as assigned when the version was opened
     replicas: dict[int, list[Replica]] = field(default_factory=dict)
+    failed: dict[int, list[str]] = field(default_factory=dict)
+    """partition -> servers whose copy of it failed (ERROR) after the version went ONLINE:
+    never placed there again."""
 
     def is_live(self) -> bool:
         return self.status in (VersionStatus.STARTED.value, VersionStatus.ONLINE.value)
@@ -98,6 +124,10 @@ class Store:
     current_version: int | None = None
     next_version: int = 1
     versions: dict[int, Version] = field(default_factory=dict)
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    """Largest serialized value a push may write (and version topics are sized for)."""
+    incarnation: str = ""
+    """Random id given at creation: this store, not an earlier one of the same name."""
 
     @property
     def latest_schema_id(self) -> int:
@@ -116,15 +146,22 @@ class Server:
 class ClusterState:
     """All controller metadata, with the rules that change it."""
 
-    def __init__(self, pubsub_url: str, dead_after_s: float = 15.0) -> None:
+    def __init__(
+        self, pubsub_url: str, dead_after_s: float = 15.0, forget_after_s: float = DEFAULT_FORGET_AFTER_S
+    ) -> None:
+        if not dead_after_s <= forget_after_s:
+            raise ValueError(f"forget_after_s ({forget_after_s:g}) must be at least dead_after_s ({dead_after_s:g})")
         self.pubsub_url = pubsub_url
         self.dead_after_s = dead_after_s
+        self.forget_after_s = forget_after_s
         self.stores: dict[str, Store] = {}
         self.servers: dict[str, Server] = {}
         self.generation = 1
         self.dirty = False
         # Topics of versions that left the live states; deleted by the controller's janitor.
         self.topics_to_delete: set[str] = set()
+        self.graveyard: dict[str, int] = {}
+        """Deleted store name -> the next version number it would have had."""
         self._routing_cache: tuple[int, dict[str, Any]] | None = None
         self._serving: frozenset[str] = frozenset()
         """Servers that were live and not draining at the last :meth:`rebalance`."""
@@ -149,39 +186,66 @@ class ClusterState:
 
     # -- stores --------------------------------------------------------------------
     def create_store(
-        self, name: str, key_schema: Any, value_schema: Any, partitions: int, replication_factor: int
+        self,
+        name: str,
+        key_schema: Any,
+        value_schema: Any,
+        partitions: int,
+        replication_factor: int,
+        *,
+        keep_versions: int | None = None,
+        push_timeout_s: float | None = None,
+        max_value_bytes: int | None = None,
     ) -> Store:
-        if not name or not all(c.isalnum() or c in "-." for c in name.replace("_", "-")) or "_v" in name:
-            raise RequestError(
-                f"invalid store name {name!r}: use letters, digits, '-', '.', '_' (and not '_v')"
-            )
+        """A new store; every argument is checked before anything changes."""
+        check_store_name(name)
         if name in self.stores:
             raise StoreExistsError(f"store {name!r} already exists")
-        if partitions < 1 or partitions > 1024:
-            raise RequestError("partitions must be between 1 and 1024")
-        if replication_factor < 1:
-            raise RequestError("replication_factor must be at least 1")
+        twin = next((s for s in self.stores if _kafka_form(s) == _kafka_form(name)), None)
+        if twin is not None:
+            raise ConflictError(
+                f"store name {name!r} collides with store {twin!r}: Kafka treats '.' and '_' in topic names alike"
+            )
+        _check_int("partitions", partitions, 1, MAX_PARTITIONS)
+        _check_int("replication_factor", replication_factor, 1, MAX_REPLICATION_FACTOR)
+        _check_settings(keep_versions, push_timeout_s, max_value_bytes)
         for kind, schema in (("key", key_schema), ("value", value_schema)):
             try:
-                AvroCodec(schema, kind=kind)
+                validate_schema(schema, kind=kind)
             except SchemaError as exc:
-                raise SchemaError(f"{kind} schema: {exc.message}") from exc
+                message = exc.message if exc.message.startswith(f"{kind} schema") else f"{kind} schema: {exc.message}"
+                raise SchemaError(message) from exc
         store = Store(name, key_schema, {1: value_schema}, partitions, replication_factor)
+        store.keep_versions = keep_versions or store.keep_versions
+        store.push_timeout_s = push_timeout_s or store.push_timeout_s
+        store.max_value_bytes = max_value_bytes or store.max_value_bytes
+        store.incarnation = secrets.token_hex(6)
+        # Never reuse a version number (and so a topic name) of a deleted store of this
+        # name, nor of one Kafka would confuse it with.
+        store.next_version = max(
+            (n for dead, n in self.graveyard.items() if _kafka_form(dead) == _kafka_form(name)), default=1
+        )
         self.stores[name] = store
         self._changed()
         return store
 
-    def update_store(self, name: str, *, keep_versions: int | None = None, push_timeout_s: float | None = None) -> Store:
+    def update_store(
+        self,
+        name: str,
+        *,
+        keep_versions: int | None = None,
+        push_timeout_s: float | None = None,
+        max_value_bytes: int | None = None,
+    ) -> Store:
         store = self.store(name)
+        _check_settings(keep_versions, push_timeout_s, max_value_bytes)
         if keep_versions is not None:
-            if keep_versions < 1:
-                raise RequestError("keep_versions must be at least 1 (the current version)")
             store.keep_versions = keep_versions
             self._retire_old(store)
         if push_timeout_s is not None:
-            if push_timeout_s <= 0:
-                raise RequestError("push_timeout_s must be positive")
             store.push_timeout_s = push_timeout_s
+        if max_value_bytes is not None:
+            store.max_value_bytes = max_value_bytes
         self._changed()
         return store
 
@@ -189,8 +253,13 @@ class ClusterState:
         store = self.store(name)
         for version in store.versions.values():
             self.topics_to_delete.add(version.topic)
+        self.graveyard[name] = store.next_version
         del self.stores[name]
         self._changed()
+
+    def live_topics(self) -> set[str]:
+        """Topics of STARTED and ONLINE versions: the janitor must never delete these."""
+        return {v.topic for s in self.stores.values() for v in s.versions.values() if v.is_live()}
 
     # -- servers -------------------------------------------------------------------
     def live_servers(self, now: float) -> list[str]:
@@ -201,7 +270,7 @@ class ClusterState:
         return [s for s in self.live_servers(now) if not self.servers[s].draining]
 
     def heartbeat(
-        self, server_id: str, url: str, replicas: list[dict[str, Any]], now: float, *, draining: bool = False
+        self, server_id: str, url: str, replicas: Iterable[ReplicaReport], now: float, *, draining: bool = False
     ) -> None:
         server = self.servers.get(server_id)
         was_live = server is not None and now - server.last_heartbeat <= self.dead_after_s
@@ -216,33 +285,54 @@ class ClusterState:
             # Back (or new): give it its share before it reads its assignment, so a
             # restarted server keeps the data it has instead of dropping it.
             self.rebalance(now)
-        for report in replicas:
-            self._apply_replica_report(server_id, report)
-        if not was_live:
+        moved = [self._apply_replica_report(server_id, report) for report in replicas]
+        if not was_live or any(moved):
             self.rebalance(now)
 
-    def _apply_replica_report(self, server_id: str, report: dict[str, Any]) -> None:
-        store = self.stores.get(report["store"])
-        version = store.versions.get(int(report["version"])) if store else None
+    def _apply_replica_report(self, server_id: str, report: ReplicaReport) -> bool:
+        """Record one replica's state; True when a copy of an ONLINE version failed and
+        its partition needs another server."""
+        store = self.stores.get(report.store)
+        version = store.versions.get(report.version) if store else None
         if store is None or version is None or not version.is_live():
-            return
-        for replica in version.replicas.get(int(report["partition"]), []):
+            return False
+        if report.incarnation is not None and report.incarnation != store.incarnation:
+            return False  # a copy of a deleted store of the same name: not this store's
+        replicas = version.replicas.get(report.partition, [])
+        for replica in replicas:
             if replica.server != server_id:
                 continue
-            status = ReplicaStatus(report["status"]).value
-            reason = report.get("reason")
+            status, reason = report.status.value, report.reason
             if replica.status == ReplicaStatus.READY.value and status == ReplicaStatus.STARTED.value:
                 status = replica.status  # ready stays ready until unassigned or failed
+            if status == ReplicaStatus.ERROR.value and version.status == VersionStatus.ONLINE.value:
+                # A copy of a live version failed (e.g. its disk filled up while it was
+                # bootstrapping): drop it now and let the ring place the partition on a
+                # server where it has not failed yet, as for a dead server.
+                failed = version.failed.setdefault(report.partition, [])
+                if server_id not in failed:
+                    failed.append(server_id)
+                version.replicas[report.partition] = [r for r in replicas if r is not replica]
+                self._changed()
+                return True
             if (replica.status, replica.reason) != (status, reason):
                 replica.status, replica.reason = status, reason
                 self._changed()
-            replica.offset = int(report.get("offset", replica.offset))
-            replica.records = int(report.get("records", replica.records))
+            replica.offset, replica.records = report.offset, report.records
         self._advance(store, version)
+        return False
 
     # -- versions ------------------------------------------------------------------
     def open_version(self, store_name: str, now: float, *, defer_swap: bool = False) -> Version:
         store = self.store(store_name)
+        running = [v.number for v in store.versions.values() if v.status == VersionStatus.STARTED.value]
+        if running:
+            number = running[0]
+            raise PushInProgressError(
+                f"store {store_name!r} has a push in progress: version {number} is STARTED. "
+                f"Wait for it to finish, or stop it with: venice version kill --store {store_name} --version {number}",
+                version=number,
+            )
         live = self.serving_servers(now)
         if len(live) < store.replication_factor:
             raise NotEnoughServersError(
@@ -257,13 +347,33 @@ class ClusterState:
             version.replicas[partition] = [Replica(server) for server in servers]
         store.next_version = number + 1
         store.versions[number] = version
+        self.topics_to_delete.discard(topic)  # never reused, but should metadata ever be lost...
         self._changed()
         return version
 
     def end_of_push(self, store_name: str, number: int, records: int) -> Version:
+        """The push job wrote end-of-push to every partition: ``records`` data records in all.
+
+        Idempotent, so a push job may retry it after any failure: the same count again gets
+        the same answer (also once ONLINE); another count, or a version that failed, is a
+        conflict. A version goes ONLINE only after this call (and all replicas READY).
+        """
+        _check_int("records", records, 0, MAX_INT64)
+        store = self.store(store_name)
         version = self.version(store_name, number)
-        version.records = records
-        self._changed(routing=False)
+        if version.records is not None and version.records != records:
+            raise ConflictError(
+                f"version {number} of {store_name!r} already reported end-of-push with {version.records} records, not {records}"
+            )
+        if version.status == VersionStatus.ONLINE.value:
+            return version
+        if version.status != VersionStatus.STARTED.value:
+            reason = f": {version.reason}" if version.reason else ""
+            raise ConflictError(f"version {number} of {store_name!r} is {version.status}{reason}")
+        if version.records is None:
+            version.records = records
+            self._changed(routing=False)
+            self._advance(store, version)
         return version
 
     def fail_version(self, store_name: str, number: int, reason: str, status: VersionStatus = VersionStatus.ERROR) -> Version:
@@ -286,6 +396,7 @@ class ClusterState:
         only once every wanted replica of the partition is READY, so a partition never
         has fewer ready copies because of a move.
         """
+        self._forget(now)
         live = self.live_servers(now)
         serving = frozenset(s for s in live if not self.servers[s].draining)
         if serving != self._serving:
@@ -294,6 +405,7 @@ class ClusterState:
         if 2 * len(live) < len(self.servers) or not live:
             # Most servers silent at once is more likely the controller's own stall or a
             # partition than mass death: moving everything would only make it worse.
+            # (Servers silent past forget_after_s no longer count: see _forget.)
             return
         ring = HashRing(live)
         for store in self.stores.values():
@@ -301,9 +413,19 @@ class ClusterState:
             for version in store.versions.values():
                 if version.is_live():
                     for partition in version.replicas:
-                        wanted = ring.replicas(replica_key(version.topic, partition), wanted_count)
+                        failed = version.failed.get(partition, ())
+                        wanted = ring.replicas(replica_key(version.topic, partition), wanted_count, exclude=failed)
                         self._place(version, partition, wanted, set(live))
                     self._advance(store, version)
+
+    def _forget(self, now: float) -> None:
+        """Drop servers silent for ``forget_after_s``: the "most servers silent" guard counts
+        recent members only, so servers that left for good cannot block failover for ever."""
+        gone = [s.server_id for s in self.servers.values() if now - s.last_heartbeat > self.forget_after_s]
+        for server_id in gone:
+            del self.servers[server_id]
+        if gone:
+            self._changed()
 
     def _place(self, version: Version, partition: int, wanted: list[str], live: set[str]) -> None:
         replicas = version.replicas[partition]
@@ -370,6 +492,10 @@ class ClusterState:
                     reason = f"server {replica.server}: {replica.reason or 'ingestion failed'}"
                     self.fail_version(store.name, version.number, reason)
                     return
+        if version.records is None:
+            # Servers find end-of-push in the topic, but only the push job knows it
+            # succeeded: without its word (POST .../end) the version never goes live.
+            return
         ready = [sum(1 for r in rs if r.status == ReplicaStatus.READY.value) for rs in version.replicas.values()]
         if all(count >= store.replication_factor for count in ready):
             version.status = VersionStatus.ONLINE.value
@@ -411,6 +537,7 @@ class ClusterState:
                     result.append(
                         {
                             "store": store.name,
+                            "incarnation": store.incarnation,
                             "version": version.number,
                             "topic": version.topic,
                             "partitions_total": version.partitions,
@@ -485,12 +612,14 @@ class ClusterState:
     def describe_store(self, store: Store) -> dict[str, Any]:
         return {
             "name": store.name,
+            "incarnation": store.incarnation,
             "key_schema": store.key_schema,
             "value_schemas": {str(k): v for k, v in store.value_schemas.items()},
             "partitions": store.partitions,
             "replication_factor": store.replication_factor,
             "keep_versions": store.keep_versions,
             "push_timeout_s": store.push_timeout_s,
+            "max_value_bytes": store.max_value_bytes,
             "current_version": store.current_version,
             "created_at": store.created_at,
             "versions": [
@@ -501,18 +630,22 @@ class ClusterState:
 
     # -- persistence ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Everything persistent, as a fresh copy (nothing shared with the live state)."""
         return {
-            "format": 1,
+            "format": FORMAT,
             "pubsub_url": self.pubsub_url,
             "generation": self.generation,
             "stores": [asdict(s) for s in self.stores.values()],
             "servers": [{"server_id": s.server_id, "url": s.url} for s in self.servers.values()],
             "topics_to_delete": sorted(self.topics_to_delete),
+            "graveyard": dict(self.graveyard),
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], dead_after_s: float, now: float) -> ClusterState:
-        state = cls(data["pubsub_url"], dead_after_s)
+    def from_dict(
+        cls, data: dict[str, Any], dead_after_s: float, now: float, forget_after_s: float = DEFAULT_FORGET_AFTER_S
+    ) -> ClusterState:
+        state = cls(data["pubsub_url"], dead_after_s, forget_after_s)
         # A restarted controller has not heard from anyone yet: give every known server
         # a full timeout to heartbeat before it counts as dead.
         state.servers = {s["server_id"]: Server(s["server_id"], s["url"], now) for s in data["servers"]}
@@ -521,7 +654,8 @@ class ClusterState:
             versions = {}
             for vraw in raw["versions"].values():
                 replicas = {int(p): [Replica(**r) for r in rs] for p, rs in vraw["replicas"].items()}
-                versions[int(vraw["number"])] = Version(**{**vraw, "replicas": replicas})
+                failed = {int(p): list(servers) for p, servers in vraw.get("failed", {}).items()}
+                versions[int(vraw["number"])] = Version(**{**vraw, "replicas": replicas, "failed": failed})
             store = Store(
                 **{
                     **raw,
@@ -529,8 +663,69 @@ class ClusterState:
                     "versions": versions,
                 }
             )
+            if not store.incarnation:
+                # Saved before incarnations (format 1): a new one; servers re-ingest its
+                # versions under the new file names and remove the old ones.
+                store.incarnation = secrets.token_hex(6)
+                state.dirty = True
             state.stores[store.name] = store
         state.topics_to_delete = set(data.get("topics_to_delete", []))
+        state.graveyard = {str(k): int(v) for k, v in data.get("graveyard", {}).items()}
         # Routers compare generations; never go back to one they may have seen.
         state.generation = int(data["generation"]) + 1
         return state
+
+    def restored(self, saved: dict[str, Any], now: float) -> ClusterState:
+        """The last saved state ``saved``, carrying over what is not persisted (servers'
+        liveness), to replace this one after a change that could not be saved."""
+        state = ClusterState.from_dict(saved, self.dead_after_s, now, self.forget_after_s)
+        state.pubsub_url = self.pubsub_url
+        for server_id, server in state.servers.items():
+            known = self.servers.get(server_id)
+            if known is not None:
+                server.last_heartbeat, server.draining = known.last_heartbeat, known.draining
+        state._serving = frozenset(s for s in self._serving if s in state.servers)
+        state.generation = self.generation + 1  # never go back to a generation a router saw
+        state.dirty = False
+        return state
+
+
+def check_store_name(name: str) -> None:
+    """Store names become topic names (``<store>_v<N>``): Kafka's alphabet, at most 200 characters.
+
+    ``_v`` inside a name is fine: :func:`venice.structs.parse_version_topic` splits at the
+    *last* ``_v``, and a version number is all digits, so a topic maps back to one store.
+    """
+    if not isinstance(name, str) or not STORE_NAME.fullmatch(name) or name in (".", ".."):
+        shown = repr(name[:40]) + ("..." if len(name) > 40 else "") if isinstance(name, str) else repr(name)
+        raise RequestError(
+            f"invalid store name {shown}: use 1 to {MAX_STORE_NAME_CHARS} ASCII letters, digits, '.', '_' or '-' "
+            "(and not '.' or '..')"
+        )
+
+
+def _kafka_form(name: str) -> str:
+    """Kafka refuses a topic whose name differs from an existing one only by '.' vs '_'."""
+    return name.replace(".", "_")
+
+
+def _check_int(what: str, value: Any, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise RequestError(f"{what} must be an integer from {low} to {high}, not {value!r:.40}")
+
+
+def _check_settings(keep_versions: int | None, push_timeout_s: float | None, max_value_bytes: int | None) -> None:
+    if keep_versions is not None:
+        _check_int("keep_versions", keep_versions, 1, MAX_KEEP_VERSIONS)
+    if push_timeout_s is not None and (
+        not isinstance(push_timeout_s, (int, float))
+        or isinstance(push_timeout_s, bool)
+        or not math.isfinite(push_timeout_s)
+        or not MIN_PUSH_TIMEOUT_S <= push_timeout_s <= MAX_PUSH_TIMEOUT_S
+    ):
+        raise RequestError(
+            f"push_timeout_s must be a number of seconds from {MIN_PUSH_TIMEOUT_S:g} to {MAX_PUSH_TIMEOUT_S:g}, "
+            f"not {push_timeout_s!r:.40}"
+        )
+    if max_value_bytes is not None:
+        _check_int("max_value_bytes", max_value_bytes, 1, MAX_VALUE_BYTES_LIMIT)

@@ -37,7 +37,7 @@ from venice.errors import (
 from venice.protocol import Hit
 from venice.routing import StoreRoute, plan_batch
 from venice.routing_cache import DEFAULT_REFRESH_INTERVAL_S, RoutingCache
-from venice.schema import AvroCodec, json_default, key_from_text
+from venice.schema import AvroCodec, json_default, key_from_text, parse_integer
 
 __all__ = ["DEFAULT_DEADLINE_S", "MAX_BATCH_KEYS", "RouterApp"]
 
@@ -303,7 +303,7 @@ def _version_param(query: bytes) -> int | None:
     for name, value in parse_qsl(query.decode("latin-1")):
         if name == "version":
             try:
-                return int(value)
+                return parse_integer(value)
             except ValueError:
                 raise RequestError(f"version must be an integer, got {value!r}") from None
     return None

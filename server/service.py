@@ -57,6 +57,13 @@ class HostedVersion:
     storage: VersionStorage
     ingestion: VersionIngestion
     task: asyncio.Task[None]
+    incarnation: str = ""
+    """The store's incarnation (see controller/state.py): part of the key and file name, so
+    a copy of a deleted store of the same name is never resumed or served."""
+
+
+HostedKey = tuple[str, int, str]
+"""(store, version, incarnation)"""
 
 
 def _load_server_id(data_dir: Path, configured: str | None) -> str:
@@ -78,7 +85,9 @@ class StorageService:
         self.versions_dir = config.data_dir / "versions"
         self.versions_dir.mkdir(exist_ok=True)
         self.server_id = _load_server_id(config.data_dir, config.server_id)
-        self.hosted: dict[tuple[str, int], HostedVersion] = {}
+        self.hosted: dict[HostedKey, HostedVersion] = {}
+        self._readable: dict[tuple[str, int], HostedVersion] = {}
+        """The hosted copy reads of (store, version) go to."""
         self.pubsub: PubSub | None = None
         self._wake = asyncio.Event()
         self._http = httpx.AsyncClient(timeout=5.0)
@@ -88,7 +97,7 @@ class StorageService:
 
     # -- reads ---------------------------------------------------------------------
     def ready_version(self, store: str, version: int, partition: int) -> HostedVersion:
-        hosted = self.hosted.get((store, version))
+        hosted = self._readable.get((store, version))
         if hosted is None or not hosted.ingestion.is_ready(partition):
             raise ReplicaNotReadyError(
                 f"{self.server_id} does not serve {store} v{version} partition {partition}"
@@ -100,6 +109,7 @@ class StorageService:
         return [
             {
                 "store": h.store,
+                "incarnation": h.incarnation,
                 "version": h.version,
                 "partition": p,
                 "status": s.status,
@@ -149,7 +159,7 @@ class StorageService:
     async def reconcile(self, answer: dict[str, Any]) -> None:
         if self.pubsub is None:
             self.pubsub = connect(self.config.pubsub_url or answer["pubsub_url"])
-        wanted = {(a["store"], int(a["version"])): a for a in answer["assignment"]}
+        wanted = {_hosted_key(a): a for a in answer["assignment"]}
         for key in [k for k in self.hosted if k not in wanted]:
             await self._drop(key)
         for key, assignment in wanted.items():
@@ -162,21 +172,25 @@ class StorageService:
             self._remove_orphans(set(wanted))
             self._cleaned_orphans = True
 
-    def _dir(self, store: str, version: int) -> Path:
-        return self.versions_dir / f"{store}_v{version}"
+    def _dir(self, key: HostedKey) -> Path:
+        store, version, incarnation = key
+        return self.versions_dir / (f"{store}_v{version}-{incarnation}" if incarnation else f"{store}_v{version}")
 
     def _host(self, assignment: dict[str, Any]) -> None:
         assert self.pubsub is not None
-        store, version = assignment["store"], int(assignment["version"])
+        key = _hosted_key(assignment)
+        store, version, incarnation = key
         partitions = [int(p) for p in assignment["partitions"]]
         storage = VersionStorage(
-            self._dir(store, version), int(assignment["partitions_total"]), partitions, map_size=self.config.lmdb_map_size
+            self._dir(key), int(assignment["partitions_total"]), partitions, map_size=self.config.lmdb_map_size
         )
         ingestion = VersionIngestion(
             store, version, assignment["topic"], partitions, storage, self.pubsub, on_change=self.poke
         )
         task = asyncio.create_task(ingestion.run(), name=f"ingest-{assignment['topic']}")
-        self.hosted[(store, version)] = HostedVersion(store, version, storage, ingestion, task)
+        self.hosted[key] = self._readable[(store, version)] = HostedVersion(
+            store, version, storage, ingestion, task, incarnation
+        )
         log.info("hosting %s partitions %s", assignment["topic"], partitions)
         self.poke()
 
@@ -197,17 +211,19 @@ class StorageService:
         log.info("now hosting %s partitions %s", assignment["topic"], partitions)
         self.poke()
 
-    async def _drop(self, key: tuple[str, int]) -> None:
+    async def _drop(self, key: HostedKey) -> None:
         hosted = self.hosted.pop(key)
+        if self._readable.get(key[:2]) is hosted:
+            del self._readable[key[:2]]
         hosted.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await hosted.task
         hosted.storage.destroy()
-        log.info("dropped %s v%d", *key)
+        log.info("dropped %s v%d (incarnation %s)", *key)
 
-    def _remove_orphans(self, wanted: set[tuple[str, int]]) -> None:
+    def _remove_orphans(self, wanted: set[HostedKey]) -> None:
         """Remove version directories left from before a restart that are no longer assigned."""
-        keep = {self._dir(s, v).name for s, v in wanted}
+        keep = {self._dir(key).name for key in wanted}
         for path in self.versions_dir.iterdir():
             if path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
@@ -220,6 +236,11 @@ class StorageService:
                 await hosted.task
             hosted.storage.close()
         self.hosted.clear()
+        self._readable.clear()
         await self._http.aclose()
         if self.pubsub is not None:
             await self.pubsub.close()
+
+
+def _hosted_key(assignment: dict[str, Any]) -> HostedKey:
+    return str(assignment["store"]), int(assignment["version"]), str(assignment.get("incarnation") or "")

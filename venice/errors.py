@@ -11,7 +11,8 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     │   ├── InvalidInputError        INVALID_INPUT        400   (a push input file)
     │   ├── NoCurrentVersionError    NO_CURRENT_VERSION   400   (push data first)
     │   └── ConflictError            CONFLICT             409
-    │       └── StoreExistsError     STORE_EXISTS         409
+    │       ├── StoreExistsError     STORE_EXISTS         409
+    │       └── PushInProgressError  PUSH_IN_PROGRESS     409   (kill it or wait)
     ├── NotFoundError                NOT_FOUND            404   treat as absent
     │   ├── StoreNotFoundError       STORE_NOT_FOUND      404
     │   ├── VersionNotFoundError     VERSION_NOT_FOUND    404
@@ -59,6 +60,7 @@ __all__ = [
     "NotFoundError",
     "PubSubError",
     "PushError",
+    "PushInProgressError",
     "ReplicaNotReadyError",
     "RequestError",
     "SchemaError",
@@ -131,6 +133,12 @@ class ConflictError(RequestError):
 
 class StoreExistsError(ConflictError):
     code = "STORE_EXISTS"
+
+
+class PushInProgressError(ConflictError):
+    """A batch push to the store is running (its version is STARTED): one at a time."""
+
+    code = "PUSH_IN_PROGRESS"
 
 
 class NotFoundError(VeniceError):

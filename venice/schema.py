@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,27 @@ from fastavro.validation import ValidationError, validate
 
 from venice.errors import InvalidKeyError, InvalidValueError, SchemaError
 
-__all__ = ["AvroCodec", "json_default", "key_from_text", "parse_schema", "schema_to_json"]
+__all__ = [
+    "MAX_FIXED_SIZE",
+    "MAX_KEY_BYTES",
+    "MAX_SCHEMA_DEPTH",
+    "AvroCodec",
+    "json_default",
+    "key_from_text",
+    "key_too_long",
+    "parse_double",
+    "parse_integer",
+    "parse_schema",
+    "schema_to_json",
+    "validate_schema",
+]
+
+MAX_KEY_BYTES = 511
+"""Longest serialized key: LMDB's key size limit (its default ``MDB_MAXKEYSIZE``)."""
+MAX_FIXED_SIZE = 1 << 20
+"""Largest ``fixed`` size a schema may declare (1 MiB): beyond any value a store takes."""
+MAX_SCHEMA_DEPTH = 64
+"""Deepest nesting of types a schema may have; deeper ones are refused, not recursed into."""
 
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
@@ -198,6 +219,7 @@ class AvroCodec:
         self._decode: Callable[[bytes], Any] | None = None
         if primitive is not None:
             self._fits, self._encode, self._decode = primitive
+        self._max_bytes = MAX_KEY_BYTES if kind == "key" else math.inf
 
     @property
     def field_names(self) -> frozenset[str] | None:
@@ -222,13 +244,20 @@ class AvroCodec:
         return None
 
     def encode(self, datum: Any) -> bytes:
-        """Validate and serialize; raises InvalidKeyError / InvalidValueError."""
+        """Validate and serialize; raises InvalidKeyError / InvalidValueError.
+
+        A key longer than :data:`MAX_KEY_BYTES` serialized is refused: LMDB cannot store it.
+        """
         if self._fits is not None and self._encode is not None and self._fits(datum):
-            return self._encode(datum)
-        reason = self.problem(datum)
-        if reason is not None:
-            raise (InvalidKeyError if self.kind == "key" else InvalidValueError)(f"{self.kind} {reason}")
-        return self.encode_unchecked(datum)
+            data = self._encode(datum)
+        else:
+            reason = self.problem(datum)
+            if reason is not None:
+                raise (InvalidKeyError if self.kind == "key" else InvalidValueError)(f"{self.kind} {reason}")
+            data = self.encode_unchecked(datum)
+        if len(data) > self._max_bytes:
+            raise InvalidKeyError(key_too_long(len(data)))
+        return data
 
     def encode_unchecked(self, datum: Any) -> bytes:
         if self._encode is not None and self._fits is not None and self._fits(datum):
@@ -246,20 +275,26 @@ class AvroCodec:
             raise InvalidValueError(f"stored {self.kind} does not decode with its schema: {exc}") from exc
 
 
+def key_too_long(size: int) -> str:
+    """The message for a key of ``size`` serialized bytes beyond :data:`MAX_KEY_BYTES`."""
+    return f"key is {size} bytes serialized; keys may be at most {MAX_KEY_BYTES} bytes (the storage engine's limit)"
+
+
 def key_from_text(codec: AvroCodec, text: str) -> Any:
     """Turn a key as written in a URL path into a datum of the key schema.
 
-    Strings are taken verbatim; numbers and booleans are parsed; record and other
-    complex keys are given as JSON.
+    Strings are taken verbatim; numbers (strictly: :func:`parse_integer`,
+    :func:`parse_double`) and booleans are parsed; record and other complex keys are
+    given as JSON.
     """
     kind = codec.type_name
     try:
         if kind == "string":
             return text
         if kind in ("int", "long"):
-            return int(text, 10)
+            return parse_integer(text, _INT_RANGE if kind == "int" else _LONG_RANGE, kind=kind)
         if kind in ("float", "double"):
-            return float(text)
+            return parse_double(text)
         if kind == "boolean":
             if text in ("true", "false"):
                 return text == "true"
@@ -268,4 +303,342 @@ def key_from_text(codec: AvroCodec, text: str) -> Any:
             return text.encode()
         return orjson.loads(text)
     except (ValueError, orjson.JSONDecodeError) as exc:
-        raise InvalidKeyError(f"key {text!r} is not a valid {kind}: {exc}") from exc
+        raise InvalidKeyError(f"key {_shorten(text)} is not a valid {kind}: {exc}") from exc
+
+
+# --- Strict text numbers ------------------------------------------------------------------
+# One grammar for every number a user writes as text (URL path keys, ?version=, CSV cells):
+# ASCII digits with an optional leading '-', nothing else. Python's int() and float() take
+# far more ('+1', ' 1 ', '1_0', Arabic-Indic and full-width digits), and two spellings of
+# one key must not both be accepted by one part and refused by another.
+
+_DOUBLE_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_DOUBLE_WORDS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "infinity": math.inf, "-infinity": -math.inf}
+
+
+def parse_integer(text: str, bounds: tuple[int, int] = _LONG_RANGE, *, kind: str = "long") -> int:
+    """An integer written in ASCII decimal digits with an optional leading ``-``, within ``bounds``.
+
+    ``+1``, `` 1 ``, ``1_0``, ``1.0``, ``١`` (Arabic-Indic) and ``１`` (full-width) are refused:
+    ``ValueError`` naming ``kind``.
+    """
+    # Plain digits first (the common case); isdigit alone would take '١', hence isascii.
+    unsigned = len(text) < 20 and text.isdigit()
+    negative = not unsigned and 1 < len(text) < 21 and text[0] == "-" and text[1:].isdigit()
+    if (unsigned or negative) and text.isascii():
+        number = int(text)
+        if bounds[0] <= number <= bounds[1]:
+            return number
+    raise ValueError(f"{_shorten(text)} is not {_article(kind)} {kind} (ASCII digits with an optional '-', {bounds[0]}..{bounds[1]})")
+
+
+def parse_double(text: str) -> float:
+    """A decimal or scientific number in ASCII (``-1.5``, ``2e-3``), or ``nan``/``inf``/``-inf``
+    (any case); no sign ``+``, spaces, ``_`` separators or non-ASCII digits."""
+    if len(text) <= 400:
+        special = _DOUBLE_WORDS.get(text.lower())
+        if special is not None:
+            return special
+        if _DOUBLE_TEXT.fullmatch(text):
+            return float(text)
+    raise ValueError(f"{_shorten(text)} is not a number")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+# --- Full schema validation -----------------------------------------------------------------
+# fastavro parses what it can use and lets through schemas the Avro specification forbids
+# (an enum without symbols, ["null", "null"], a fixed of size -1 or 1e12, defaults of the
+# wrong type): such a store takes no data, or data no other Avro library reads.
+
+_AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NAMED = ("record", "error", "enum", "fixed")
+_COMPLEX = (*_NAMED, "array", "map")
+_NOT_CANONICAL_IN_KEYS = {
+    "map": "a map's entries have no fixed order",
+    "union": "a union (nullable included) lets one key be written with different branches",
+    "float": "a float has several encodings of one key (0.0 and -0.0, NaNs)",
+    "double": "a double has several encodings of one key (0.0 and -0.0, NaNs)",
+    "null": "a null key (or key field) holds no data",
+}
+
+
+def validate_schema(schema: Any, *, kind: str = "value") -> Any:
+    """Check ``schema`` against the Avro specification and return it parsed.
+
+    Refused with :class:`SchemaError`: invalid or duplicate names, records with duplicate
+    or no valid fields, enums without (unique, valid) symbols, fixed sizes outside
+    1..:data:`MAX_FIXED_SIZE`, empty unions, unions inside unions or with two branches of
+    one type, defaults that do not fit their field's type, numbers beyond 64 bits, and
+    nesting deeper than :data:`MAX_SCHEMA_DEPTH`. A ``kind="key"`` schema must also have
+    one binary form per key: no map, union, float, double or null anywhere in it.
+    """
+    if isinstance(schema, str) and schema.strip() not in _PRIMITIVES:
+        if _valid_full_name(schema.strip()):
+            raise SchemaError(f"unknown type {_shorten(schema.strip())}: a schema on its own can only name a primitive type")
+        try:
+            schema = orjson.loads(schema)
+        except orjson.JSONDecodeError as exc:
+            raise SchemaError(f"schema is not valid JSON: {exc}") from exc
+    elif isinstance(schema, str):
+        schema = schema.strip()
+    try:
+        orjson.dumps(schema)
+    except TypeError as exc:
+        raise SchemaError(f"schema is not plain JSON (numbers must fit in 64 bits): {exc}") from exc
+    checker = _SchemaChecker()
+    checker.check(schema, "", 0, "schema")
+    parsed = parse_schema(schema)
+    if kind == "key":
+        _check_canonical_key(schema, checker.named, "", set())
+    return parsed
+
+
+class _SchemaChecker:
+    def __init__(self) -> None:
+        self.named: dict[str, dict[str, Any]] = {}
+
+    def check(self, schema: Any, namespace: str, depth: int, where: str) -> None:
+        if depth > MAX_SCHEMA_DEPTH:
+            raise SchemaError(f"{where}: types nested deeper than {MAX_SCHEMA_DEPTH} levels")
+        if isinstance(schema, str):
+            self.resolve(schema, namespace, where)
+        elif isinstance(schema, list):
+            self._union(schema, namespace, depth, where)
+        elif isinstance(schema, dict):
+            self._complex(schema, namespace, depth, where)
+        else:
+            raise SchemaError(f"{where}: {_shorten(orjson.dumps(schema).decode())} is not a type")
+
+    def resolve(self, name: str, namespace: str, where: str) -> Any:
+        """The schema a type name stands for (primitives stand for themselves)."""
+        if name in _PRIMITIVES:
+            return name
+        for candidate in ((f"{namespace}.{name}", name) if namespace and "." not in name else (name,)):
+            if candidate in self.named:
+                return self.named[candidate]
+        raise SchemaError(f"{where}: unknown type {_shorten(name)} (named types must be defined before use)")
+
+    def _union(self, branches: list[Any], namespace: str, depth: int, where: str) -> None:
+        if not branches:
+            raise SchemaError(f"{where}: a union needs at least one branch")
+        seen: set[str] = set()
+        for index, branch in enumerate(branches):
+            if isinstance(branch, list):
+                raise SchemaError(f"{where}: a union may not hold a union directly (branch {index})")
+            self.check(branch, namespace, depth + 1, f"{where}[{index}]")
+            identity = self._identity(branch, namespace)
+            if identity in seen:
+                raise SchemaError(f"{where}: a union may hold each type once; {identity!r} is there twice")
+            seen.add(identity)
+
+    def _identity(self, branch: Any, namespace: str) -> str:
+        if isinstance(branch, str):
+            return branch if branch in _PRIMITIVES else _full_name(branch, namespace)
+        kind = branch.get("type")
+        if kind in _NAMED:
+            return _full_name(str(branch["name"]), str(branch.get("namespace", namespace)))
+        if isinstance(kind, str) and kind not in _COMPLEX:
+            return kind if kind in _PRIMITIVES else _full_name(kind, namespace)
+        return str(kind)
+
+    def _complex(self, schema: dict[str, Any], namespace: str, depth: int, where: str) -> None:
+        kind = schema.get("type")
+        if isinstance(kind, (dict, list)):
+            self.check(kind, namespace, depth + 1, where)
+            return
+        if not isinstance(kind, str):
+            raise SchemaError(f"{where}: a type needs a 'type' name")
+        if kind in _NAMED:
+            namespace = self._define(schema, namespace, where)
+            where = f"{kind} {schema['name']}"
+        if kind in ("record", "error"):
+            self._fields(schema, namespace, depth, where)
+        elif kind == "enum":
+            _check_symbols(schema, where)
+        elif kind == "fixed":
+            size = schema.get("size")
+            if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_FIXED_SIZE:
+                raise SchemaError(f"{where}: size must be an integer from 1 to {MAX_FIXED_SIZE}, not {size!r}")
+        elif kind == "array":
+            if "items" not in schema:
+                raise SchemaError(f"{where}: an array needs 'items'")
+            self.check(schema["items"], namespace, depth + 1, f"{where} items")
+        elif kind == "map":
+            if "values" not in schema:
+                raise SchemaError(f"{where}: a map needs 'values'")
+            self.check(schema["values"], namespace, depth + 1, f"{where} values")
+        else:
+            self.resolve(kind, namespace, where)
+
+    def _define(self, schema: dict[str, Any], namespace: str, where: str) -> str:
+        """Register a named type; the namespace its inner names resolve in."""
+        name, space = schema.get("name"), schema.get("namespace", namespace)
+        if not isinstance(name, str) or not _valid_full_name(name):
+            raise SchemaError(f"{where}: {schema['type']} name {_shorten(str(name))} is not a valid Avro name")
+        if space is None:
+            space = ""
+        if not isinstance(space, str) or (space and not _valid_full_name(space)):
+            raise SchemaError(f"{where}: namespace {_shorten(str(space))} is not a valid Avro namespace")
+        full = _full_name(name, space)
+        if full in self.named or full in _PRIMITIVES:
+            raise SchemaError(f"{where}: type {full!r} is defined twice")
+        self.named[full] = schema
+        return full.rpartition(".")[0]
+
+    def _fields(self, schema: dict[str, Any], namespace: str, depth: int, where: str) -> None:
+        fields = schema.get("fields")
+        if not isinstance(fields, list):
+            raise SchemaError(f"{where}: a record needs a 'fields' list")
+        names: set[str] = set()
+        for index, field in enumerate(fields):
+            if not isinstance(field, dict) or not isinstance(field.get("name"), str):
+                raise SchemaError(f"{where}: field {index} needs a name")
+            name = field["name"]
+            if not _AVRO_NAME.fullmatch(name):
+                raise SchemaError(f"{where}: field name {_shorten(name)} is not a valid Avro name")
+            if name in names:
+                raise SchemaError(f"{where}: field {name!r} is defined twice")
+            names.add(name)
+            if "type" not in field:
+                raise SchemaError(f"{where}: field {name!r} needs a type")
+            self.check(field["type"], namespace, depth + 1, f"{where}.{name}")
+            if "default" in field:
+                problem = _default_problem(field["type"], field["default"], self, namespace, 0)
+                if problem:
+                    raise SchemaError(f"{where}.{name}: default {_shorten(orjson.dumps(field['default']).decode())} {problem}")
+
+
+def _full_name(name: str, namespace: str) -> str:
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def _valid_full_name(name: str) -> bool:
+    return all(_AVRO_NAME.fullmatch(part) for part in name.split("."))
+
+
+def _check_symbols(schema: dict[str, Any], where: str) -> None:
+    symbols = schema.get("symbols")
+    if not isinstance(symbols, list) or not symbols:
+        raise SchemaError(f"{where}: an enum needs at least one symbol")
+    for symbol in symbols:
+        if not isinstance(symbol, str) or not _AVRO_NAME.fullmatch(symbol):
+            raise SchemaError(f"{where}: symbol {_shorten(str(symbol))} is not a valid Avro name")
+    if len(set(symbols)) != len(symbols):
+        raise SchemaError(f"{where}: symbols must be unique")
+    if "default" in schema and schema["default"] not in symbols:
+        raise SchemaError(f"{where}: default {schema['default']!r} is not one of its symbols")
+
+
+_DOUBLE_DEFAULT_WORDS = frozenset({"NaN", "Infinity", "-Infinity"})
+
+
+def _default_problem(schema: Any, value: Any, checker: _SchemaChecker, namespace: str, depth: int) -> str | None:
+    """Why ``value`` (a JSON default) does not fit ``schema``, or ``None`` when it does."""
+    if depth > 2 * MAX_SCHEMA_DEPTH:
+        return "is nested too deeply"
+    if isinstance(schema, str):
+        schema = checker.resolve(schema, namespace, "default")
+    if isinstance(schema, list):
+        # Avro 1.12: a union's default matches the first branch it fits (1.11 said: the first branch).
+        if any(_default_problem(b, value, checker, namespace, depth + 1) is None for b in schema):
+            return None
+        return "fits no branch of its union"
+    kind = schema if isinstance(schema, str) else schema.get("type")
+    if isinstance(kind, (dict, list)):
+        return _default_problem(kind, value, checker, namespace, depth + 1)
+    if isinstance(schema, dict) and kind in _NAMED:
+        name = str(schema["name"])
+        namespace = _full_name(name, str(schema.get("namespace", namespace) or "")).rpartition(".")[0]
+    fits = _DEFAULT_FITS.get(str(kind))
+    if fits is not None:
+        return None if fits(value, schema) else f"is not a valid {kind}"
+    if kind == "array":
+        if not isinstance(value, list):
+            return "is not an array"
+        return next((p for v in value if (p := _default_problem(schema["items"], v, checker, namespace, depth + 1))), None)
+    if kind == "map":
+        if not isinstance(value, dict):
+            return "is not a map (a JSON object)"
+        return next(
+            (p for v in value.values() if (p := _default_problem(schema["values"], v, checker, namespace, depth + 1))), None
+        )
+    if kind in ("record", "error"):
+        if not isinstance(value, dict):
+            return "is not a record (a JSON object)"
+        fields = {f["name"]: f for f in schema["fields"]}
+        extra = sorted(set(value) - set(fields))
+        if extra:
+            return f"has field(s) not in the record: {', '.join(extra)}"
+        for name, field in fields.items():
+            if name not in value:
+                if "default" not in field:
+                    return f"lacks field {name!r}, which has no default"
+                continue
+            problem = _default_problem(field["type"], value[name], checker, namespace, depth + 1)
+            if problem:
+                return f"field {name!r} {problem}"
+        return None
+    return None  # a named reference resolved above; nothing else reaches here
+
+
+def _latin1(value: Any) -> bool:
+    return isinstance(value, str) and all(ord(c) < 256 for c in value)
+
+
+_DEFAULT_FITS: dict[str, Callable[[Any, Any], bool]] = {
+    "null": lambda v, s: v is None,
+    "boolean": lambda v, s: isinstance(v, bool),
+    "int": lambda v, s: _is_integer(v, _INT_RANGE),
+    "long": lambda v, s: _is_integer(v, _LONG_RANGE),
+    "float": lambda v, s: _is_number(v) or v in _DOUBLE_DEFAULT_WORDS,
+    "double": lambda v, s: _is_number(v) or v in _DOUBLE_DEFAULT_WORDS,
+    "string": lambda v, s: isinstance(v, str),
+    "bytes": lambda v, s: _latin1(v),
+    "enum": lambda v, s: isinstance(v, str) and v in s["symbols"],
+    "fixed": lambda v, s: _latin1(v) and len(v) == s["size"],
+}
+
+
+def _check_canonical_key(schema: Any, named: dict[str, dict[str, Any]], namespace: str, seen: set[str]) -> None:
+    """Refuse types with more than one binary form per key (see ``_NOT_CANONICAL_IN_KEYS``)."""
+    if isinstance(schema, list):
+        _refuse_in_key("union")
+    if isinstance(schema, str):
+        if schema in _PRIMITIVES:
+            if schema in _NOT_CANONICAL_IN_KEYS:
+                _refuse_in_key(schema)
+            return
+        full = next((n for n in (_full_name(schema, namespace), schema) if n in named), schema)
+        if full in seen:
+            return
+        seen.add(full)
+        _check_canonical_key(named[full], named, full.rpartition(".")[0], seen)
+        return
+    kind = schema.get("type")
+    if isinstance(kind, (dict, list)):
+        _check_canonical_key(kind, named, namespace, seen)
+        return
+    if kind in _NOT_CANONICAL_IN_KEYS:
+        _refuse_in_key(str(kind))
+    if kind in _NAMED:
+        full = _full_name(str(schema["name"]), str(schema.get("namespace", namespace) or ""))
+        seen.add(full)
+        namespace = full.rpartition(".")[0]
+    if kind in ("record", "error"):
+        for field in schema["fields"]:
+            _check_canonical_key(field["type"], named, namespace, seen)
+    elif kind == "array":
+        _check_canonical_key(schema["items"], named, namespace, seen)
+    elif kind not in _PRIMITIVES and kind not in ("enum", "fixed"):
+        _check_canonical_key(str(kind), named, namespace, seen)  # {"type": "SomeNamedType"}
+
+
+def _refuse_in_key(kind: str) -> None:
+    raise SchemaError(f"key schema: {kind} is not allowed in a key: {_NOT_CANONICAL_IN_KEYS[kind]}")

@@ -54,7 +54,10 @@ def _topics(cluster: LocalCluster) -> set[str]:
 
 
 def _server_dirs(cluster: LocalCluster, prefix: str) -> list[str]:
-    return sorted(p.name for s in cluster.servers for p in (cluster.data_dir / s.name / "versions").glob(f"{prefix}*"))
+    """Store-versions with files on the servers, by topic (a directory is ``<topic>-<incarnation>``)."""
+    return sorted(
+        p.name.rpartition("-")[0] for s in cluster.servers for p in (cluster.data_dir / s.name / "versions").glob(f"{prefix}*")
+    )
 
 
 class _ReadLoad:

@@ -17,6 +17,9 @@ from typing import IO
 
 import httpx
 import orjson
+import pytest
+
+from venice.cluster import wait_for
 
 
 def _lines(stream: object) -> queue.Queue[str]:
@@ -80,3 +83,68 @@ def _run_quickstart(tmp_path: Path, err: IO[str]) -> None:
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_quickstart_restarts_a_part_that_dies_and_reads_keep_working(tmp_path: Path) -> None:
+    """kill -9 of a storage server: reads through the router keep working, the quickstart
+    says which part died (with its log) and starts it again, and it serves again."""
+    err_path = tmp_path / "quickstart.err"
+    with open(err_path, "w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "venice", "quickstart", "--data-dir", str(tmp_path / "qs"), "--servers", "2"],
+            stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            out = _lines(process.stdout)
+            printed: dict[str, str] = {}
+            parts: dict[str, tuple[int, str]] = {}
+            while len(parts) < 4:  # controller, 2 servers, router
+                line = out.get(timeout=180)
+                if line.startswith("  "):
+                    name, _, pid, url = line.split()
+                    parts[name] = (int(pid), url)
+                else:
+                    name, _, value = line.partition(":")
+                    printed[name.strip()] = value.strip()
+            curl = shlex.split(printed["try"])
+            assert set(parts) == {"controller", "server-0", "server-1", "router"}
+            controller = parts["controller"][1]
+            pid, server_url = parts["server-0"]
+
+            os.kill(pid, signal.SIGKILL)
+            # Replicas are on both servers: every read still answers while server-0 is gone.
+            for _ in range(30):
+                assert httpx.get(curl[-1], timeout=10).status_code == 200
+            wait_for(lambda: "server-0 restarted" in err_path.read_text(), 30, "the quickstart to restart server-0")
+            told = err_path.read_text()
+            assert f"server-0 (pid {pid}) was killed by SIGKILL; the end of" in told
+            assert "  | " in told  # the tail of its log
+            new_pid = int(told.split("server-0 restarted (pid ")[1].split(")")[0])
+            assert new_pid != pid and os.path.exists(f"/proc/{new_pid}")
+
+            # Back with its data (resumed from its checkpoints) and routed to again.
+            def serving_again() -> bool:
+                replicas = httpx.get(f"{server_url}/admin/replicas", timeout=5).json()["replicas"]
+                table = httpx.get(f"{controller}/routing", timeout=5).json()["stores"]["member-features"]
+                routed = {url for urls in table["versions"][str(table["current_version"])]["partitions"].values() for url in urls}
+                return bool(replicas) and all(r["status"] == "READY" for r in replicas) and server_url in routed
+
+            wait_for(serving_again, 60, "server-0 to serve again")
+            assert httpx.get(curl[-1], timeout=10).status_code == 200
+
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=60) == 0, err_path.read_text()
+            for _, url in parts.values():
+                with pytest.raises(httpx.ConnectError):
+                    httpx.get(f"{url}/health", timeout=2)
+        finally:
+            if process.poll() is None:
+                # Ctrl-C first: the parts run in sessions of their own and would outlive a SIGKILL.
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            if process.stdout is not None:
+                process.stdout.close()

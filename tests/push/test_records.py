@@ -178,13 +178,16 @@ def test_csv_key_position_comes_from_the_file(tmp_path: Path) -> None:
 
 
 def test_text_parsers() -> None:
-    assert parse_long(" 42 ") == 42 and parse_long("-7") == -7
-    for bad in ("1.0", "1e3", "1_000", "", str(2**63)):
+    assert parse_long("42") == 42 and parse_long("-7") == -7 and parse_long(str(2**63 - 1)) == 2**63 - 1
+    # One strict grammar (issue 8): ASCII digits and an optional '-', nothing around them.
+    for bad in ("1.0", "1e3", "1_000", "", str(2**63), " 42 ", "+1", "\u0661", "\uff11", "1\n", "0x1f"):
         with pytest.raises(ValueError):
             parse_long(bad)
-    assert parse_double("1e-3") == 0.001 and parse_double("7") == 7.0
-    with pytest.raises(ValueError):
-        parse_double("1_0")
+    assert parse_double("1e-3") == 0.001 and parse_double("7") == 7.0 and parse_double("-.5") == -0.5
+    assert parse_double("NaN") != parse_double("NaN") and parse_double("-inf") == float("-inf")
+    for bad in ("1_0", " 1.5", "+1", "\u0661.5", "\uff11", "1e", "."):
+        with pytest.raises(ValueError):
+            parse_double(bad)
     assert parse_bool("True") is True and parse_bool("0") is False
     assert all(is_missing(m) for m in ("", " ", "NA", "n/a", "null", "NULL", "None", "NaN", "nan"))
     assert not any(is_missing(v) for v in ("0", "x", "false", "-"))

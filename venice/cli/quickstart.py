@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 from types import FrameType
@@ -13,6 +14,7 @@ import click
 import httpx
 import orjson
 
+from venice.cluster import ManagedProcess
 from venice.errors import VeniceError
 
 __all__ = ["SAMPLE_STORE", "quickstart"]
@@ -43,6 +45,38 @@ def create_sample_store(controller_url: str, partitions: int, replication_factor
         raise error_from_response(response.status_code, response.content)
 
 
+class Restarts:
+    """When a dead part may be started again: at once the first time, then after a delay
+    that doubles (up to a minute) while it keeps dying within a minute of its last start."""
+
+    def __init__(self, first_delay_s: float = 1.0, max_delay_s: float = 60.0, stable_after_s: float = 60.0) -> None:
+        self.first_delay_s, self.max_delay_s, self.stable_after_s = first_delay_s, max_delay_s, stable_after_s
+        self._last: dict[str, tuple[float, float]] = {}
+        """part -> (when it was last started, the delay before the next start)"""
+
+    def due(self, name: str, now: float) -> bool:
+        last = self._last.get(name)
+        if last is None or now - last[0] >= self.stable_after_s:
+            self._last[name] = (now, self.first_delay_s)
+            return True
+        started, delay = last
+        if now - started < delay:
+            return False
+        self._last[name] = (now, min(delay * 2, self.max_delay_s))
+        return True
+
+
+def _restart(process: ManagedProcess) -> None:
+    """Say which part died, with the end of its log, and start it again."""
+    code = process.popen.returncode if process.popen is not None else None
+    how = f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exited with code {code}"
+    click.echo(f"{process.name} (pid {process.pid}) {how}; the end of {process.log_path}:", err=True)
+    for line in process.log_tail(10).splitlines():
+        click.echo(f"  | {line}", err=True)
+    process.start()
+    click.echo(f"{process.name} restarted (pid {process.pid})", err=True)
+
+
 def first_sample_key() -> int:
     import gzip
 
@@ -56,7 +90,8 @@ def first_sample_key() -> int:
 @click.option("--kafka-bootstrap", envvar="VENICE_KAFKA_BOOTSTRAP", help="Run on this Kafka broker instead of the embedded log.")
 def quickstart(data_dir: Path, servers: int, kafka_bootstrap: str | None) -> None:
     """Start a controller, storage servers and a router on 127.0.0.1, push a sample
-    store, print how to read it, and run until Ctrl-C."""
+    store, print how to read it, and run until Ctrl-C. A part that dies is named (with
+    the end of its log) and started again, so kill -9 of a server shows failover."""
     from venice.cluster import LocalCluster
     from venice.push.job import run_push
 
@@ -80,12 +115,16 @@ def quickstart(data_dir: Path, servers: int, kafka_bootstrap: str | None) -> Non
         click.echo(f"controller: {cluster.controller_url}")
         click.echo(f"router:     {cluster.router_url}")
         click.echo(f"try:        curl {cluster.router_url}/storage/{SAMPLE_STORE}/{key}")
+        click.echo("parts (kill -9 one to try failover: reads keep working and the quickstart restarts it):")
+        for process in cluster.processes():
+            click.echo(f"  {process.name:<11} pid {process.pid:<8} {process.url}")
         click.echo("press Ctrl-C to stop every process", err=True)
         sys.stdout.flush()
+        restarts = Restarts()
         while not stop.wait(0.5):
-            dead = [p.name for p in cluster.processes() if not p.alive()]
-            if dead:
-                raise click.ClickException(f"{', '.join(dead)} exited unexpectedly; see {cluster.logs}")
+            for process in cluster.processes():
+                if not process.alive() and restarts.due(process.name, time.monotonic()):
+                    _restart(process)
     except (VeniceError, TimeoutError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

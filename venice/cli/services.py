@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from venice.cli.params import Seconds
+
 __all__ = ["controller", "router", "server"]
 
 
@@ -41,7 +43,8 @@ controller_option = click.option(
 @click.option("--kafka-bootstrap", envvar="VENICE_KAFKA_BOOTSTRAP", help="Kafka bootstrap HOST:PORT.")
 @click.option("--embedded-log", envvar="VENICE_EMBEDDED_LOG", type=click.Path(path_type=Path), help="Directory of the embedded log (default DATA_DIR/pubsub).")
 @click.option("--pubsub-url", envvar="VENICE_PUBSUB_URL", help="kafka://HOST:PORT or embedded:///DIR.")
-@click.option("--dead-after", default=15.0, show_default=True, envvar="VENICE_DEAD_AFTER_S", help="Seconds of heartbeat silence before a server counts as dead.")
+@click.option("--dead-after", default=15.0, show_default=True, envvar="VENICE_DEAD_AFTER_S", type=Seconds(0.1, 86400), help="Seconds of heartbeat silence before a server counts as dead.")
+@click.option("--forget-after", default=3600.0, show_default=True, envvar="VENICE_FORGET_AFTER_S", type=Seconds(0.1, 365 * 86400), help="Seconds of heartbeat silence before a dead server is forgotten (no longer counted as a member).")
 def controller(
     host: str,
     port: int,
@@ -50,12 +53,19 @@ def controller(
     embedded_log: Path | None,
     pubsub_url: str | None,
     dead_after: float,
+    forget_after: float,
 ) -> None:
     """Run the controller: store metadata, versions, assignment, routing table."""
     from controller.main import ControllerConfig, run
 
+    if forget_after < dead_after:
+        raise click.BadParameter(f"must be at least --dead-after ({dead_after:g})", param_hint="--forget-after")
     url = _pubsub_url(pubsub_url, kafka_bootstrap, embedded_log, data_dir)
-    run(ControllerConfig(data_dir=data_dir, pubsub_url=url, host=host, port=port, dead_after_s=dead_after))
+    run(
+        ControllerConfig(
+            data_dir=data_dir, pubsub_url=url, host=host, port=port, dead_after_s=dead_after, forget_after_s=forget_after
+        )
+    )
 
 
 @click.command()

@@ -17,9 +17,10 @@ import click
 import httpx
 import orjson
 
+from venice.cli.params import Integer, Seconds
 from venice.errors import SchemaError, TransportError, VeniceError, error_from_response
 from venice.push.formats import FORMATS
-from venice.schema import parse_schema
+from venice.schema import parse_schema, validate_schema
 
 __all__ = ["CliError", "ControllerClient", "controller_option", "handle_errors", "load_schema", "store"]
 
@@ -84,7 +85,16 @@ class ControllerClient:
             raise error_from_response(response.status_code, response.content)
         return response.json() if response.content else {}
 
-    def create_store(self, name: str, key_schema: Any, value_schema: Any, partitions: int, replication_factor: int) -> Any:
+    def create_store(
+        self,
+        name: str,
+        key_schema: Any,
+        value_schema: Any,
+        partitions: int,
+        replication_factor: int,
+        *,
+        max_value_bytes: int | None = None,
+    ) -> Any:
         body = {
             "name": name,
             "key_schema": key_schema,
@@ -92,6 +102,8 @@ class ControllerClient:
             "partitions": partitions,
             "replication_factor": replication_factor,
         }
+        if max_value_bytes is not None:
+            body["max_value_bytes"] = max_value_bytes
         return self.call("POST", "/stores", body)
 
     def list_stores(self) -> list[dict[str, Any]]:
@@ -122,7 +134,13 @@ def load_schema(text: str) -> Any:
             raise SchemaError(f"{stripped!r} is not an Avro primitive type ({', '.join(sorted(_PRIMITIVES))})")
         return stripped
     parse_schema(stripped)  # raises SchemaError with the reason
-    return orjson.loads(stripped)
+    schema = orjson.loads(stripped)
+    validate_schema(schema)  # what the controller checks, told before the request
+    return schema
+
+
+MAX_VALUE_SIZE = Integer(1, 4 << 20)
+"""--max-value-size: bytes, up to what a version topic can carry (4 MiB; see docs/failure-model.md)."""
 
 
 def _pretty(obj: Any) -> str:
@@ -142,8 +160,9 @@ def store() -> None:
 @click.option("--infer-from", "infer_from", type=click.Path(dir_okay=False), help="Infer both schemas from this input file.")
 @click.option("--key-field", default="key", show_default=True, help="With --infer-from: the field holding the key (a,b for a record key).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="With --infer-from: input format (default: from the file name).")
-@click.option("--partitions", default=DEFAULT_PARTITIONS, show_default=True, type=click.IntRange(min=1))
-@click.option("--replication-factor", default=DEFAULT_REPLICATION_FACTOR, show_default=True, type=click.IntRange(min=1))
+@click.option("--partitions", default=DEFAULT_PARTITIONS, show_default=True, type=Integer(1, 1024))
+@click.option("--replication-factor", default=DEFAULT_REPLICATION_FACTOR, show_default=True, type=Integer(1, 32))
+@click.option("--max-value-size", "max_value_bytes", type=MAX_VALUE_SIZE, help="Largest serialized value in bytes a push may write (default 1 MiB).")
 @handle_errors
 def create(
     controller: str,
@@ -155,6 +174,7 @@ def create(
     fmt: str | None,
     partitions: int,
     replication_factor: int,
+    max_value_bytes: int | None,
 ) -> None:
     """Create a store from given schemas, or with schemas inferred from a data file."""
     if infer_from is not None:
@@ -169,7 +189,7 @@ def create(
         if not key_schema or not value_schema:
             raise click.UsageError("give --key-schema and --value-schema, or --infer-from FILE")
         key, value = load_schema(key_schema), load_schema(value_schema)
-    ControllerClient(controller).create_store(name, key, value, partitions, replication_factor)
+    ControllerClient(controller).create_store(name, key, value, partitions, replication_factor, max_value_bytes=max_value_bytes)
     click.echo(f"created store {name} ({partitions} partitions, replication factor {replication_factor})")
 
 
@@ -213,6 +233,8 @@ def describe(controller: str, name: str, as_json: bool) -> None:
     click.echo(f"partitions:         {info.get('partitions')}")
     click.echo(f"replication factor: {info.get('replication_factor')}")
     click.echo(f"current version:    {'none (push data first)' if current is None else current}")
+    click.echo(f"max value size:     {info.get('max_value_bytes')} bytes")
+    click.echo(f"incarnation:        {info.get('incarnation')}")
     click.echo(f"key schema:         {orjson.dumps(info.get('key_schema')).decode()}")
     for schema_id, schema in sorted((info.get("value_schemas") or {}).items(), key=lambda kv: int(kv[0])):
         click.echo(f"value schema {schema_id}:\n{_pretty(schema)}")
@@ -227,16 +249,22 @@ def describe(controller: str, name: str, as_json: bool) -> None:
 @store.command("update")
 @controller_option
 @click.argument("name")
-@click.option("--keep-versions", type=click.IntRange(min=1), help="ONLINE versions to keep: the current one plus backups (default 2).")
-@click.option("--push-timeout", "push_timeout_s", type=click.FloatRange(min=0, min_open=True), help="Seconds a push may take before its version goes to ERROR (default 3600).")
+@click.option("--keep-versions", type=Integer(1, 100), help="ONLINE versions to keep: the current one plus backups (default 2).")
+@click.option("--push-timeout", "push_timeout_s", type=Seconds(1, 7 * 86400), help="Seconds a push may take before its version goes to ERROR (default 3600).")
+@click.option("--max-value-size", "max_value_bytes", type=MAX_VALUE_SIZE, help="Largest serialized value in bytes a push may write (default 1 MiB); applies to the next push.")
 @handle_errors
-def update(controller: str, name: str, keep_versions: int | None, push_timeout_s: float | None) -> None:
-    """Change a store's retention or push timeout."""
-    if keep_versions is None and push_timeout_s is None:
-        raise click.UsageError("nothing to change: give --keep-versions and/or --push-timeout")
-    body = {"keep_versions": keep_versions, "push_timeout_s": push_timeout_s}
+def update(
+    controller: str, name: str, keep_versions: int | None, push_timeout_s: float | None, max_value_bytes: int | None
+) -> None:
+    """Change a store's retention, push timeout or value size limit."""
+    if keep_versions is None and push_timeout_s is None and max_value_bytes is None:
+        raise click.UsageError("nothing to change: give --keep-versions, --push-timeout and/or --max-value-size")
+    body = {"keep_versions": keep_versions, "push_timeout_s": push_timeout_s, "max_value_bytes": max_value_bytes}
     info = ControllerClient(controller).call("PATCH", f"/stores/{quote(name, safe='')}", body)
-    click.echo(f"store {name}: keeps {info['keep_versions']} version(s), push timeout {info['push_timeout_s']:g} s")
+    click.echo(
+        f"store {name}: keeps {info['keep_versions']} version(s), push timeout {info['push_timeout_s']:g} s, "
+        f"values up to {info['max_value_bytes']} bytes"
+    )
 
 
 @store.command("delete")

@@ -90,8 +90,10 @@ class PubSub(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    async def create_topic(self, topic: str, partitions: int) -> None:
-        """Create ``topic``; ``ConflictError`` if it exists."""
+    async def create_topic(self, topic: str, partitions: int, *, max_message_bytes: int | None = None) -> None:
+        """Create ``topic``; ``ConflictError`` if it exists. ``max_message_bytes`` sizes the
+        topic for records up to that many bytes where the backend limits them (Kafka's
+        ``max.message.bytes``; the embedded log has no such limit)."""
 
     @abc.abstractmethod
     async def delete_topic(self, topic: str) -> None:

@@ -300,7 +300,7 @@ class EmbeddedPubSub(PubSub):
         """The log file of one partition (tests use it to simulate torn writes)."""
         return self._files(topic, partition).log
 
-    async def create_topic(self, topic: str, partitions: int) -> None:
+    async def create_topic(self, topic: str, partitions: int, *, max_message_bytes: int | None = None) -> None:
         final = self.topic_dir(topic)
         if partitions < 1:
             raise PubSubError(f"a topic needs at least one partition, not {partitions}")

@@ -345,8 +345,9 @@ class KafkaPubSub(PubSub):
 
     # --- admin operations ----------------------------------------------------------
 
-    async def create_topic(self, topic: str, partitions: int) -> None:
-        new = NewTopic(topic, partitions, self.replication_factor)
+    async def create_topic(self, topic: str, partitions: int, *, max_message_bytes: int | None = None) -> None:
+        configs = {} if max_message_bytes is None else {"max.message.bytes": str(max_message_bytes)}
+        new = NewTopic(topic, partitions, self.replication_factor, topic_configs=configs)
         response = await self._admin_call(f"create topic {topic}", lambda a: a.create_topics([new]))
         for entry in response.topic_errors:
             code, message = entry[1], entry[2] if len(entry) > 2 else ""

@@ -8,9 +8,17 @@ Steps (docs/api.md names the controller calls):
 3. ``POST /stores/{store}/versions``: version N, its topic, partition count, pub-sub.
 4. ``START_OF_PUSH`` to every partition; every record, validated, serialized and sent
    to ``partition_for(key_bytes, P)``; repeats of a key with the same value skipped,
-   with a different value an error; ``END_OF_PUSH {"records": n_p}`` to every
-   partition.
-5. ``POST .../versions/{n}/end``, then poll the version until ONLINE or ERROR.
+   with a different value an error; a key longer than LMDB's limit or a value larger
+   than the store's ``max_value_bytes`` an error naming the record's position;
+   ``END_OF_PUSH {"records": n_p}`` to every partition.
+5. ``POST .../versions/{n}/end`` (retried with backoff through controller outages until
+   the push deadline: it is idempotent, and without it the version never goes ONLINE),
+   then poll the version until ONLINE or ERROR, again riding out outages.
+
+The push deadline is the earlier of the store's push timeout (counted from the version's
+opening: the controller fails the version then) and ``timeout_s`` after all data was
+written. The exit status follows what the controller decided: a version that went ONLINE
+is a success even if the job's own clock ran out just then.
 
 Any failure after step 3 (bad record, Ctrl-C, timeout, pub-sub error, a bug) reports
 ``POST .../versions/{n}/error`` before re-raising, so the half-written version is
@@ -34,6 +42,7 @@ import httpx
 from tqdm import tqdm
 
 from venice.errors import (
+    ConflictError,
     PushError,
     StoreNotFoundError,
     TransportError,
@@ -46,13 +55,15 @@ from venice.pubsub import PubSub, connect
 from venice.pubsub.base import Producer
 from venice.push.formats import RecordSource, input_error, open_records
 from venice.push.records import DuplicateTracker, RecordConverter
-from venice.schema import AvroCodec
+from venice.schema import MAX_KEY_BYTES, AvroCodec, key_too_long
 from venice.wire import ControlKind, control_headers, data_headers, encode_control
 
 __all__ = ["PushSummary", "push", "run_push"]
 
 _HTTP_TIMEOUT_S = 30.0
 _REPORT_TIMEOUT_S = 5.0
+_END_RETRY_FIRST_S = 0.2
+_END_RETRY_MAX_S = 5.0
 _ABANDON_TIMEOUT_S = 2.0
 _PROGRESS_EVERY = 512  # records between progress-bar updates: cheap enough, smooth enough
 
@@ -114,6 +125,21 @@ class _Plan:
     key_codec: AvroCodec
     value_codec: AvroCodec
     schema_id: int
+    max_value_bytes: float
+    """The store's value size limit (unlimited for a controller that does not say)."""
+    push_timeout_s: float
+    """The store's push timeout: the controller fails a version still STARTED after it."""
+
+    def size_problem(self, key_bytes: bytes, value_bytes: bytes) -> str | None:
+        """Why a serialized record cannot be stored, or ``None``."""
+        if len(key_bytes) > MAX_KEY_BYTES:
+            return key_too_long(len(key_bytes))
+        if len(value_bytes) > self.max_value_bytes:
+            return (
+                f"value is {len(value_bytes)} bytes serialized; the store takes values of at most "
+                f"{self.max_value_bytes:.0f} bytes (max_value_bytes; venice store update --max-value-size)"
+            )
+        return None
 
 
 def _plan(store: str, description: dict[str, Any]) -> _Plan:
@@ -126,6 +152,8 @@ def _plan(store: str, description: dict[str, Any]) -> _Plan:
         key_codec=AvroCodec(description["key_schema"], kind="key"),
         value_codec=AvroCodec(by_id[schema_id]),
         schema_id=schema_id,
+        max_value_bytes=float(description.get("max_value_bytes") or "inf"),
+        push_timeout_s=float(description.get("push_timeout_s") or "inf"),
     )
 
 
@@ -210,7 +238,7 @@ async def push(
                     raise input_error(
                         input_path, None, "no records to push (the file is empty; use --empty to clear a store)"
                     )
-                converter.convert(*first)  # fail before a version exists
+                _encode_checked(plan, converter, *first)  # fail before a version exists
                 version, written = await _open_and_write(
                     controller, store, options, plan, converter, source, itertools.chain([first], records), **settings
                 )
@@ -242,8 +270,9 @@ async def _open_and_write(
     """Open a version, write SOP, the records and EOP, and wait until ONLINE. Any failure
     after the version is opened is reported to the controller (the version goes ERROR)."""
     opened = await controller.call("POST", f"/stores/{_q(store)}/versions", options)
+    opened_at = time.monotonic()
     version = int(opened["version"])
-    work = _write_and_wait(controller, store, opened, plan, converter, source, records, **settings)
+    work = _write_and_wait(controller, store, opened, opened_at, plan, converter, source, records, **settings)
     return version, await _guarded(controller, store, version, work)
 
 
@@ -375,6 +404,7 @@ async def _write_and_wait(
     controller: _Controller,
     store: str,
     opened: dict[str, Any],
+    opened_at: float,
     plan: _Plan,
     converter: RecordConverter | None,
     source: RecordSource | None,
@@ -410,9 +440,37 @@ async def _write_and_wait(
             await _quietly(pubsub.close())
     finally:
         bar.close()
-    await controller.call("POST", f"/stores/{_q(store)}/versions/{version}/end", {"records": written.records})
-    await _await_online(controller, store, version, timeout_s, poll_interval_s)
+    written_at = time.monotonic()
+    if opened_at + plan.push_timeout_s < written_at + timeout_s:
+        deadline, limit = opened_at + plan.push_timeout_s, f"at the store's push timeout ({plan.push_timeout_s:g} s)"
+    else:
+        deadline, limit = written_at + timeout_s, f"after {timeout_s:g} s"
+    await _report_end(controller, store, version, written.records, deadline)
+    await _await_online(controller, store, version, deadline, limit, poll_interval_s)
     return _Result(records=written.records, bytes=written.bytes, duplicates=tracker.duplicates)
+
+
+async def _report_end(controller: _Controller, store: str, version: int, records: int, deadline: float) -> None:
+    """``POST .../end``, retried with backoff while the controller is unreachable or answers
+    503, until it answers or ``deadline`` passes. Safe to repeat: the call is idempotent."""
+    delay = _END_RETRY_FIRST_S
+    while True:
+        try:
+            await controller.call(
+                "POST", f"/stores/{_q(store)}/versions/{version}/end", {"records": records},
+                timeout=max(1.0, min(_HTTP_TIMEOUT_S, deadline - time.monotonic())),
+            )
+            return
+        except VeniceError as exc:
+            if not exc.retriable:
+                raise
+            if time.monotonic() + delay > deadline:
+                raise PushError(
+                    f"could not tell the controller that {store} v{version} is complete before the push deadline "
+                    f"({exc.message}); the version will not go live"
+                ) from exc
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _END_RETRY_MAX_S)
 
 
 async def _quietly(closing: Any) -> None:
@@ -443,12 +501,15 @@ async def _write_records(
 ) -> _Written:
     headers = data_headers(plan.schema_id)
     encode_key, encode_value = plan.key_codec.encode_unchecked, plan.value_codec.encode_unchecked
+    max_key, max_value = MAX_KEY_BYTES, plan.max_value_bytes
     per_partition = [0] * partitions
     total = size = 0
     for position, record in records:
         assert converter is not None  # only an empty push has no converter, and no records
         key, value = converter.convert(position, record)
         key_bytes, value_bytes = encode_key(key), encode_value(value)
+        if len(key_bytes) > max_key or len(value_bytes) > max_value:
+            _encode_checked(plan, converter, position, record)  # raises with the reason
         if not tracker.check(key, key_bytes, value_bytes, position):
             continue
         partition = partition_for(key_bytes, partitions)
@@ -463,9 +524,22 @@ async def _write_records(
     return _Written(records=total, bytes=size, per_partition=per_partition)
 
 
-async def _await_online(controller: _Controller, store: str, version: int, timeout_s: float, poll_s: float) -> None:
-    """Poll the version until ONLINE; ERROR/KILLED or the deadline raise PushError."""
-    deadline = time.monotonic() + timeout_s
+def _encode_checked(plan: _Plan, converter: RecordConverter, position: str, record: dict[str, Any]) -> tuple[bytes, bytes]:
+    """One record converted and serialized, refused (with its position) if it cannot be stored."""
+    key, value = converter.convert(position, record)
+    key_bytes, value_bytes = plan.key_codec.encode_unchecked(key), plan.value_codec.encode_unchecked(value)
+    problem = plan.size_problem(key_bytes, value_bytes)
+    if problem is not None:
+        raise input_error(converter.file, position, problem)
+    return key_bytes, value_bytes
+
+
+async def _await_online(
+    controller: _Controller, store: str, version: int, deadline: float, limit: str, poll_s: float
+) -> None:
+    """Poll the version until ONLINE, riding out controller outages; ERROR/KILLED raise
+    PushError. At the deadline the version is reported failed, unless the controller
+    says it just went ONLINE: what the controller decided is what the job reports."""
     last: dict[str, Any] = {}
     while True:
         try:
@@ -479,10 +553,26 @@ async def _await_online(controller: _Controller, store: str, version: int, timeo
             reason = last.get("reason") or "no reason given"
             raise _VersionFailed(f"version {version} of {store!r} failed ({status}): {reason}")
         if time.monotonic() >= deadline:
-            raise PushError(
-                f"timed out after {timeout_s:g} s waiting for version {version} of {store!r} to go ONLINE "
+            message = (
+                f"timed out {limit} waiting for version {version} of {store!r} to go ONLINE "
                 f"(status {status or 'unknown'}; {_readiness(last)})"
             )
+            try:
+                await controller.call(
+                    "POST", f"/stores/{_q(store)}/versions/{version}/error", {"reason": message}, timeout=_REPORT_TIMEOUT_S
+                )
+            except ConflictError:
+                # It went ONLINE (or failed) between the last poll and now: the controller's word goes.
+                with contextlib.suppress(VeniceError):
+                    last = await controller.call("GET", f"/stores/{_q(store)}/versions/{version}", timeout=_REPORT_TIMEOUT_S)
+                if last.get("status") == "ONLINE":
+                    return
+                raise _VersionFailed(
+                    f"version {version} of {store!r} failed ({last.get('status')}): {last.get('reason') or 'no reason given'}"
+                ) from None
+            except VeniceError:
+                raise PushError(message) from None  # unreachable: the store's push timeout fails it there
+            raise _VersionFailed(message)  # reported: nothing more to tell the controller
         await asyncio.sleep(poll_s)
 
 

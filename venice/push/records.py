@@ -24,7 +24,8 @@ import orjson
 
 from venice.errors import InvalidInputError
 from venice.push.formats import input_error
-from venice.schema import AvroCodec, json_default
+from venice.schema import AvroCodec, json_default, parse_integer
+from venice.schema import parse_double as strict_double
 
 __all__ = [
     "DEFAULT_KEY_FIELD",
@@ -47,8 +48,6 @@ VALUE_FIELD = "value"
 MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 """CSV cells (case-insensitive, trimmed) meaning "no value" for a nullable field."""
 
-_LONG_RE = re.compile(r"[+-]?\d+")
-_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 
 Coercer = Callable[[str], Any]
@@ -63,24 +62,24 @@ def is_missing(cell: str) -> bool:
 
 
 def parse_long(cell: str) -> int:
-    """A 64-bit integer written in decimal; anything else (1.0, 1e3, 1_000) is refused."""
-    text = cell.strip()
-    if _LONG_RE.fullmatch(text):
-        number = int(text)
-        if _LONG_MIN <= number <= _LONG_MAX:
-            return number
-    raise ValueError(f"{cell!r} is not a long")
+    """A 64-bit integer in ASCII decimal (the platform's one grammar, :func:`venice.schema.parse_integer`):
+    ``1.0``, ``1e3``, ``1_000``, ``+1``, `` 1 `` and non-ASCII digits are refused."""
+    try:
+        return parse_integer(cell)
+    except ValueError:
+        raise ValueError(f"{_cell(cell)} is not a long") from None
 
 
 def parse_double(cell: str) -> float:
-    """A decimal or scientific number (also inf, nan): what ``float`` takes, minus ``_`` separators."""
-    text = cell.strip()
-    if text and "_" not in text:
-        try:
-            return float(text)
-        except ValueError:
-            pass
-    raise ValueError(f"{cell!r} is not a number")
+    """A decimal or scientific number in ASCII, or nan/inf (:func:`venice.schema.parse_double`)."""
+    try:
+        return strict_double(cell)
+    except ValueError:
+        raise ValueError(f"{_cell(cell)} is not a number") from None
+
+
+def _cell(cell: str) -> str:
+    return repr(cell) if len(cell) <= 60 else repr(cell[:60]) + "..."
 
 
 def parse_bool(cell: str) -> bool:
