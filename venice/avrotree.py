@@ -39,8 +39,10 @@ __all__ = [
     "default_datum",
     "describe",
     "emit",
+    "is_recursive",
     "load",
     "named_types",
+    "nested_deeper_than",
     "unqualified",
 ]
 
@@ -248,6 +250,54 @@ def named_types(node: Node) -> dict[str, Named]:
         if isinstance(item, Named):
             found[item.fullname] = item
     return found
+
+
+def is_recursive(node: Node) -> bool:
+    """Whether a named type of ``node`` contains itself (a list, a tree): only then can a
+    datum nest deeper than the schema, which fastavro's C code cannot take (below)."""
+    for named in named_types(node).values():
+        for inner in _children(named):
+            if any(item is named for item in _walk(inner, set())):
+                return True
+    return False
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, Array):
+        return [node.items]
+    if isinstance(node, Map):
+        return [node.values]
+    if isinstance(node, Union):
+        return list(node.branches)
+    if isinstance(node, Record):
+        return [f.type for f in node.fields]
+    return []
+
+
+MAX_NESTING = 64
+"""How deep a datum of a recursive schema may nest (dicts and lists in one another). fastavro's C reader, writer and validator recurse on the C stack and crash the
+process (a segfault, not an exception) a few thousand levels down; its pure-Python
+reader stops at Python's recursion limit, a few hundred levels for the usual shapes."""
+
+
+def nested_deeper_than(datum: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether containers in ``datum`` nest more than ``limit`` deep (without recursing)."""
+    stack: list[tuple[Any, int]] = [(datum, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, tuple):  # fastavro's (branch name, datum): no level of its own
+            stack.extend((child, depth) for child in value)
+            continue
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _walk(node: Node, seen: set[int]) -> Iterator[Node]:

@@ -37,9 +37,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import fastavro
+import fastavro._read_py as fastavro_read_py
 import orjson
 
 from venice.avrotree import (
+    MAX_NESTING,
     MISSING,
     Array,
     Enum,
@@ -53,7 +55,9 @@ from venice.avrotree import (
     default_datum,
     describe,
     emit,
+    is_recursive,
     load,
+    nested_deeper_than,
 )
 from venice.errors import InvalidInputError, InvalidValueError, SchemaError, UnknownSchemaError
 from venice.push.infer import _Conflict, _CsvColumn, _Shape, avro_name
@@ -61,6 +65,8 @@ from venice.schema import AvroCodec
 
 __all__ = [
     "ValueDecoder",
+    "avro_reader",
+    "avro_writer",
     "check_compatible",
     "propose_schema",
     "read_problem",
@@ -426,22 +432,54 @@ class _Schema:
     tagged: Callable[[bytes], Any]
 
 
-def _reader(schema_id: int, parsed: Any, *, named_types: bool) -> Callable[[bytes], Any]:
-    read = fastavro.schemaless_reader
+_SHORT_ENOUGH_FOR_C = 256
+"""Bytes. Each level of a recursive datum takes at least one byte (a union index or an
+array count), so a value this short nests at most this deep: fastavro's C reader takes
+that; longer values of recursive schemas go to its pure-Python reader, which raises
+RecursionError where the C one would overflow the C stack."""
+
+
+def avro_reader(what: str, parsed: Any, *, named_types: bool, recursive: bool) -> Callable[[bytes], Any]:
+    """``bytes -> datum`` for a parsed schema: whole input consumed, every failure an
+    :class:`InvalidValueError` naming ``what``. ``named_types``: named union branches
+    as ``(fullname, datum)``."""
+    fast = fastavro.schemaless_reader
+    safe = fastavro_read_py.schemaless_reader
 
     def decode(data: bytes) -> Any:
         stream = io.BytesIO(data)
+        read = safe if recursive and len(data) > _SHORT_ENOUGH_FOR_C else fast
         try:
             datum = read(stream, parsed, None, return_named_type=named_types) if named_types else read(stream, parsed, None)
+        except RecursionError:
+            raise InvalidValueError(f"{what} does not decode: it nests too deeply") from None
         except Exception as exc:  # fastavro raises several unrelated types for bad bytes
-            raise InvalidValueError(f"value does not decode with value schema {schema_id}: {exc!r}") from exc
+            raise InvalidValueError(f"{what} does not decode: {exc!r}") from exc
         if stream.tell() != len(data):
-            raise InvalidValueError(
-                f"value does not decode with value schema {schema_id}: {len(data) - stream.tell()} bytes left over"
-            )
+            raise InvalidValueError(f"{what} does not decode: {len(data) - stream.tell()} bytes left over")
         return datum
 
     return decode
+
+
+def avro_writer(what: str, parsed: Any, *, recursive: bool) -> Callable[[Any], bytes]:
+    """``datum -> bytes`` for a parsed schema (fastavro's tuple notation picks union
+    branches); failures are :class:`InvalidValueError`. A datum of a recursive schema
+    nested deeper than :data:`~venice.avrotree.MAX_NESTING` is refused before fastavro's
+    C code sees it."""
+    write = fastavro.schemaless_writer
+
+    def encode(datum: Any) -> bytes:
+        if recursive and nested_deeper_than(datum):
+            raise InvalidValueError(f"{what} nests deeper than {MAX_NESTING} levels")
+        stream = io.BytesIO()
+        try:
+            write(stream, parsed, datum)
+        except Exception as exc:  # fastavro raises several unrelated types for data that does not fit
+            raise InvalidValueError(f"{what} does not encode: {exc!r}") from exc
+        return stream.getvalue()
+
+    return encode
 
 
 class ValueDecoder:
@@ -512,10 +550,12 @@ class ValueDecoder:
             raise UnknownSchemaError(f"unknown value schema id {schema_id} (known: {known})", schema_id=schema_id)
         tree = load(source)
         parsed = fastavro.parse_schema(emit(tree))
-        plain = _reader(schema_id, parsed, named_types=False)
+        what, recursive = f"value of schema {schema_id}", is_recursive(tree)
+        plain = avro_reader(what, parsed, named_types=False, recursive=recursive)
         if isinstance(tree, Primitive) and not tree.props:
             plain = AvroCodec(tree.kind).decode
-        found = _Schema(schema_id, tree, parsed, _ambiguous(tree), plain, _reader(schema_id, parsed, named_types=True))
+        tagged = avro_reader(what, parsed, named_types=True, recursive=recursive)
+        found = _Schema(schema_id, tree, parsed, _ambiguous(tree), plain, tagged)
         self._schemas[schema_id] = found
         return found
 
@@ -539,6 +579,8 @@ class ValueDecoder:
             datum = read(data)
             try:
                 return convert(datum)
+            except RecursionError:
+                raise InvalidValueError(f"value of schema {writer_id} nests too deeply to convert") from None
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise InvalidValueError(f"value of schema {writer_id} cannot be read as schema {reader_id}: {exc!r}") from exc
 
