@@ -122,6 +122,24 @@ class TestUpdateSchema:
         assert all(f["default"] == {} for f in derived["fields"])
         fastavro.parse_schema(derived)
 
+    def test_the_example_in_docs_hybrid_md(self) -> None:
+        member = {"type": "record", "name": "Member", "fields": [
+            {"name": "visits", "type": "long"}, {"name": "tags", "type": {"type": "array", "items": "string"}}]}  # fmt: skip
+        assert update_schema(member) == {
+            "type": "record", "name": "MemberUpdate", "namespace": "",
+            "doc": "Partial update of Member (venice write compute)",
+            "fields": [
+                {"name": "visits", "default": {}, "type": [
+                    {"type": "record", "name": "NoOp", "namespace": "", "fields": []},
+                    "long",
+                    {"type": "record", "name": "visits_Increment", "namespace": "", "fields": [{"name": "by", "type": "long"}]}]},
+                {"name": "tags", "default": {}, "type": [
+                    "NoOp",
+                    {"type": "array", "items": "string"},
+                    {"type": "record", "name": "tags_ListOps", "namespace": "", "fields": [
+                        {"name": "add", "type": {"type": "array", "items": "string"}, "default": []},
+                        {"name": "remove", "type": {"type": "array", "items": "string"}, "default": []}]}]}]}  # fmt: skip
+
     def test_deterministic(self) -> None:
         """The same schema written differently (key order, whitespace) derives the same text."""
         reordered = orjson.loads(orjson.dumps(MEMBER, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
@@ -402,6 +420,27 @@ class TestHostileInput:
         # As an update: v is NoOp (branch 0), next is set (branch 2: Node) to that chain.
         with pytest.raises(InvalidValueError, match="nests too deeply"):
             compute.decode_update(b"\x00\x04" + hostile)
+
+    def test_nesting_limit_counts_from_the_value(self) -> None:
+        """A list item of a recursive schema may nest as deep as leaves the whole value
+        within the limit: refused at the op, never half-accepted and failing later."""
+        tree = {"type": "record", "name": "Tree", "fields": [
+            {"name": "kids", "type": {"type": "array", "items": "Tree"}, "default": []}]}  # fmt: skip
+
+        def chain(levels: int) -> Any:  # a Tree of `levels` records: 2 * levels - 1 containers
+            value: Any = {"kids": []}
+            for _ in range(levels - 1):
+                value = {"kids": [value]}
+            return value
+
+        fits = chain(MAX_NESTING // 2 - 1)  # value record + list + this = MAX_NESTING - 1 containers
+        result = apply({"add_to_list": {"kids": [fits]}}, None, tree)
+        assert result == {"kids": [fits]}
+        too_deep = chain(MAX_NESTING // 2)
+        with pytest.raises(InvalidValueError, match="item 0: a value nested deeper"):
+            ops_to_update({"add_to_list": {"kids": [too_deep]}}, tree)
+        with pytest.raises(InvalidValueError, match="set: field kids"):
+            ops_to_update({"set": {"kids": [too_deep]}}, tree)
 
     def test_wrong_json_types_everywhere(self) -> None:
         """Every op on every kind of field with every JSON type: refused with

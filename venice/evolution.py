@@ -445,21 +445,45 @@ def avro_reader(what: str, parsed: Any, *, named_types: bool, recursive: bool) -
     as ``(fullname, datum)``."""
     fast = fastavro.schemaless_reader
     safe = fastavro_read_py.schemaless_reader
+    new_stream = io.BytesIO  # a local name: a faster lookup on the hot path
 
-    def decode(data: bytes) -> Any:
-        stream = io.BytesIO(data)
+    def failed(exc: Exception) -> InvalidValueError:
+        if isinstance(exc, RecursionError):
+            return InvalidValueError(f"{what} does not decode: it nests too deeply")
+        return InvalidValueError(f"{what} does not decode: {exc!r}")
+
+    def left_over(stream: io.BytesIO, data: bytes) -> InvalidValueError:
+        return InvalidValueError(f"{what} does not decode: {len(data) - stream.tell()} bytes left over")
+
+    # Specialised closures: this runs on every read, so no per-call branching it can avoid.
+    if not recursive and not named_types:
+
+        def decode(data: bytes) -> Any:
+            stream = new_stream(data)
+            try:
+                datum = fast(stream, parsed, None)
+            except Exception as exc:  # fastavro raises several unrelated types for bad bytes
+                raise failed(exc) from exc
+            if stream.tell() != len(data):
+                raise left_over(stream, data)
+            return datum
+
+        return decode
+
+    def decode_carefully(data: bytes) -> Any:
+        stream = new_stream(data)
         read = safe if recursive and len(data) > _SHORT_ENOUGH_FOR_C else fast
         try:
-            datum = read(stream, parsed, None, return_named_type=named_types) if named_types else read(stream, parsed, None)
-        except RecursionError:
-            raise InvalidValueError(f"{what} does not decode: it nests too deeply") from None
+            datum = read(stream, parsed, None, return_named_type=named_types)
+        except RecursionError as exc:
+            raise failed(exc) from None
         except Exception as exc:  # fastavro raises several unrelated types for bad bytes
-            raise InvalidValueError(f"{what} does not decode: {exc!r}") from exc
+            raise failed(exc) from exc
         if stream.tell() != len(data):
-            raise InvalidValueError(f"{what} does not decode: {len(data) - stream.tell()} bytes left over")
+            raise left_over(stream, data)
         return datum
 
-    return decode
+    return decode_carefully
 
 
 def avro_writer(what: str, parsed: Any, *, recursive: bool) -> Callable[[Any], bytes]:
@@ -504,6 +528,7 @@ class ValueDecoder:
         self.newest_id = max(self._sources)
         self._schemas: dict[int, _Schema] = {}
         self._decoders: dict[tuple[int, int, bool], Callable[[bytes], Any]] = {}
+        self._to_newest: dict[int, Callable[[bytes], Any]] = {}
 
     def __contains__(self, schema_id: object) -> bool:
         return schema_id in self._sources
@@ -514,9 +539,9 @@ class ValueDecoder:
 
     def decode(self, schema_id: int, data: bytes) -> Any:
         """The datum of the newest schema for a value written with ``schema_id``."""
-        decoder = self._decoders.get((schema_id, self.newest_id, False))
+        decoder = self._to_newest.get(schema_id)
         if decoder is None:
-            decoder = self.decoder(schema_id)
+            decoder = self._to_newest[schema_id] = self.decoder(schema_id)
         return decoder(data)
 
     def decode_as(self, schema_id: int, data: bytes, reader_id: int, *, tagged: bool = False) -> Any:

@@ -183,6 +183,7 @@ class WriteCompute:
         for f in tree.fields:
             self.fields.append(self._plan(f.name, f.type, f.default, names))
         self.by_name = {f.name: f for f in self.fields}
+        self._probes: dict[int, Any] = {}
         self.update_schema = self._update_schema()
         self.update_schema_text = orjson.dumps(self.update_schema).decode()
         self.recursive = is_recursive(tree)
@@ -297,7 +298,7 @@ class WriteCompute:
         one sharing most field names with it)."""
         best, best_fields = None, -1
         for index, branch in enumerate(plan.branches):
-            if self._problem(branch, value) is not None:
+            if self._problem(branch, value, 1) is not None:
                 continue
             if isinstance(branch, Record):
                 shared = len({f.name for f in branch.fields} & set(value))
@@ -341,10 +342,13 @@ class WriteCompute:
                 raise InvalidValueError(
                     f"{op}: field {plan.name}: expected a JSON array of items, not {_kind(items)}", field=plan.name
                 )
+            if self._problem(plan.list_type, items, 1) is None:
+                continue  # the whole list at once; item by item only to say which one is wrong
             for position, item in enumerate(items):
-                problem = self._problem(plan.list_type.items, item)
+                problem = self._problem(plan.list_type.items, item, 2)
                 if problem is not None:
                     raise InvalidValueError(f"{op}: field {plan.name}: item {position}: {problem}", field=plan.name)
+            raise InvalidValueError(f"{op}: field {plan.name}: the items nest too deeply", field=plan.name)
         if add and remove:
             key = self.item_key(plan)
             both = {key(item) for item in add} & {key(item) for item in remove}
@@ -360,12 +364,14 @@ class WriteCompute:
             raise InvalidValueError(f"map ops: field {plan.name} is {describe(plan.type)}, not a map", field=plan.name)
         if not isinstance(put, Mapping):
             raise InvalidValueError(f"put_in_map: field {plan.name}: expected a JSON object, not {_kind(put)}", field=plan.name)
-        for key, value in put.items():
-            if not isinstance(key, str):
-                raise InvalidValueError(f"put_in_map: field {plan.name}: key {_show(key)} is not a string", field=plan.name)
-            problem = self._problem(plan.map_type.values, value)
-            if problem is not None:
-                raise InvalidValueError(f"put_in_map: field {plan.name}: key {key!r}: {problem}", field=plan.name)
+        if self._problem(plan.map_type, dict(put), 1) is not None:  # the whole map at once, then say what is wrong
+            for key, value in put.items():
+                if not isinstance(key, str):
+                    raise InvalidValueError(f"put_in_map: field {plan.name}: key {_show(key)} is not a string", field=plan.name)
+                problem = self._problem(plan.map_type.values, value, 2)
+                if problem is not None:
+                    raise InvalidValueError(f"put_in_map: field {plan.name}: key {key!r}: {problem}", field=plan.name)
+            raise InvalidValueError(f"put_in_map: field {plan.name}: the values nest too deeply", field=plan.name)
         if not isinstance(remove, list) or not all(isinstance(k, str) for k in remove):
             raise InvalidValueError(
                 f"remove_from_map: field {plan.name}: expected a JSON array of keys (strings)", field=plan.name
@@ -379,10 +385,16 @@ class WriteCompute:
 
     # --- checking data against a part of the schema -----------------------------------
 
-    @functools.cache  # noqa: B019 - one per schema part, for the life of this object
     def _probe(self, node: Node) -> Any:
-        """A parsed one-field record wrapping ``node``: fastavro re-parses anything but a
-        record on every call, and encoding a one-field record is encoding the field."""
+        """A parsed one-field record wrapping ``node`` (a part of this schema's tree):
+        fastavro re-parses anything but a record on every call, and encoding a one-field
+        record is encoding the field."""
+        found = self._probes.get(id(node))
+        if found is None:
+            found = self._probes[id(node)] = self._make_probe(node)
+        return found
+
+    def _make_probe(self, node: Node) -> Any:
         taken = set(named_types(node))
         name = "Probe"
         while (f"{self.namespace}.{name}" if self.namespace else name) in taken:
@@ -391,10 +403,11 @@ class WriteCompute:
                   "fields": [{"name": "v", "type": emit(node, set(), self.namespace)}]}  # fmt: skip
         return fastavro.parse_schema(schema)
 
-    def _problem(self, node: Node, value: Any) -> str | None:
-        """Why ``value`` does not fit ``node``, or None."""
+    def _problem(self, node: Node, value: Any, depth: int) -> str | None:
+        """Why ``value`` does not fit ``node``, or None. ``depth``: how many containers
+        deep in the value record it will sit (the nesting limit counts from the record)."""
         try:
-            if self.recursive and nested_deeper_than(value):
+            if self.recursive and nested_deeper_than(value, MAX_NESTING - depth):
                 return f"a value nested deeper than {MAX_NESTING} levels does not fit {describe(node)}"
             if not validate({"v": value}, self._probe(node), raise_errors=False):
                 return f"{_show(value)} does not fit {describe(node)}"
