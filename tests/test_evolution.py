@@ -361,6 +361,7 @@ class TestValueDecoder:
         assert decoder.decode(1, encode(v1, {"a": ("B", {"x": 1})})) == {"a": {"x": 1, "y": 9}}
         assert decoder.decode(1, encode(v1, {"a": ("A", {"x": 1})})) == {"a": {"x": 1}}
         assert decoder.decode(1, encode(v1, {"a": ("Color", "R")})) == {"a": "R"}
+        assert decoder.decode(2, encode(v2, {"a": ("B", {"x": 1, "y": 2})})) == {"a": {"x": 1, "y": 2}}
         # Tagged: the reader's branch names come with the data, so writing it back keeps them.
         tagged = decoder.decode_as(1, encode(v1, {"a": ("B", {"x": 1})}), 2, tagged=True)
         assert tagged == {"a": ("B", {"x": 1, "y": 9})}

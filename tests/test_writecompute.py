@@ -483,6 +483,91 @@ class TestGenericProducers:
         assert result["name"] == "" and result["attrs"] == {}  # absent fields are NoOp (the default)
 
 
+class _Model:
+    """A second, deliberately naive implementation of the ops on plain values."""
+
+    LIMITS = {"visits": 1 << 63, "small": 1 << 31}  # noqa: RUF012
+
+    @classmethod
+    def apply(cls, ops: dict[str, Any], value: dict[str, Any]) -> dict[str, Any] | None:
+        out = copy.deepcopy(value)
+        for name, v in ops.get("set", {}).items():
+            out[name] = v
+        for name, by in ops.get("increment", {}).items():
+            out[name] = (out[name] or 0) + by
+            if name in cls.LIMITS and not -cls.LIMITS[name] <= out[name] < cls.LIMITS[name]:
+                return None  # overflow: refused
+        for name, items in ops.get("add_to_list", {}).items():
+            out[name] = list(out[name] or [])
+            for item in items:
+                if item not in out[name]:
+                    out[name].append(item)
+        for name, items in ops.get("remove_from_list", {}).items():
+            out[name] = [x for x in (out[name] or []) if x not in items]
+        for name, entries in ops.get("put_in_map", {}).items():
+            out[name] = {**(out[name] or {}), **entries}
+        for name, keys in ops.get("remove_from_map", {}).items():
+            out[name] = {k: v for k, v in (out[name] or {}).items() if k not in keys}
+        return out
+
+
+def _random_ops(rng: Any) -> dict[str, Any]:
+    words = ["a", "b", "c", "d"]
+    choices: list[tuple[str, str, Any]] = [
+        ("set", "name", lambda: rng.choice(words)),
+        ("set", "tags", lambda: rng.sample(words, rng.randint(0, 3))),
+        ("set", "notes", lambda: rng.choice([None, {"k": "v"}])),
+        ("increment", "visits", lambda: rng.choice([1, -3, (1 << 62)])),
+        ("increment", "small", lambda: rng.choice([1, -7, (1 << 30)])),
+        ("increment", "score", lambda: rng.choice([0.5, -2.0])),
+        ("add_to_list", "tags", lambda: rng.sample(words, rng.randint(0, 3))),
+        ("remove_from_list", "tags", lambda: rng.sample(words, rng.randint(0, 2))),
+        ("add_to_list", "weights", lambda: [rng.choice([0.5, 1.5])]),
+        ("put_in_map", "attrs", lambda: {rng.choice(words): rng.randint(-5, 5)}),
+        ("remove_from_map", "attrs", lambda: rng.sample(words, 1)),
+        ("put_in_map", "notes", lambda: {rng.choice(words): "x"}),
+    ]
+    ops: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
+    for op, name, make in rng.sample(choices, rng.randint(1, 4)):
+        if name in used:
+            continue
+        used.add(name)
+        ops.setdefault(op, {})[name] = make()
+    return ops
+
+
+def test_random_update_sequences_match_a_naive_model() -> None:
+    """300 random sequences of updates, each applied through the topic (fastavro encoding
+    with the published schema) and by a naive model: same values, same refusals."""
+    import random
+
+    rng = random.Random(7)
+    compute = write_compute(MEMBER)
+    published = fastavro.parse_schema(copy.deepcopy(compute.update_schema))
+    refused = 0
+    for _ in range(300):
+        value: dict[str, Any] = copy.deepcopy(EMPTY)
+        stored = encode(MEMBER, value)
+        for _ in range(5):
+            ops = _random_ops(rng)
+            expected = _Model.apply(ops, value)
+            stream = io.BytesIO()
+            fastavro.schemaless_writer(stream, published, ops_to_update(ops, MEMBER))
+            update = fastavro.schemaless_reader(io.BytesIO(stream.getvalue()), published, None, return_named_type=True)
+            try:
+                new = compute.apply(update, decode(MEMBER, stored, return_named_type=True))
+            except InvalidValueError:
+                assert expected is None, ops
+                refused += 1
+                continue
+            assert expected is not None, ops
+            stored = encode(MEMBER, new)
+            value = expected
+            assert decode(MEMBER, stored) == value
+    assert refused > 10
+
+
 class TestDeterminism:
     OPS: list[Any] = [  # noqa: RUF012
         {"set": {"id": 1}, "add_to_list": {"tags": ["b", "a"]}, "put_in_map": {"attrs": {"z": 1, "y": 2, "x": 3}}},

@@ -586,6 +586,8 @@ class ValueDecoder:
 
     def _build(self, writer_id: int, reader_id: int, tagged: bool) -> Callable[[bytes], Any]:
         writer, reader = self._schema(writer_id), self._schema(reader_id)
+        if writer_id == reader_id and not tagged:
+            return writer.plain
         tags_in = tagged or writer.ambiguous
         read = writer.tagged if tags_in else writer.plain
         try:
