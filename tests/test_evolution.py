@@ -16,7 +16,15 @@ import pytest
 from fastavro.validation import validate
 
 from tests.avro_samples import SchemaMaker, fastavro_reads, mutate, samples
-from venice.errors import InvalidInputError, InvalidValueError, SchemaError, UnavailableError, UnknownSchemaError
+from venice.errors import (
+    InvalidInputError,
+    InvalidValueError,
+    SchemaError,
+    UnavailableError,
+    UnknownSchemaError,
+    error_body,
+    error_from_response,
+)
 from venice.evolution import ValueDecoder, check_compatible, propose_schema, read_problem, resolve_datum
 
 
@@ -317,6 +325,14 @@ class TestValueDecoder:
         assert caught.value.refresh_routing and caught.value.retriable
         assert caught.value.details == {"schema_id": 2}
         assert 2 not in decoder and 1 in decoder
+
+    def test_unknown_schema_error_over_http(self) -> None:
+        """The router answers it as JSON; the SDK gets the same class back, retriable."""
+        with pytest.raises(UnknownSchemaError) as caught:
+            ValueDecoder({1: self.V1}).decode(3, b"")
+        again = error_from_response(caught.value.http_status, error_body(caught.value))
+        assert type(again) is UnknownSchemaError and again.retriable and again.details == {"schema_id": 3}
+        assert caught.value.http_status == 503 and caught.value.code == "UNKNOWN_SCHEMA"
 
     @pytest.mark.parametrize(
         "data",

@@ -222,7 +222,7 @@ class _Compiler:
         if (writer.kind, reader.kind) not in _PROMOTIONS:
             raise _Incompatible(path, f"written as {writer.kind}, which cannot be read as {reader.kind}")
         if writer.logical or reader.logical:
-            raise _Incompatible(path, f"written as {describe_logical(writer)}, read as {describe_logical(reader)}: "
+            raise _Incompatible(path, f"written as {_describe_logical(writer)}, read as {_describe_logical(reader)}: "
                                       "a logical type is never promoted")  # fmt: skip
         return _PROMOTE.get((writer.kind, reader.kind))  # None: int -> long, float -> double are the same in Python
 
@@ -284,7 +284,7 @@ class _Compiler:
         return _union_converter(writer, targets)
 
 
-def describe_logical(node: Primitive) -> str:
+def _describe_logical(node: Primitive) -> str:
     return f"{node.kind} ({node.logical})" if node.logical else node.kind
 
 
