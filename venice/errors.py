@@ -7,6 +7,7 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     ├── RequestError                 BAD_REQUEST          400   fix the request
     │   ├── InvalidKeyError          INVALID_KEY          400
     │   ├── InvalidValueError        INVALID_VALUE        400
+    │   │   └── IncompleteUpdateError INCOMPLETE_UPDATE   400   (an update leaves a field without a value)
     │   ├── SchemaError              INVALID_SCHEMA       400
     │   ├── InvalidInputError        INVALID_INPUT        400   (a push input file)
     │   ├── NoCurrentVersionError    NO_CURRENT_VERSION   400   (push data first)
@@ -25,6 +26,7 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     │   ├── NotEnoughServersError    NOT_ENOUGH_SERVERS   503
     │   ├── TransportError           TRANSPORT            503   (connect error, reset)
     │   ├── DeadlineExceededError    DEADLINE_EXCEEDED    504
+    │   ├── UnknownSchemaError       UNKNOWN_SCHEMA       503   (a value schema id the caller does not know yet)
     │   └── PubSubError              PUBSUB               503
     ├── PushError                    PUSH_FAILED          500   a push did not complete
     └── InternalError                INTERNAL             500
@@ -49,6 +51,7 @@ import orjson
 __all__ = [
     "ConflictError",
     "DeadlineExceededError",
+    "IncompleteUpdateError",
     "InternalError",
     "InvalidInputError",
     "InvalidKeyError",
@@ -69,6 +72,7 @@ __all__ = [
     "TopicNotFoundError",
     "TransportError",
     "UnavailableError",
+    "UnknownSchemaError",
     "VeniceError",
     "VersionNotFoundError",
     "VersionRetiredError",
@@ -110,6 +114,14 @@ class InvalidKeyError(RequestError):
 
 class InvalidValueError(RequestError):
     code = "INVALID_VALUE"
+
+
+class IncompleteUpdateError(InvalidValueError):
+    """A partial update of a key with no value leaves a field that has no default unset.
+
+    Its own class because ingestion skips and counts such updates rather than failing."""
+
+    code = "INCOMPLETE_UPDATE"
 
 
 class SchemaError(RequestError):
@@ -200,6 +212,14 @@ class TransportError(UnavailableError):
 class DeadlineExceededError(UnavailableError):
     code = "DEADLINE_EXCEEDED"
     http_status = 504
+
+
+class UnknownSchemaError(UnavailableError):
+    """A value names a schema id its reader does not know: the reader's copy of the
+    store's schemas is older than the writer's, so refresh it and retry."""
+
+    code = "UNKNOWN_SCHEMA"
+    refresh_routing = True
 
 
 class PubSubError(UnavailableError):
