@@ -315,3 +315,38 @@ class TestKeyLimits:
         for bad in ("+1", " 1", "1_0", "\u0661", "\uff11", "1e", "e3", "0x1p3", "1" * 500):
             with pytest.raises(ValueError):
                 parse_double(bad)
+
+
+class TestHostileNesting:
+    """fastavro's C code recurses on the C stack: a deep datum of a recursive schema would
+    crash the process (a segfault) instead of failing. The codec refuses it first."""
+
+    LIST: ClassVar[dict[str, Any]] = {
+        "type": "record",
+        "name": "Node",
+        "fields": [{"name": "next", "type": ["null", "Node"], "default": None}],
+    }
+
+    def test_deep_bytes_do_not_crash_the_reader(self) -> None:
+        codec = AvroCodec(self.LIST)
+        # Each level is one union index byte (2 = branch 1, zig-zag); 200,000 levels, then null.
+        hostile = b"\x02" * 200_000 + b"\x00"
+        with pytest.raises(InvalidValueError, match="nests too deeply"):
+            codec.decode(hostile)
+        assert codec.decode(b"\x02\x02\x00") == {"next": {"next": {"next": None}}}
+
+    def test_deep_datums_are_refused_before_encoding(self) -> None:
+        codec = AvroCodec(self.LIST)
+        datum: dict[str, Any] = {"next": None}
+        for _ in range(100_000):
+            datum = {"next": datum}
+        with pytest.raises(InvalidValueError, match="nests deeper than 64"):
+            codec.encode(datum)
+        shallow: dict[str, Any] = {"next": None}
+        for _ in range(10):
+            shallow = {"next": shallow}
+        assert codec.decode(codec.encode(shallow)) == shallow
+
+    def test_trailing_bytes_are_refused(self) -> None:
+        with pytest.raises(InvalidValueError, match="left over"):
+            AvroCodec(self.LIST).decode(b"\x00\x00")

@@ -31,17 +31,15 @@ schema to add for a push file with fields the newest schema lacks.
 from __future__ import annotations
 
 import copy
-import io
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import fastavro
-import fastavro._read_py as fastavro_read_py
 import orjson
 
+from venice.avroio import avro_reader
 from venice.avrotree import (
-    MAX_NESTING,
     MISSING,
     Array,
     Enum,
@@ -57,7 +55,6 @@ from venice.avrotree import (
     emit,
     is_recursive,
     load,
-    nested_deeper_than,
 )
 from venice.errors import InvalidInputError, InvalidValueError, SchemaError, UnknownSchemaError
 from venice.push.infer import _Conflict, _CsvColumn, _Shape, avro_name
@@ -65,8 +62,6 @@ from venice.schema import AvroCodec
 
 __all__ = [
     "ValueDecoder",
-    "avro_reader",
-    "avro_writer",
     "check_compatible",
     "propose_schema",
     "read_problem",
@@ -430,80 +425,6 @@ class _Schema:
     ambiguous: bool
     plain: Callable[[bytes], Any]
     tagged: Callable[[bytes], Any]
-
-
-_SHORT_ENOUGH_FOR_C = 256
-"""Bytes. Each level of a recursive datum takes at least one byte (a union index or an
-array count), so a value this short nests at most this deep: fastavro's C reader takes
-that; longer values of recursive schemas go to its pure-Python reader, which raises
-RecursionError where the C one would overflow the C stack."""
-
-
-def avro_reader(what: str, parsed: Any, *, named_types: bool, recursive: bool) -> Callable[[bytes], Any]:
-    """``bytes -> datum`` for a parsed schema: whole input consumed, every failure an
-    :class:`InvalidValueError` naming ``what``. ``named_types``: named union branches
-    as ``(fullname, datum)``."""
-    fast = fastavro.schemaless_reader
-    safe = fastavro_read_py.schemaless_reader
-    new_stream = io.BytesIO  # a local name: a faster lookup on the hot path
-
-    def failed(exc: Exception) -> InvalidValueError:
-        if isinstance(exc, RecursionError):
-            return InvalidValueError(f"{what} does not decode: it nests too deeply")
-        return InvalidValueError(f"{what} does not decode: {exc!r}")
-
-    def left_over(stream: io.BytesIO, data: bytes) -> InvalidValueError:
-        return InvalidValueError(f"{what} does not decode: {len(data) - stream.tell()} bytes left over")
-
-    # Specialised closures: this runs on every read, so no per-call branching it can avoid.
-    if not recursive and not named_types:
-
-        def decode(data: bytes) -> Any:
-            stream = new_stream(data)
-            try:
-                datum = fast(stream, parsed, None)
-            except Exception as exc:  # fastavro raises several unrelated types for bad bytes
-                raise failed(exc) from exc
-            if stream.tell() != len(data):
-                raise left_over(stream, data)
-            return datum
-
-        return decode
-
-    def decode_carefully(data: bytes) -> Any:
-        stream = new_stream(data)
-        read = safe if recursive and len(data) > _SHORT_ENOUGH_FOR_C else fast
-        try:
-            datum = read(stream, parsed, None, return_named_type=named_types)
-        except RecursionError as exc:
-            raise failed(exc) from None
-        except Exception as exc:  # fastavro raises several unrelated types for bad bytes
-            raise failed(exc) from exc
-        if stream.tell() != len(data):
-            raise left_over(stream, data)
-        return datum
-
-    return decode_carefully
-
-
-def avro_writer(what: str, parsed: Any, *, recursive: bool) -> Callable[[Any], bytes]:
-    """``datum -> bytes`` for a parsed schema (fastavro's tuple notation picks union
-    branches); failures are :class:`InvalidValueError`. A datum of a recursive schema
-    nested deeper than :data:`~venice.avrotree.MAX_NESTING` is refused before fastavro's
-    C code sees it."""
-    write = fastavro.schemaless_writer
-
-    def encode(datum: Any) -> bytes:
-        if recursive and nested_deeper_than(datum):
-            raise InvalidValueError(f"{what} nests deeper than {MAX_NESTING} levels")
-        stream = io.BytesIO()
-        try:
-            write(stream, parsed, datum)
-        except Exception as exc:  # fastavro raises several unrelated types for data that does not fit
-            raise InvalidValueError(f"{what} does not encode: {exc!r}") from exc
-        return stream.getvalue()
-
-    return encode
 
 
 class ValueDecoder:

@@ -8,7 +8,6 @@ the one place that talks to fastavro; its errors come out as :mod:`venice.errors
 from __future__ import annotations
 
 import base64
-import io
 import math
 import re
 import struct
@@ -217,8 +216,20 @@ class AvroCodec:
         self._fits: Callable[[Any], bool] | None = None
         self._encode: Callable[[Any], bytes] | None = None
         self._decode: Callable[[bytes], Any] | None = None
+        self._recursive = False
         if primitive is not None:
             self._fits, self._encode, self._decode = primitive
+        else:
+            # Imported here: both modules build on this one (for parse_schema).
+            from venice.avroio import avro_reader, avro_writer
+            from venice.avrotree import is_recursive, load
+
+            # fastavro's own parse, with its "already parsed" mark: without it fastavro
+            # parses the schema again on every read and write.
+            hinted = fastavro.parse_schema(self.schema)
+            self._recursive = is_recursive(load(self.schema))
+            self._read = avro_reader(f"stored {kind}", hinted, named_types=False, recursive=self._recursive)
+            self._write = avro_writer(kind, hinted, recursive=self._recursive)
         self._max_bytes = MAX_KEY_BYTES if kind == "key" else math.inf
 
     @property
@@ -236,6 +247,11 @@ class AvroCodec:
                 return f"field(s) not in the {self.kind} schema: {', '.join(extra)}"
         if self.type_name in ("float", "double") and isinstance(datum, float) and not math.isfinite(datum):
             return None
+        if self._recursive:
+            from venice.avrotree import MAX_NESTING, nested_deeper_than
+
+            if nested_deeper_than(datum):  # fastavro's validator would overflow the C stack
+                return f"nests deeper than {MAX_NESTING} levels"
         try:
             validate(datum, self.schema, raise_errors=True)
         except ValidationError as exc:
@@ -262,15 +278,14 @@ class AvroCodec:
     def encode_unchecked(self, datum: Any) -> bytes:
         if self._encode is not None and self._fits is not None and self._fits(datum):
             return self._encode(datum)
-        buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, self.schema, datum)
-        return buf.getvalue()
+        return self._write(datum)
 
     def decode(self, data: bytes) -> Any:
+        """The datum of ``data``; InvalidValueError when it does not decode (whole input consumed)."""
+        if self._decode is None:
+            return self._read(data)
         try:
-            if self._decode is not None:
-                return self._decode(data)
-            return fastavro.schemaless_reader(io.BytesIO(data), self.schema, None)
+            return self._decode(data)
         except Exception as exc:
             raise InvalidValueError(f"stored {self.kind} does not decode with its schema: {exc}") from exc
 

@@ -66,6 +66,7 @@ import fastavro
 import orjson
 from fastavro.validation import validate
 
+from venice.avroio import avro_reader, avro_writer
 from venice.avrotree import (
     MAX_NESTING,
     MISSING,
@@ -86,7 +87,7 @@ from venice.avrotree import (
     nested_deeper_than,
 )
 from venice.errors import IncompleteUpdateError, InvalidValueError, SchemaError
-from venice.evolution import ValueDecoder, _Compiler, _Incompatible, avro_reader, avro_writer
+from venice.evolution import ValueDecoder, _Compiler, _Incompatible
 
 __all__ = [
     "OPS",
