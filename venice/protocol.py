@@ -305,6 +305,8 @@ class ReplicaReport:
     """Hybrid stores: real-time records not applied yet."""
     skipped: int = 0
     """Records skipped as unreadable (poison pills): unknown schema, bad bytes, wrong partition."""
+    incarnation: str | None = None
+    """The store incarnation this copy belongs to (the controller ignores a report of another)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -322,6 +324,8 @@ class ReplicaReport:
             out["rt_lag"] = self.rt_lag
         if self.skipped:
             out["skipped"] = self.skipped
+        if self.incarnation is not None:
+            out["incarnation"] = self.incarnation
         return out
 
     @classmethod
@@ -338,6 +342,7 @@ class ReplicaReport:
             rt_offset=_opt_int(obj, "rt_offset", where),
             rt_lag=_opt_int(obj, "rt_lag", where),
             skipped=_int(obj, "skipped", where, default=0),
+            incarnation=_opt_str(obj, "incarnation", where, max_len=64),
         )
 
 

@@ -13,6 +13,9 @@
   (``START_OF_PUSH``, ``END_OF_PUSH``). They have an empty key, a JSON value and are
   written to every partition. ``END_OF_PUSH`` says how many data records the push
   wrote to that partition (``{"records": N}``), so a server can check what it applied.
+
+Real-time topics (``<store>_rt``, docs/hybrid.md) take data records only, from any
+producer, so servers read their headers strictly (:func:`parse_schema_id`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ __all__ = [
     "control_payload",
     "data_headers",
     "encode_control",
+    "is_update",
+    "parse_schema_id",
     "schema_id_of",
+    "update_headers",
 ]
 
 SCHEMA_ID_HEADER = "schema-id"
@@ -43,6 +49,7 @@ CONTROL_HEADER = "venice-control"
 OP_HEADER = "venice-op"
 """Marks a real-time record that is not a whole value; its only value today is :data:`UPDATE_OP`."""
 UPDATE_OP = b"update"
+_MAX_SCHEMA_ID_DIGITS = 9
 
 
 class ControlKind(str, Enum):
@@ -58,6 +65,11 @@ def data_headers(schema_id: int) -> list[tuple[str, bytes]]:
     if headers is None:
         headers = _HEADERS_BY_SCHEMA[schema_id] = [(SCHEMA_ID_HEADER, str(schema_id).encode())]
     return headers
+
+
+def update_headers(schema_id: int) -> list[tuple[str, bytes]]:
+    """Headers of a partial update derived from value schema ``schema_id``."""
+    return [(SCHEMA_ID_HEADER, str(schema_id).encode()), (OP_HEADER, UPDATE_OP)]
 
 
 def control_headers(kind: ControlKind) -> list[tuple[str, bytes]]:
@@ -83,3 +95,19 @@ def control_payload(message: Message) -> dict[str, Any]:
 def schema_id_of(message: Message) -> int:
     raw = message.header(SCHEMA_ID_HEADER)
     return int(raw) if raw is not None else 1
+
+
+def parse_schema_id(raw: bytes | None) -> int | None:
+    """A ``schema-id`` header read strictly, as records from any producer must be:
+    absent -> 1; ASCII digits naming an id >= 1 -> that id; anything else -> ``None``."""
+    if raw is None:
+        return 1
+    if not 0 < len(raw) <= _MAX_SCHEMA_ID_DIGITS or not raw.isdigit():
+        return None
+    value = int(raw)
+    return value if value >= 1 else None
+
+
+def is_update(message: Message) -> bool:
+    """Whether a real-time record is a partial update (header ``venice-op: update``)."""
+    return message.header(OP_HEADER) == UPDATE_OP

@@ -1,0 +1,222 @@
+"""LMDB storage of one store-version: one environment, named databases per partition.
+
+Databases in the environment:
+
+* ``p{N}``: partition N's data, key bytes -> stored value (4-byte schema id + Avro bytes);
+* ``__checkpoints__``: per partition, its :class:`~venice.ingestion.records.Checkpoint`;
+* ``c{N}``: partition N's change log (real-time writes, so hybrid versions only), real-time offset (8-byte
+  big-endian) -> :class:`~venice.ingestion.records.Change`, newest ``changelog_size``
+  entries kept.
+
+A batch's data, its checkpoint and its change-log entries are written in ONE write
+transaction (:meth:`VersionStorage.write_batch`), so a crash never loses or
+double-applies a record: after a restart ingestion resumes exactly at the checkpoint.
+
+Another process may open the same files read-only (``readonly=True``): LMDB lets any
+number of readers share an environment with its one writer, and readers never block.
+Every lmdb exception is re-raised as :class:`StorageError`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lmdb
+
+from venice.errors import InternalError
+from venice.ingestion.records import Change, Checkpoint, Outcome
+
+__all__ = ["DEFAULT_CHANGELOG_SIZE", "DEFAULT_MAP_SIZE", "StorageError", "VersionStorage"]
+
+_CHECKPOINTS = b"__checkpoints__"
+_OFFSET = struct.Struct(">Q")
+DEFAULT_MAP_SIZE = 1 << 36
+"""64 GiB of address space; files grow only as data arrives."""
+DEFAULT_CHANGELOG_SIZE = 100_000
+"""Change-log entries kept per partition."""
+
+
+class StorageError(InternalError):
+    code = "STORAGE"
+
+
+@contextmanager
+def _lmdb_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except lmdb.Error as exc:
+        raise StorageError(f"LMDB {what} failed: {exc}") from exc
+
+
+Reader = Callable[[bytes], bytes | None]
+
+
+class VersionStorage:
+    """The LMDB environment of one store-version.
+
+    Writes come from one thread at a time (the host's writer thread); reads from any
+    thread or, with ``readonly=True``, any process.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        partitions_total: int,
+        partitions: Iterable[int],
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        changelog_size: int = DEFAULT_CHANGELOG_SIZE,
+        readonly: bool = False,
+    ) -> None:
+        self.path = path
+        self.partitions_total = partitions_total
+        self.readonly = readonly
+        self.changelog_size = changelog_size
+        if not readonly:
+            path.mkdir(parents=True, exist_ok=True)
+        with _lmdb_errors(f"open {path}"):
+            if readonly:
+                self.env = lmdb.open(
+                    str(path), readonly=True, create=False, max_dbs=2 * partitions_total + 2, readahead=False
+                )
+            else:
+                # sync=False: a process crash loses nothing (the page cache survives it); an OS
+                # crash may lose the last transactions but never breaks the data/checkpoint pairing.
+                self.env = lmdb.open(
+                    str(path), map_size=map_size, max_dbs=2 * partitions_total + 2, sync=False, readahead=False
+                )
+            self._checkpoints = self.env.open_db(_CHECKPOINTS, create=not readonly)
+        self._dbs: dict[int, lmdb._Database] = {}
+        self._logs: dict[int, lmdb._Database] = {}
+        # Opened up front: opening a named database inside a read transaction is unsafe.
+        self.open_partitions(partitions)
+
+    # -- partitions ----------------------------------------------------------------------
+    def open_partitions(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            if partition in self._dbs:
+                continue
+            with _lmdb_errors(f"open partition {partition}"):
+                self._dbs[partition] = self.env.open_db(b"p%d" % partition, create=not self.readonly)
+                try:
+                    self._logs[partition] = self.env.open_db(b"c%d" % partition, create=not self.readonly)
+                except lmdb.NotFoundError:
+                    pass  # read-only, and made before change logs existed
+
+    @property
+    def partitions(self) -> frozenset[int]:
+        return frozenset(self._dbs)
+
+    def _db(self, partition: int) -> lmdb._Database:
+        db = self._dbs.get(partition)
+        if db is None:
+            raise StorageError(f"partition {partition} is not open in {self.path.name}")
+        return db
+
+    def drop_partition(self, partition: int) -> None:
+        """Delete a partition's data, change log and checkpoint (it moved to another server)."""
+        db = self._db(partition)
+        with _lmdb_errors("drop partition"), self.env.begin(write=True) as txn:
+            txn.drop(db, delete=False)
+            log = self._logs.get(partition)
+            if log is not None:
+                txn.drop(log, delete=False)
+            txn.delete(b"%d" % partition, db=self._checkpoints)
+
+    # -- writes ----------------------------------------------------------------------------
+    def write_batch(self, partition: int, decide: Callable[[Reader], Outcome]) -> Outcome:
+        """Run ``decide`` inside a write transaction (its reader sees the data as of the
+        transaction), then write its data, checkpoint and change-log entries in that same
+        transaction. Nothing is written when ``decide`` raises."""
+        db = self._db(partition)
+        with _lmdb_errors("write"), self.env.begin(write=True) as txn:
+            outcome = decide(lambda key: txn.get(key, db=db))
+            for key, value in outcome.writes:
+                if value is None:
+                    txn.delete(key, db=db)
+                else:
+                    txn.put(key, value, db=db)
+            if outcome.changes:
+                self._log_changes(txn, partition, outcome.changes)
+            txn.put(b"%d" % partition, outcome.checkpoint.to_bytes(), db=self._checkpoints)
+        return outcome
+
+    def apply(self, partition: int, writes: Iterable[tuple[bytes, bytes | None]], checkpoint: Checkpoint) -> None:
+        """Apply puts (stored values) and deletes (``None``) and the checkpoint, atomically."""
+        self.write_batch(partition, lambda _read: Outcome(checkpoint, list(writes)))
+
+    def _log_changes(self, txn: lmdb.Transaction, partition: int, changes: list[Change]) -> None:
+        log = self._logs.get(partition)
+        if log is None:
+            raise StorageError(f"{self.path.name} partition {partition} has no change log")
+        for change in changes:
+            txn.put(_OFFSET.pack(change.offset), change.encode(), db=log)
+        excess = int(txn.stat(log)["entries"]) - self.changelog_size
+        if excess > 0:
+            cursor = txn.cursor(db=log)
+            cursor.first()
+            for _ in range(excess):
+                cursor.delete()
+
+    # -- reads -----------------------------------------------------------------------------
+    def checkpoint(self, partition: int) -> Checkpoint:
+        with _lmdb_errors("read checkpoint"), self.env.begin(db=self._checkpoints) as txn:
+            return Checkpoint.from_bytes(txn.get(b"%d" % partition))
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        db = self._db(partition)
+        with _lmdb_errors("read"), self.env.begin(db=db, buffers=False) as txn:
+            return txn.get(key)
+
+    def get_many(self, items: Iterable[tuple[int, bytes]]) -> list[bytes | None]:
+        """Values for ``(partition, key)`` pairs, read in one snapshot."""
+        with _lmdb_errors("read"), self.env.begin(buffers=False) as txn:
+            return [txn.get(key, db=self._db(partition)) for partition, key in items]
+
+    def changes(self, partition: int, after: int | None = None, limit: int = 1000) -> list[Change]:
+        """Up to ``limit`` change-log entries with offsets above ``after`` (all kept ones
+        when ``None``), oldest first."""
+        log = self._logs.get(partition)
+        if log is None or limit <= 0:
+            return []
+        out: list[Change] = []
+        with _lmdb_errors("read change log"), self.env.begin(db=log, buffers=False) as txn:
+            cursor = txn.cursor()
+            found = cursor.first() if after is None else cursor.set_range(_OFFSET.pack(after + 1))
+            while found and len(out) < limit:
+                out.append(Change.decode(_OFFSET.unpack(cursor.key())[0], cursor.value()))
+                found = cursor.next()
+        return out
+
+    def count(self, partition: int) -> int:
+        with _lmdb_errors("stat"), self.env.begin() as txn:
+            return int(txn.stat(self._db(partition))["entries"])
+
+    def dump(self) -> dict[bytes, list[tuple[bytes, bytes]]]:
+        """Every named database and its contents (for tests comparing replicas)."""
+        out: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        with _lmdb_errors("dump"):
+            with self.env.begin(buffers=False) as txn:
+                names = [key for key, _ in txn.cursor()]  # the main database lists the named ones
+            dbs = {name: self.env.open_db(name, create=False) for name in names}
+            with self.env.begin(buffers=False) as txn:
+                for name, db in dbs.items():
+                    out[name] = list(txn.cursor(db=db))
+        return out
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def sync(self) -> None:
+        with _lmdb_errors("sync"):
+            self.env.sync(True)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def destroy(self) -> None:
+        """Close and remove the files."""
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
