@@ -33,7 +33,7 @@ LAYERS: Sequence[tuple[str, tuple[str, ...]]] = (
     ("event loop (asyncio, uvloop)", ("/asyncio/", "uvloop", "/selectors.py", "/socket.py", "/ssl.py")),
     ("http client (httpx, httpcore, h11)", ("/httpx/", "/httpcore/", "/h11/", "/anyio/", "/sniffio/")),
     ("router (router/)", ("/router/",)),
-    ("storage server (server/)", ("/server/",)),
+    ("storage server (server/, venice/ingestion/)", ("/server/", "/venice/ingestion/")),
     ("push job (venice/push/)", ("/venice/push/",)),
     ("pub-sub (venice/pubsub, aiokafka)", ("/venice/pubsub/", "/aiokafka/", "/kafka/")),
     ("sdk and core (venice/)", ("/venice/",)),

@@ -11,10 +11,7 @@ Paths (see docs/api.md):
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import struct
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -22,8 +19,9 @@ from urllib.parse import unquote_to_bytes
 import orjson
 
 from server.service import StorageService
-from server.storage import decode_stored
 from venice.errors import KeyNotFoundError, NotFoundError, RequestError, VeniceError, error_body
+from venice.ingestion import decode_stored
+from venice.protocol import SCHEMA_ID_HEADER, decode_batch_request, decode_key_segment, encode_batch_response
 
 __all__ = ["StorageApp"]
 
@@ -33,16 +31,10 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _JSON = [(b"content-type", b"application/json")]
 _OCTETS = (b"content-type", b"application/octet-stream")
-_SCHEMA_ID = b"x-venice-schema-id"
+_SCHEMA_ID = SCHEMA_ID_HEADER.encode()
 _CONTENT_LENGTH = b"content-length"
-_FRAME_IN = struct.Struct(">II")
-_FRAME_OUT = struct.Struct(">iI")
 _BODY = "http.response.body"
 _START = "http.response.start"
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -67,6 +59,7 @@ class StorageApp:
 
     def __init__(self, service: StorageService) -> None:
         self.service = service
+        self._ready = service.host.ready
         self._heartbeat: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -128,11 +121,10 @@ class StorageApp:
         """The hottest path of the server: one key, one LMDB read, one answer."""
         store, version, partition, key_text = parts
         try:
-            version_n, partition_n, key = int(version), int(partition), _b64decode(key_text)
-        except (ValueError, binascii.Error) as exc:
+            version_n, partition_n = int(version), int(partition)
+        except ValueError as exc:
             raise RequestError(f"malformed read path: {exc}") from exc
-        hosted = self.service.ready_version(store, version_n, partition_n)
-        raw = hosted.storage.get(partition_n, key)
+        raw = self._ready(store, version_n, partition_n).get(partition_n, decode_key_segment(key_text))
         if raw is None:
             raise KeyNotFoundError(f"key not found in {store} v{version_n}")
         schema_id, value = decode_stored(raw)
@@ -143,45 +135,21 @@ class StorageApp:
             version_n = int(version)
         except ValueError as exc:
             raise RequestError(f"malformed version {version!r}") from exc
-        items: list[tuple[int, bytes]] = []
-        pos = 0
-        try:
-            while pos < len(body):
-                partition, length = _FRAME_IN.unpack_from(body, pos)
-                pos += _FRAME_IN.size
-                items.append((partition, body[pos : pos + length]))
-                pos += length
-        except struct.error as exc:
-            raise RequestError(f"malformed batch body: {exc}") from exc
-        hosted = None
+        items = decode_batch_request(body)
+        storage = None
         for partition in {p for p, _ in items}:
-            hosted = self.service.ready_version(store, version_n, partition)
-        out = bytearray()
-        if hosted is not None:
-            for raw in hosted.storage.get_many(items):
-                if raw is None:
-                    out += _FRAME_OUT.pack(-1, 0)
-                else:
-                    schema_id, value = decode_stored(raw)
-                    out += _FRAME_OUT.pack(schema_id, len(value))
-                    out += value
-        return bytes(out)
+            storage = self._ready(store, version_n, partition)
+        if storage is None:
+            return b""
+        return encode_batch_response(None if raw is None else decode_stored(raw) for raw in storage.get_many(items))
 
     def _replicas(self) -> dict[str, Any]:
         replicas = []
-        for hosted in self.service.hosted.values():
-            for partition, state in hosted.ingestion.partitions.items():
-                replicas.append(
-                    {
-                        "store": hosted.store,
-                        "version": hosted.version,
-                        "partition": partition,
-                        "status": state.status,
-                        "offset": state.offset,
-                        "records": state.records,
-                        "reason": state.reason,
-                        "ingested": state.ingested,
-                        "lmdb_entries": hosted.storage.count(partition),
-                    }
-                )
+        for hosted in self.service.host.hosted.values():
+            states = hosted.ingestion.partitions
+            for report in hosted.ingestion.reports():
+                entry = report.to_json()
+                entry["ingested"] = states[report.partition].ingested
+                entry["lmdb_entries"] = hosted.storage.count(report.partition)
+                replicas.append(entry)
         return {"server_id": self.service.server_id, "replicas": replicas}

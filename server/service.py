@@ -1,8 +1,9 @@
-"""The storage server's moving parts: membership, assignment, hosted versions.
+"""The storage server's moving parts: a heartbeat loop around an :class:`IngestionHost`.
 
-:class:`StorageService` heartbeats to the controller with the state of every replica,
-and reconciles what it hosts with the assignment in the answer: it opens LMDB and starts
-ingestion for new store-versions, and drops (files removed) what is no longer assigned.
+:class:`StorageService` heartbeats to the controller with the state of every replica
+(:class:`venice.protocol.Heartbeat`) and hands the assignment in the answer to the
+ingestion host, which opens, feeds and drops store-versions (:mod:`venice.ingestion`).
+It also answers the host's schema questions from the controller (``GET /stores/{s}``).
 """
 
 from __future__ import annotations
@@ -10,20 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+from venice.controller_client import AsyncControllerClient
+from venice.errors import InternalError, StoreNotFoundError, UnavailableError, VeniceError
+from venice.ingestion import DEFAULT_MAP_SIZE, IngestionHost
+from venice.protocol import Heartbeat, HeartbeatAnswer
+from venice.pubsub import connect
 
-from server.ingestion import VersionIngestion
-from server.storage import DEFAULT_MAP_SIZE, VersionStorage
-from venice.errors import ReplicaNotReadyError, VeniceError
-from venice.pubsub import PubSub, connect
-
-__all__ = ["HostedVersion", "ServerConfig", "StorageService"]
+__all__ = ["ServerConfig", "StorageService"]
 
 log = logging.getLogger("venice.server")
 
@@ -50,22 +50,6 @@ class ServerConfig:
         return f"http://{self.host}:{self.port}"
 
 
-@dataclass
-class HostedVersion:
-    store: str
-    version: int
-    storage: VersionStorage
-    ingestion: VersionIngestion
-    task: asyncio.Task[None]
-    incarnation: str = ""
-    """The store's incarnation (see controller/state.py): part of the key and file name, so
-    a copy of a deleted store of the same name is never resumed or served."""
-
-
-HostedKey = tuple[str, int, str]
-"""(store, version, incarnation)"""
-
-
 def _load_server_id(data_dir: Path, configured: str | None) -> str:
     path = data_dir / "server-id"
     if configured:
@@ -82,66 +66,33 @@ class StorageService:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.versions_dir = config.data_dir / "versions"
-        self.versions_dir.mkdir(exist_ok=True)
         self.server_id = _load_server_id(config.data_dir, config.server_id)
-        self.hosted: dict[HostedKey, HostedVersion] = {}
-        self._readable: dict[tuple[str, int], HostedVersion] = {}
-        """The hosted copy reads of (store, version) go to."""
-        self.pubsub: PubSub | None = None
+        self.controller = AsyncControllerClient(config.controller_url, timeout_s=5.0)
+        self.host = IngestionHost(
+            config.data_dir, schema_refresh=self.value_schemas, map_size=config.lmdb_map_size, on_change=self.poke
+        )
         self._wake = asyncio.Event()
-        self._http = httpx.AsyncClient(timeout=5.0)
-        self._cleaned_orphans = False
         self.draining = False
         self._acked_drain = asyncio.Event()
 
-    # -- reads ---------------------------------------------------------------------
-    def ready_version(self, store: str, version: int, partition: int) -> HostedVersion:
-        hosted = self._readable.get((store, version))
-        if hosted is None or not hosted.ingestion.is_ready(partition):
-            raise ReplicaNotReadyError(
-                f"{self.server_id} does not serve {store} v{version} partition {partition}"
-            )
-        return hosted
-
     # -- membership ----------------------------------------------------------------
-    def replica_report(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "store": h.store,
-                "incarnation": h.incarnation,
-                "version": h.version,
-                "partition": p,
-                "status": s.status,
-                "offset": s.offset,
-                "records": s.records,
-                "reason": s.reason,
-            }
-            for h in self.hosted.values()
-            for p, s in h.ingestion.partitions.items()
-        ]
-
     def poke(self) -> None:
         """Heartbeat now: a replica's state changed."""
         self._wake.set()
 
     async def heartbeat_loop(self) -> None:
-        url = f"{self.config.controller_url.rstrip('/')}/servers/{self.server_id}/heartbeat"
         while True:
             try:
                 draining = self.draining
-                body = {"url": self.config.url, "replicas": self.replica_report(), "draining": draining}
-                response = await self._http.post(url, json=body)
-                if response.status_code == 200:
-                    if draining:
-                        self._acked_drain.set()
-                    await self.reconcile(response.json())
-                else:
-                    log.warning("heartbeat answered %s: %s", response.status_code, response.text[:200])
-            except httpx.HTTPError as exc:
+                heartbeat = Heartbeat(self.config.url, tuple(self.host.reports()), draining)
+                answer = await self.controller.heartbeat(self.server_id, heartbeat)
+                if draining:
+                    self._acked_drain.set()
+                await self.reconcile(answer)
+            except UnavailableError as exc:
                 log.warning("controller unreachable: %s", exc)
             except VeniceError as exc:
-                log.error("could not apply assignment: %s", exc)
+                log.error("heartbeat failed: %s", exc)
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.heartbeat_interval_s)
@@ -156,91 +107,23 @@ class StorageService:
         log.info("draining: controller %s; serving %.1f s more", "acknowledged" if self._acked_drain.is_set() else "unreachable", self.config.drain_grace_s)
         await asyncio.sleep(self.config.drain_grace_s)
 
-    async def reconcile(self, answer: dict[str, Any]) -> None:
-        if self.pubsub is None:
-            self.pubsub = connect(self.config.pubsub_url or answer["pubsub_url"])
-        wanted = {_hosted_key(a): a for a in answer["assignment"]}
-        for key in [k for k in self.hosted if k not in wanted]:
-            await self._drop(key)
-        for key, assignment in wanted.items():
-            hosted = self.hosted.get(key)
-            if hosted is None:
-                self._host(assignment)
-            elif set(hosted.ingestion.partitions) != {int(p) for p in assignment["partitions"]}:
-                await self._repartition(hosted, assignment)
-        if not self._cleaned_orphans:
-            self._remove_orphans(set(wanted))
-            self._cleaned_orphans = True
+    async def reconcile(self, answer: HeartbeatAnswer) -> None:
+        if self.host.pubsub is None:
+            self.host.pubsub = connect(self.config.pubsub_url or answer.pubsub_url)
+        await self.host.reconcile(answer.assignment)
 
-    def _dir(self, key: HostedKey) -> Path:
-        store, version, incarnation = key
-        return self.versions_dir / (f"{store}_v{version}-{incarnation}" if incarnation else f"{store}_v{version}")
-
-    def _host(self, assignment: dict[str, Any]) -> None:
-        assert self.pubsub is not None
-        key = _hosted_key(assignment)
-        store, version, incarnation = key
-        partitions = [int(p) for p in assignment["partitions"]]
-        storage = VersionStorage(
-            self._dir(key), int(assignment["partitions_total"]), partitions, map_size=self.config.lmdb_map_size
-        )
-        ingestion = VersionIngestion(
-            store, version, assignment["topic"], partitions, storage, self.pubsub, on_change=self.poke
-        )
-        task = asyncio.create_task(ingestion.run(), name=f"ingest-{assignment['topic']}")
-        self.hosted[key] = self._readable[(store, version)] = HostedVersion(
-            store, version, storage, ingestion, task, incarnation
-        )
-        log.info("hosting %s partitions %s", assignment["topic"], partitions)
-        self.poke()
-
-    async def _repartition(self, hosted: HostedVersion, assignment: dict[str, Any]) -> None:
-        """The controller moved partitions of a version to or from this server."""
-        assert self.pubsub is not None
-        partitions = [int(p) for p in assignment["partitions"]]
-        hosted.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await hosted.task
-        for partition in set(hosted.ingestion.partitions) - set(partitions):
-            hosted.storage.drop_partition(partition)
-        hosted.storage.open_partitions(partitions)
-        hosted.ingestion = VersionIngestion(
-            hosted.store, hosted.version, assignment["topic"], partitions, hosted.storage, self.pubsub, on_change=self.poke
-        )
-        hosted.task = asyncio.create_task(hosted.ingestion.run(), name=f"ingest-{assignment['topic']}")
-        log.info("now hosting %s partitions %s", assignment["topic"], partitions)
-        self.poke()
-
-    async def _drop(self, key: HostedKey) -> None:
-        hosted = self.hosted.pop(key)
-        if self._readable.get(key[:2]) is hosted:
-            del self._readable[key[:2]]
-        hosted.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await hosted.task
-        hosted.storage.destroy()
-        log.info("dropped %s v%d (incarnation %s)", *key)
-
-    def _remove_orphans(self, wanted: set[HostedKey]) -> None:
-        """Remove version directories left from before a restart that are no longer assigned."""
-        keep = {self._dir(key).name for key in wanted}
-        for path in self.versions_dir.iterdir():
-            if path.name not in keep:
-                shutil.rmtree(path, ignore_errors=True)
-                log.info("removed unassigned data %s", path.name)
+    async def value_schemas(self, store: str, incarnation: str) -> Mapping[int, Any]:
+        """The host's schema source: every value schema the controller has for ``store``."""
+        description = await self.controller.get_store(store)
+        if incarnation and description.get("incarnation", incarnation) != incarnation:
+            raise StoreNotFoundError(f"store {store!r} was deleted and created again")
+        schemas = description.get("value_schemas")
+        if not isinstance(schemas, dict) or not all(isinstance(k, str) and k.isascii() and k.isdigit() for k in schemas):
+            raise InternalError(f"the controller's description of {store!r} has no readable value_schemas")
+        return {int(k): v for k, v in schemas.items()}
 
     async def close(self) -> None:
-        for hosted in self.hosted.values():
-            hosted.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await hosted.task
-            hosted.storage.close()
-        self.hosted.clear()
-        self._readable.clear()
-        await self._http.aclose()
-        if self.pubsub is not None:
-            await self.pubsub.close()
-
-
-def _hosted_key(assignment: dict[str, Any]) -> HostedKey:
-    return str(assignment["store"]), int(assignment["version"]), str(assignment.get("incarnation") or "")
+        await self.host.close()
+        await self.controller.aclose()
+        if self.host.pubsub is not None:
+            await self.host.pubsub.close()

@@ -18,7 +18,7 @@ def test_layers_follow_the_innermost_frame() -> None:
     assert layer_of("handle (/x/site-packages/uvicorn/protocols/http/httptools_impl.py:190)").startswith("http server")
     assert layer_of("_write (/w/venice/httpserver.py:229)").startswith("http server")
     assert layer_of("single_get (/w/router/app.py:143)") == "router (router/)"
-    assert layer_of("get (/w/server/storage.py:77)") == "storage server (server/)"
+    assert layer_of("get (/w/server/storage.py:77)") == "storage server (server/, venice/ingestion/)"
     assert layer_of("decode (/w/venice/schema.py:10)") == "sdk and core (venice/)"
     assert layer_of("select (/usr/lib/python3.11/selectors.py:468)").startswith("event loop")
     assert layer_of("<module> (<string>:1)").startswith("other")
@@ -33,7 +33,7 @@ def test_summary_shares_and_busy_fraction(tmp_path: Path) -> None:
     assert summary["by_layer"] == {
         "http server (venice/httpserver.py, uvicorn, httptools)": 50.0,
         "router (router/)": 30.0,
-        "storage server (server/)": 15.0,
+        "storage server (server/, venice/ingestion/)": 15.0,
         "event loop (asyncio, uvloop)": 5.0,
     }
     assert summary["top_self"][0] == ["handle (/x/site-packages/uvicorn/protocols/http/httptools_impl.py:190)", 50.0]

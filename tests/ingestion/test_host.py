@@ -381,7 +381,7 @@ class TestHostedSet:
         await host.reconcile([assignment(store, 1, 4, [0, 1], incarnation="inc1")])
         assert not orphan.exists()  # removed at the first reconcile
         await wait_until(lambda: _statuses(host) == {0: ReplicaStatus.READY, 1: ReplicaStatus.READY}, "ready")
-        v1_dir = tmp_path / "host" / "versions" / f"{store}_v1.inc1"
+        v1_dir = tmp_path / "host" / "versions" / f"{store}_v1-inc1"
         assert v1_dir.is_dir()
 
         await host.reconcile([assignment(store, 1, 4, [1, 3], incarnation="inc1"), assignment(store, 2, 4, [2], incarnation="inc1")])
@@ -399,7 +399,7 @@ class TestHostedSet:
         await asyncio.sleep(0.2)  # the manifest is written on the writer thread after the change
         body = await manifest()
         listed = {(v["store"], v["version"]): (v["dir"], v["ready"], v["incarnation"]) for v in body["versions"]}
-        assert listed == {(store, 1): (f"{store}_v1.inc1", [1, 3], "inc1"), (store, 2): (f"{store}_v2.inc1", [2], "inc1")}
+        assert listed == {(store, 1): (f"{store}_v1-inc1", [1, 3], "inc1"), (store, 2): (f"{store}_v2-inc1", [2], "inc1")}
 
         await host.reconcile([assignment(store, 2, 4, [2], incarnation="inc1")])
         assert not v1_dir.exists()  # dropped: files removed
@@ -414,7 +414,7 @@ class TestHostedSet:
         await host.reconcile([assignment(store, 1, 1, incarnation="aaa")])
         await wait_until(lambda: _all_ready(host, 1), "ready")
         await host.reconcile([assignment(store, 1, 1, incarnation="bbb")])
-        assert sorted(p.name for p in (tmp_path / "host" / "versions").iterdir()) == [f"{store}_v1.bbb"]
+        assert sorted(p.name for p in (tmp_path / "host" / "versions").iterdir()) == [f"{store}_v1-bbb"]
         await host.close()
 
     async def test_unusable_names_are_refused(self, tmp_path: Path, pubsub: PubSub) -> None:

@@ -40,7 +40,7 @@ def manifest(*entries: dict[str, Any], **top: Any) -> bytes:
 
 class TestManifestFormat:
     def test_round_trip(self) -> None:
-        entry = HostedEntry("s", 1, "inc", "s_v1", "s_v1.inc", 4, (0, 3), "long", {1: "string", 2: "long"})
+        entry = HostedEntry("s", 1, "inc", "s_v1", "s_v1-inc", 4, (0, 3), "long", {1: "string", 2: "long"})
         assert parse_manifest(render_manifest([entry])) == [entry]
 
     @pytest.mark.parametrize(

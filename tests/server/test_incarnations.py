@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 from server.service import ServerConfig, StorageService
-from server.storage import decode_stored
+from venice.ingestion import decode_stored
+from venice.protocol import HeartbeatAnswer, ReplicaStatus
 from venice.pubsub.embedded import EmbeddedPubSub
 from venice.wire import ControlKind, control_headers, data_headers, encode_control
 
@@ -22,15 +22,15 @@ async def _push(pubsub: EmbeddedPubSub, topic: str, records: dict[bytes, bytes])
         await producer.send(topic, 0, b"", encode_control({"records": len(records)}), control_headers(ControlKind.END_OF_PUSH))
 
 
-def _answer(log: Path, incarnation: str) -> dict[str, Any]:
+def _answer(log: Path, incarnation: str) -> HeartbeatAnswer:
     entry = {"store": "s", "incarnation": incarnation, "version": 1, "topic": "s_v1", "partitions_total": 1,
              "partitions": [0], "key_schema": "bytes", "value_schemas": {"1": "bytes"}}
-    return {"assignment": [entry], "pubsub_url": f"embedded://{log}"}
+    return HeartbeatAnswer.from_json({"assignment": [entry], "pubsub_url": f"embedded://{log}"})
 
 
 async def _wait_ready(service: StorageService) -> None:
     for _ in range(400):
-        if all(s.status == "READY" for h in service.hosted.values() for s in h.ingestion.partitions.values()):
+        if all(r.status is ReplicaStatus.READY for r in service.host.reports()):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("not READY")
@@ -45,20 +45,20 @@ async def test_a_new_incarnation_of_the_same_store_version_starts_from_nothing(t
     try:
         await service.reconcile(_answer(log, "aaaaaaaaaaaa"))
         await _wait_ready(service)
-        assert decode_stored(service.ready_version("s", 1, 0).storage.get(0, b"old") or b"") == (1, b"deleted data")
+        assert decode_stored(service.host.ready("s", 1, 0).get(0, b"old") or b"") == (1, b"deleted data")
         assert [p.name for p in (tmp_path / "server" / "versions").iterdir()] == ["s_v1-aaaaaaaaaaaa"]
 
         # The store is deleted and made again; its topic is new and still empty.
         await pubsub.delete_topic("s_v1")
         await pubsub.create_topic("s_v1", 1)
         await service.reconcile(_answer(log, "bbbbbbbbbbbb"))
-        assert list(service.hosted) == [("s", 1, "bbbbbbbbbbbb")]
+        assert list(service.host.hosted) == [("s", 1, "bbbbbbbbbbbb")]
         assert [p.name for p in (tmp_path / "server" / "versions").iterdir()] == ["s_v1-bbbbbbbbbbbb"]
-        [report] = service.replica_report()
-        assert (report["incarnation"], report["status"], report["records"]) == ("bbbbbbbbbbbb", "STARTED", 0)
+        [report] = service.host.reports()
+        assert (report.incarnation, report.status, report.records) == ("bbbbbbbbbbbb", ReplicaStatus.STARTED, 0)
         await _push(pubsub, "s_v1", {b"new": b"fresh"})
         await _wait_ready(service)
-        storage = service.ready_version("s", 1, 0).storage
+        storage = service.host.ready("s", 1, 0)
         assert storage.get(0, b"old") is None
         assert decode_stored(storage.get(0, b"new") or b"") == (1, b"fresh")
     finally:

@@ -56,7 +56,7 @@ HostKey = tuple[str, int, str]
 def version_dir_name(topic: str, incarnation: str) -> str:
     """The directory of a store-version's LMDB: the topic, then the store incarnation, so
     data of a deleted store is never taken for a new store of the same name."""
-    return f"{topic}.{incarnation}" if incarnation else topic
+    return f"{topic}-{incarnation}" if incarnation else topic
 
 
 @dataclass

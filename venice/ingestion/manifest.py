@@ -12,7 +12,7 @@ Format (version 1)::
 
     {"format": 1, "pid": 1234, "versions": [
       {"store": "members", "version": 3, "incarnation": "a1b2c3", "topic": "members_v3",
-       "dir": "members_v3.a1b2c3", "partitions_total": 4, "ready": [0, 2],
+       "dir": "members_v3-a1b2c3", "partitions_total": 4, "ready": [0, 2],
        "key_schema": "long", "value_schemas": {"1": {...}}}]}
 
 ``dir`` is a directory name under ``DATA_DIR/versions`` (one path component). A

@@ -1,0 +1,118 @@
+"""LMDB storage of a store-version: data, checkpoint and change log in one transaction,
+the bounded change log, counts, cleanup."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from venice.ingestion.records import TOMBSTONE, Change, Checkpoint, Outcome, decode_stored, encode_stored
+from venice.ingestion.storage import VersionStorage
+
+
+class TestVersionStorage:
+    def test_apply_writes_data_and_checkpoint_together(self, tmp_path: Path) -> None:
+        storage = VersionStorage(tmp_path / "v1", 4, [0, 2])
+        storage.apply(0, [(b"k1", encode_stored(1, b"v1")), (b"k2", encode_stored(1, b"v2"))], Checkpoint(3, False, True, 2))
+        assert decode_stored(storage.get(0, b"k1") or b"") == (1, b"v1")
+        assert storage.get(2, b"k1") is None
+        assert storage.checkpoint(0) == Checkpoint(3, False, True, 2)
+        assert storage.checkpoint(2) == Checkpoint()
+        assert storage.count(0) == 2
+        storage.close()
+
+    def test_state_survives_reopen(self, tmp_path: Path) -> None:
+        storage = VersionStorage(tmp_path / "v1", 2, [1])
+        checkpoint = Checkpoint(10, True, True, 1, rt_offset=7, skipped=2)
+        storage.apply(1, [(b"k", encode_stored(2, b"x"))], checkpoint)
+        storage.close()
+        reopened = VersionStorage(tmp_path / "v1", 2, [1])
+        assert reopened.checkpoint(1) == checkpoint
+        assert reopened.get_many([(1, b"k"), (1, b"missing")]) == [encode_stored(2, b"x"), None]
+        reopened.close()
+
+    def test_deletes_and_destroy(self, tmp_path: Path) -> None:
+        storage = VersionStorage(tmp_path / "v1", 1, [0])
+        storage.apply(0, [(b"k", encode_stored(1, b"x"))], Checkpoint(1))
+        storage.apply(0, [(b"k", None)], Checkpoint(2))
+        assert storage.get(0, b"k") is None
+        storage.destroy()
+        assert not (tmp_path / "v1").exists()
+
+    def test_a_failed_decision_writes_nothing(self, tmp_path: Path) -> None:
+        """Data, checkpoint and change log go together or not at all."""
+        storage = VersionStorage(tmp_path / "v1", 1, [0])
+        storage.apply(0, [(b"k", encode_stored(1, b"old"))], Checkpoint(1, True, True, 1, rt_offset=0))
+
+        def decide(read: object) -> Outcome:
+            raise RuntimeError("decided badly")
+
+        with pytest.raises(RuntimeError):
+            storage.write_batch(0, decide)  # type: ignore[arg-type]
+        assert storage.get(0, b"k") == encode_stored(1, b"old")
+        assert storage.checkpoint(0) == Checkpoint(1, True, True, 1, rt_offset=0)
+        assert storage.changes(0) == []
+
+    def test_decisions_read_inside_the_write_transaction(self, tmp_path: Path) -> None:
+        storage = VersionStorage(tmp_path / "v1", 1, [0])
+        storage.apply(0, [(b"k", encode_stored(1, b"seen"))], Checkpoint(1))
+        seen: list[bytes | None] = []
+
+        def decide(read: object) -> Outcome:
+            seen.append(read(b"k"))  # type: ignore[operator]
+            seen.append(read(b"nope"))  # type: ignore[operator]
+            return Outcome(Checkpoint(2), [(b"k", None)])
+
+        storage.write_batch(0, decide)  # type: ignore[arg-type]
+        assert seen == [encode_stored(1, b"seen"), None]
+        assert storage.get(0, b"k") is None
+
+    def test_drop_partition_removes_data_change_log_and_checkpoint(self, tmp_path: Path) -> None:
+        storage = VersionStorage(tmp_path / "v1", 2, [0, 1])
+        for p in (0, 1):
+            storage.write_batch(
+                p, lambda _r: Outcome(Checkpoint(1, True, True, 0, rt_offset=1), [(b"k", encode_stored(1, b"v"))], [Change(0, b"k", 1, b"v")])
+            )
+        storage.drop_partition(0)
+        assert (storage.count(0), storage.checkpoint(0), storage.changes(0)) == (0, Checkpoint(), [])
+        assert (storage.count(1), len(storage.changes(1))) == (1, 1)
+        storage.close()
+
+
+class TestChangeLog:
+    def test_entry_layout_is_the_documented_one(self) -> None:
+        # u32 key length, i32 schema id, key, value (big-endian); tombstones have id -1
+        assert Change(5, b"key", 3, b"val").encode() == struct.pack(">Ii", 3, 3) + b"keyval"
+        assert Change(6, b"k", TOMBSTONE, b"").encode() == b"\x00\x00\x00\x01\xff\xff\xff\xffk"
+        assert Change.decode(6, b"\x00\x00\x00\x01\xff\xff\xff\xffk") == Change(6, b"k", TOMBSTONE, b"")
+        assert Change.decode(6, b"\x00\x00\x00\x01\xff\xff\xff\xffk").deleted
+
+    def test_keeps_the_newest_entries_and_reads_after_an_offset(self, tmp_path: Path) -> None:
+        storage = VersionStorage(tmp_path / "v1", 1, [0], changelog_size=5)
+        offset = 0
+        for batch in (3, 4, 2):  # 9 entries written in three transactions
+            changes = [Change(offset + i, b"k%d" % (offset + i), 1, b"v%d" % (offset + i)) for i in range(batch)]
+            offset += batch
+            storage.write_batch(0, lambda _r, c=changes, o=offset: Outcome(Checkpoint(0, True, True, 0, rt_offset=o), [], c))
+        assert [c.offset for c in storage.changes(0)] == [4, 5, 6, 7, 8]
+        assert [c.offset for c in storage.changes(0, after=5)] == [6, 7, 8]
+        assert [c.offset for c in storage.changes(0, after=4, limit=2)] == [5, 6]
+        assert storage.changes(0, after=8) == []
+        assert storage.changes(0, after=1, limit=1) == [Change(4, b"k4", 1, b"v4")]
+        # offsets past 2**32 sort correctly (8-byte big-endian keys)
+        big = [Change((1 << 40) + 1, b"x", 1, b""), Change(1 << 33, b"y", TOMBSTONE, b"")]
+        storage.write_batch(0, lambda _r: Outcome(Checkpoint(0, True, True, 0, rt_offset=0), [], big))
+        assert [c.offset for c in storage.changes(0, after=8)] == [1 << 33, (1 << 40) + 1]
+        storage.close()
+
+
+class TestCheckpoint:
+    def test_reads_checkpoints_written_before_real_time_fields(self) -> None:
+        old = b'{"offset":12,"eop":true,"sop":true,"records":10}'
+        assert Checkpoint.from_bytes(old) == Checkpoint(12, True, True, 10, None, 0, None)
+
+    def test_round_trip(self) -> None:
+        for checkpoint in (Checkpoint(), Checkpoint(5, True, True, 3, 0, 0, None), Checkpoint(9, True, False, 2, 77, 4, "end-of-push says 3")):
+            assert Checkpoint.from_bytes(checkpoint.to_bytes()) == checkpoint
