@@ -207,11 +207,11 @@ class IncrementSchemas:
     def check_value(self, schema_id: int, data: bytes) -> None:
         self._long(data)
 
-    def apply_update(self, schema_id: int, update: bytes, current: tuple[int, bytes] | None) -> bytes:
+    def apply_update(self, schema_id: int, update: bytes, current: tuple[int, bytes] | None) -> tuple[int, bytes]:
         total = (0 if current is None else self._long(current[1])) + self._long(update)
         if total >= 1 << 31:
             raise UnusableRecord(SkipKind.UPDATE_FAILED, "overflow")
-        return self._bytes(total)
+        return schema_id, self._bytes(total)
 
 
 class TestUpdates:

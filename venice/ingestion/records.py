@@ -188,10 +188,11 @@ class RecordSchemas(Protocol):
         """Raise :class:`UnknownSchema`, or :class:`UnusableRecord` when ``value`` is not
         exactly one datum of schema ``schema_id``."""
 
-    def apply_update(self, schema_id: int, update: bytes, current: tuple[int, bytes] | None) -> bytes:
-        """The Avro bytes (of schema ``schema_id``) after applying ``update`` (Avro of that
-        schema's update schema) to ``current`` (``(schema id, bytes)`` or ``None``).
-        Raises :class:`UnknownSchema` or :class:`UnusableRecord`."""
+    def apply_update(self, schema_id: int, update: bytes, current: tuple[int, bytes] | None) -> tuple[int, bytes]:
+        """``(schema id, Avro bytes)`` of the value after applying ``update`` (Avro of the
+        update schema derived from value schema ``schema_id``) to ``current`` (``(schema
+        id, bytes)``, or ``None`` for a key with no value). Raises :class:`UnknownSchema`
+        or :class:`UnusableRecord`."""
 
 
 @dataclass
@@ -321,10 +322,11 @@ def _rt_change(
         raise UnusableRecord(SkipKind.UNKNOWN_SCHEMA, f"value schema id {schema_id} does not exist")
     if is_update(message):
         try:
-            return Change(message.offset, key, schema_id, schemas.apply_update(schema_id, message.value, current(key)))
+            new_id, new_value = schemas.apply_update(schema_id, message.value, current(key))
         except UnknownSchema as exc:
             if exc.schema_id in missing:  # the stored value's schema: confirmed gone, cannot resolve it
                 raise UnusableRecord(SkipKind.UPDATE_FAILED, f"stored value has schema id {exc.schema_id}, which does not exist") from None
             raise
+        return Change(message.offset, key, new_id, new_value)
     schemas.check_value(schema_id, message.value)
     return Change(message.offset, key, schema_id, message.value)

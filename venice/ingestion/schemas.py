@@ -57,6 +57,7 @@ class ValueSchemas:
         self._schemas: dict[int, Any] = {}
         self._parsed: dict[int, Any] = {}
         self._update_parsed: dict[int, Any] = {}
+        self._updater: Any = None
         if schemas:
             self.add(schemas)
 
@@ -67,6 +68,8 @@ class ValueSchemas:
             if schema_id not in self._schemas:
                 self._schemas[int(schema_id)] = schema
                 new = True
+        if new:
+            self._updater = None  # built again, with every schema, on the next update
         return new
 
     def __contains__(self, schema_id: object) -> bool:
@@ -89,8 +92,6 @@ class ValueSchemas:
     def _update_schema(self, schema_id: int) -> Any:
         parsed = self._update_parsed.get(schema_id)
         if parsed is None:
-            if schema_id not in self._schemas:
-                raise UnknownSchema(schema_id)
             update_schema = _writecompute().update_schema(self._schemas[schema_id])
             parsed = self._update_parsed[schema_id] = _parsed(update_schema)
         return parsed
@@ -101,7 +102,7 @@ class ValueSchemas:
 
     def decode(self, schema_id: int, value: bytes, as_schema_id: int | None = None) -> Any:
         """The datum of ``value`` (written with ``schema_id``), resolved to ``as_schema_id``."""
-        reader = None if as_schema_id in (None, schema_id) else self.parsed(as_schema_id)
+        reader = None if as_schema_id is None or as_schema_id == schema_id else self.parsed(as_schema_id)
         return _decode_exact(value, self.parsed(schema_id), reader, f"value of schema {schema_id}")
 
     def encode(self, schema_id: int, datum: Any) -> bytes:
@@ -109,22 +110,19 @@ class ValueSchemas:
         fastavro.schemaless_writer(buf, self.parsed(schema_id), datum)
         return buf.getvalue()
 
-    def apply_update(self, schema_id: int, update: bytes, current: tuple[int, bytes] | None) -> bytes:
-        value_schema = self.parsed(schema_id)
-        update_schema = self._update_schema(schema_id)
-        update_datum = _decode_exact(update, update_schema, None, f"update of schema {schema_id}")
-        old = None
-        if current is not None:
-            old_id, old_bytes = current
-            try:
-                old = self.decode(old_id, old_bytes, schema_id)
-            except UnusableRecord as exc:
-                raise UnusableRecord(SkipKind.UPDATE_FAILED, f"stored value: {exc.detail}") from None
-        writecompute = _writecompute()
+    def apply_update(self, schema_id: int, update: bytes, current: tuple[int, bytes] | None) -> tuple[int, bytes]:
+        """Through :class:`venice.writecompute.Updater`: the result is written with the newer
+        of the update's and the stored value's schemas, so neither loses a field."""
+        for needed in (schema_id, None if current is None else current[0]):
+            if needed is not None and needed not in self._schemas:
+                raise UnknownSchema(needed)
+        # Exactly one datum of the update schema, or it is not an update at all.
+        _decode_exact(update, self._update_schema(schema_id), None, f"update of schema {schema_id}")
+        updater = self._updater
+        if updater is None:
+            updater = self._updater = _writecompute().Updater(dict(self._schemas))
         try:
-            new = writecompute.apply_update(update_datum, old, self._schemas[schema_id])
-            buf = io.BytesIO()
-            fastavro.schemaless_writer(buf, value_schema, new)
+            new_id, new_value = updater.apply(schema_id, update, current)
         except Exception as exc:  # noqa: BLE001 - every failure to apply is the same poison pill
             raise UnusableRecord(SkipKind.UPDATE_FAILED, f"{type(exc).__name__}: {exc}") from None
-        return buf.getvalue()
+        return int(new_id), bytes(new_value)
