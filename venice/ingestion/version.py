@@ -45,6 +45,16 @@ TOPIC_WAIT_S = 30.0
 """How long an assigned version's topic may be missing before its partitions go ERROR."""
 LAG_POLL_S = 1.0
 """How often a hybrid version asks the real-time topic's end offsets (its lag)."""
+CLOSE_TIMEOUT_S = 10.0
+
+
+async def _close(consumer: Consumer, topic: str) -> None:
+    """Close a consumer we are done with; one that does not close in time is abandoned
+    (logged) rather than holding up a version's teardown."""
+    try:
+        await asyncio.wait_for(consumer.close(), CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("%s: a consumer did not close within %.0f s; abandoned", topic, CLOSE_TIMEOUT_S)
 
 
 @dataclass
@@ -263,7 +273,7 @@ class VersionIngestion:
                 positions = await self._positions()
                 if not positions:
                     if consumer is not None:
-                        await consumer.close()
+                        await _close(consumer, self.topic)
                         consumer, assigned = None, {}
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), LAG_POLL_S if self._polls_lag() else None)
@@ -279,7 +289,7 @@ class VersionIngestion:
                         await self._apply(tp, messages)
         finally:
             if consumer is not None:
-                await consumer.close()
+                await _close(consumer, self.topic)
 
     async def _positions(self) -> dict[TopicPartition, int]:
         """Where each partition reads next: its version topic until end-of-push, then the
