@@ -94,8 +94,10 @@ class StorageService:
             except VeniceError as exc:
                 log.error("heartbeat failed: %s", exc)
             self._wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.heartbeat_interval_s)
+            # asyncio.timeout, not wait_for: wait_for can swallow a cancellation (3.11).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.heartbeat_interval_s):
+                    await self._wake.wait()
 
     async def drain(self) -> None:
         """Tell the controller to stop routing reads here, then keep serving for the grace

@@ -107,6 +107,7 @@ class IngestionHost:
         self._published: bytes | None = None
         self._publishing = False
         self._publisher: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- reads ---------------------------------------------------------------------------
     def ready(self, store: str, version: int, partition: int) -> VersionStorage:
@@ -224,7 +225,7 @@ class IngestionHost:
         """Ask the schema source until it answers; then every id asked about is either
         known or confirmed missing, and the paused partitions resume."""
         attempt = 0
-        while requests.waiting:
+        while requests.waiting and not self._closing:
             asked = set(requests.waiting)
             try:
                 answer = await self._schema_refresh(store, incarnation)
@@ -284,6 +285,7 @@ class IngestionHost:
 
     async def close(self) -> None:
         """Stop ingesting and close every environment (files are kept)."""
+        self._closing = True
         for requests in self._schemas.values():
             if requests.task is not None:
                 requests.task.cancel()

@@ -52,7 +52,8 @@ async def _close(consumer: Consumer, topic: str) -> None:
     """Close a consumer we are done with; one that does not close in time is abandoned
     (logged) rather than holding up a version's teardown."""
     try:
-        await asyncio.wait_for(consumer.close(), CLOSE_TIMEOUT_S)
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await consumer.close()
     except TimeoutError:
         log.warning("%s: a consumer did not close within %.0f s; abandoned", topic, CLOSE_TIMEOUT_S)
 
@@ -124,6 +125,7 @@ class VersionIngestion:
         self._rt_checked_at = -LAG_POLL_S
         self._rt_missing_logged = False
         self._reseek = False
+        self._stopping = False
         """A batch stopped short of what the consumer returned: seek to the checkpoints."""
 
     # -- identity ---------------------------------------------------------------------------
@@ -190,6 +192,10 @@ class VersionIngestion:
     async def stop(self) -> None:
         """Stop consuming; returns once no write of this version is queued or running."""
         if self._task is not None:
+            # The flag ends the loop even if a library swallows the cancellation (asyncio's
+            # own wait_for does when the awaited thing finishes at the same moment).
+            self._stopping = True
+            self.wake()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -225,7 +231,7 @@ class VersionIngestion:
     # -- the loop -------------------------------------------------------------------------------
     async def _run(self) -> None:
         topic_missing_since: float | None = None
-        while True:
+        while not self._stopping:
             try:
                 await self._consume()
             except TopicNotFoundError as exc:
@@ -267,7 +273,7 @@ class VersionIngestion:
         consumer: Consumer | None = None
         assigned: dict[TopicPartition, int] = {}
         try:
-            while True:
+            while not self._stopping:
                 self._wake.clear()
                 await self._maintain()
                 positions = await self._positions()
@@ -276,7 +282,8 @@ class VersionIngestion:
                         await _close(consumer, self.topic)
                         consumer, assigned = None, {}
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), LAG_POLL_S if self._polls_lag() else None)
+                        async with asyncio.timeout(LAG_POLL_S if self._polls_lag() else None):
+                            await self._wake.wait()
                     continue
                 if consumer is None:
                     consumer = await self.pubsub.consumer()
