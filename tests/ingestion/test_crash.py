@@ -20,14 +20,18 @@ import httpx
 import orjson
 import pytest
 
-from tests.ingestion.helpers import VALUE_SCHEMA, assignment, key, send_rt, value, wait_until, write_push
+from tests.ingestion.helpers import VALUE_SCHEMA, VALUES, assignment, key, send_rt, value, wait_until, write_push
 from tests.router.fakes import read_body, serve_in_thread
 from venice.cluster import ManagedProcess, free_port
 from venice.ingestion import TOMBSTONE, VersionStorage
 from venice.partitioner import partition_for
 from venice.protocol import Assignment, HeartbeatAnswer, ReplicaReport, ReplicaStatus, replica_get_path
 from venice.pubsub import PubSub, connect
+from venice.schema import AvroCodec
+from venice.wire import update_headers
+from venice.writecompute import ops_to_update, update_schema
 
+VALUES_UPDATE = AvroCodec(update_schema(VALUE_SCHEMA))
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -75,8 +79,28 @@ async def _caught_up(stand_in: ControllerStandIn, pubsub: PubSub, rt_topic: str)
     )
 
 
+def _update(n: int) -> bytes:
+    """Record n of the update stream: count += 1 and tag t{n % 5} added (removed every 7th)."""
+    ops: dict[str, Any] = {"increment": {"count": 1}}
+    ops["remove_from_list" if n % 7 == 6 else "add_to_list"] = {"tags": [f"t{n % 5}"]}
+    return VALUES_UPDATE.encode_unchecked(ops_to_update(ops, VALUE_SCHEMA))
+
+
+def _after(current: dict[str, Any] | None, n: int) -> dict[str, Any]:
+    """What record n of the update stream makes of ``current``, worked out here."""
+    after = {"name": "", "count": 0, "tags": []} if current is None else {**current, "tags": list(current["tags"])}
+    after["count"] += 1
+    tag = f"t{n % 5}"
+    if n % 7 == 6:
+        after["tags"] = [t for t in after["tags"] if t != tag]
+    elif tag not in after["tags"]:
+        after["tags"].append(tag)
+    return after
+
+
+@pytest.mark.parametrize("kind", ["puts", "updates"])
 async def test_kill_9_mid_stream_loses_nothing_and_applies_nothing_twice(
-    tmp_path: Path, pubsub_url: str, controller_stand_in: tuple[ControllerStandIn, str]
+    tmp_path: Path, pubsub_url: str, controller_stand_in: tuple[ControllerStandIn, str], kind: str
 ) -> None:
     stand_in, controller_url = controller_stand_in
     a = stand_in.assignment
@@ -91,6 +115,7 @@ async def test_kill_9_mid_stream_loses_nothing_and_applies_nothing_twice(
     )
     keys = 200
     writes = 12_000
+    state: dict[int, dict[str, Any]] = {k: {"name": "pushed", "count": k, "tags": []} for k in range(keys)}
     produced: dict[int, list[tuple[int, bytes | None]]] = {p: [] for p in range(P)}  # per partition: (key, value) by offset
     async with connect(pubsub_url) as pubsub:
         await pubsub.create_topic(rt_topic, P)
@@ -103,9 +128,15 @@ async def test_kill_9_mid_stream_loses_nothing_and_applies_nothing_twice(
             async with await pubsub.producer() as producer:
                 for n in range(writes):
                     k = (n * 7) % keys
-                    v = None if n % 17 == 0 else value(f"w{n}", n)
-                    await send_rt(producer, rt_topic, P, key(k), v)
-                    produced[partition_for(key(k), P)].append((k, v))
+                    p = partition_for(key(k), P)
+                    if kind == "puts":
+                        v = None if n % 17 == 0 else value(f"w{n}", n)
+                        await send_rt(producer, rt_topic, P, key(k), v)
+                    else:  # increments and list ops: applying one twice would show
+                        await send_rt(producer, rt_topic, P, key(k), _update(n), update_headers(1))
+                        state[k] = _after(state.get(k), n)
+                        v = VALUES.encode(state[k])
+                    produced[p].append((k, v))
                     if n % 500 == 499:
                         await producer.flush()
                         applied = sum(r.rt_offset or 0 for r in stand_in.reports)

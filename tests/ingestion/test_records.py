@@ -9,20 +9,21 @@ from collections.abc import Sequence
 import fastavro
 import pytest
 
-from tests.ingestion.helpers import VALUE_SCHEMA, VALUE_SCHEMA_V2, VALUES, VALUES_V2, key, keys_of_partition, message, value
+from tests.ingestion.helpers import VALUE_SCHEMA, VALUE_SCHEMA_V2, VALUES_V2, key, keys_of_partition, message, value
 from venice.ingestion.records import (
     TOMBSTONE,
     Change,
     Checkpoint,
     Outcome,
     SkipKind,
+    UnknownSchema,
     UnusableRecord,
     apply_rt_batch,
     apply_version_batch,
     decode_stored,
     encode_stored,
 )
-from venice.ingestion.schemas import ValueSchemas
+from venice.ingestion.schemas import StoreCodecs
 from venice.structs import Message
 from venice.wire import ControlKind, control_headers, data_headers, encode_control, update_headers
 
@@ -114,7 +115,7 @@ def run(messages: Sequence[Message], store: dict[bytes, bytes], schemas: object,
 
 
 class TestRealTimeRecords:
-    schemas = ValueSchemas({1: VALUE_SCHEMA, 2: VALUE_SCHEMA_V2})
+    schemas = StoreCodecs({1: VALUE_SCHEMA, 2: VALUE_SCHEMA_V2}, key_schema="long")
 
     def test_puts_and_deletes_with_their_after_images(self) -> None:
         store = {key(K1): encode_stored(1, value("pushed"))}
@@ -134,6 +135,10 @@ class TestRealTimeRecords:
         ("record", "kind"),
         [
             (rt(100, OTHER, value("x")), SkipKind.WRONG_PARTITION),
+            (rt(100, b"", value("x")), SkipKind.BAD_KEY),
+            (rt(100, b"\x80", value("x")), SkipKind.BAD_KEY),  # not a long
+            (rt(100, key(K0) + b"\x00", value("x")), SkipKind.BAD_KEY),  # trailing byte
+            (rt(100, b"\x02" * 600, None), SkipKind.BAD_KEY),  # longer than LMDB takes, even for a delete
             (rt(100, K0, b"\xff\xff\xff"), SkipKind.UNDECODABLE),
             (rt(100, K0, value("x") + b"\x00"), SkipKind.UNDECODABLE),  # trailing bytes
             (rt(100, K0, value("x")[:-1]), SkipKind.UNDECODABLE),  # truncated
@@ -204,6 +209,9 @@ class IncrementSchemas:
         fastavro.schemaless_writer(buf, "long", number)  # type: ignore[arg-type]
         return buf.getvalue()
 
+    def check_key(self, key: bytes) -> None:
+        pass  # keys are the test's own
+
     def check_value(self, schema_id: int, data: bytes) -> None:
         self._long(data)
 
@@ -264,28 +272,31 @@ class TestUpdates:
         assert results[0][1].rt_offset == 160
 
 
-class TestValueSchemas:
-    def test_resolves_a_value_written_with_an_older_schema(self) -> None:
-        schemas = ValueSchemas({1: VALUE_SCHEMA, 2: VALUE_SCHEMA_V2})
-        old = VALUES.encode({"name": "n", "count": 3, "tags": ["x"]})
-        assert schemas.decode(1, old, 2) == {"name": "n", "count": 3, "tags": ["x"], "note": None}
-        assert schemas.decode(1, old) == {"name": "n", "count": 3, "tags": ["x"]}
-        assert schemas.encode(2, {"name": "n", "count": 3, "tags": ["x"], "note": None}) == VALUES_V2.encode(
-            {"name": "n", "count": 3, "tags": ["x"], "note": None}
-        )
-
+class TestStoreCodecs:
     def test_learns_new_ids_only(self) -> None:
-        schemas = ValueSchemas({1: VALUE_SCHEMA})
-        assert 2 not in schemas
-        assert schemas.add({1: VALUE_SCHEMA_V2, 2: VALUE_SCHEMA_V2})
-        assert not schemas.add({2: VALUE_SCHEMA})
-        assert schemas.schemas() == {1: VALUE_SCHEMA, 2: VALUE_SCHEMA_V2}
+        codecs = StoreCodecs({1: VALUE_SCHEMA})
+        assert 2 not in codecs
+        assert codecs.add({1: VALUE_SCHEMA_V2, 2: VALUE_SCHEMA_V2})
+        assert not codecs.add({2: VALUE_SCHEMA})
+        assert codecs.schemas() == {1: VALUE_SCHEMA, 2: VALUE_SCHEMA_V2}
 
-    def test_primitive_values_decode_exactly(self) -> None:
-        schemas = ValueSchemas({1: "string", 2: "long"})
-        schemas.check_value(1, b"\x06abc")
-        schemas.check_value(2, b"\x02")
-        for schema_id, data in ((1, b"\x06ab"), (1, b"\x06abcd"), (2, b"\x80"), (2, b"\x02\x02")):
+    def test_values_decode_exactly(self) -> None:
+        codecs = StoreCodecs({1: "string", 2: "long", 3: VALUE_SCHEMA})
+        codecs.check_value(1, b"\x06abc")
+        codecs.check_value(2, b"\x02")
+        codecs.check_value(3, value("x", 1, ["t"]))
+        for schema_id, data in ((1, b"\x06ab"), (1, b"\x06abcd"), (2, b"\x80"), (2, b"\x02\x02"), (3, value("x") + b"\x00"), (3, b"")):
             with pytest.raises(UnusableRecord) as caught:
-                schemas.check_value(schema_id, data)
-            assert caught.value.kind is SkipKind.UNDECODABLE
+                codecs.check_value(schema_id, data)
+            assert caught.value.kind is SkipKind.UNDECODABLE, (schema_id, data)
+        with pytest.raises(UnknownSchema):
+            codecs.check_value(4, b"")
+
+    def test_keys_must_decode_and_fit_lmdb(self) -> None:
+        codecs = StoreCodecs({1: "string"}, key_schema="string")
+        codecs.check_key(b"\x06abc")
+        for bad in (b"", b"\x06ab", b"\x06abcd", b"\xfe" + b"a" * 600):
+            with pytest.raises(UnusableRecord) as caught:
+                codecs.check_key(bad)
+            assert caught.value.kind is SkipKind.BAD_KEY
+        StoreCodecs({1: "string"}).check_key(b"any bytes")  # no key schema: only the size is checked

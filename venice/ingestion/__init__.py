@@ -17,7 +17,7 @@ from __future__ import annotations
 from venice.ingestion.host import HostedVersion, IngestionHost, SchemaRefresh, version_dir_name
 from venice.ingestion.manifest import MANIFEST_NAME, HostedEntry, HostingView
 from venice.ingestion.records import TOMBSTONE, Change, Checkpoint, SkipKind, decode_stored, encode_stored
-from venice.ingestion.schemas import ValueSchemas
+from venice.ingestion.schemas import StoreCodecs
 from venice.ingestion.storage import DEFAULT_CHANGELOG_SIZE, DEFAULT_MAP_SIZE, StorageError, VersionStorage
 from venice.ingestion.version import PartitionState, VersionIngestion
 
@@ -36,7 +36,7 @@ __all__ = [
     "SchemaRefresh",
     "SkipKind",
     "StorageError",
-    "ValueSchemas",
+    "StoreCodecs",
     "VersionIngestion",
     "VersionStorage",
     "decode_stored",

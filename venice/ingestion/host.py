@@ -32,7 +32,7 @@ from typing import Any
 
 from venice.errors import ReplicaNotReadyError, VeniceError
 from venice.ingestion.manifest import MANIFEST_NAME, VERSIONS_DIR, HostedEntry, is_dir_name, render_manifest, write_manifest
-from venice.ingestion.schemas import ValueSchemas
+from venice.ingestion.schemas import StoreCodecs
 from venice.ingestion.storage import DEFAULT_CHANGELOG_SIZE, DEFAULT_MAP_SIZE, VersionStorage
 from venice.ingestion.version import StoreSchemas, VersionIngestion
 from venice.ingestion.writer import Writer
@@ -133,9 +133,9 @@ class IngestionHost:
         for key in [k for k in self.hosted if k not in wanted]:
             await self._drop(key)
         for key, assignment in wanted.items():
-            self._learn_schemas(assignment)
             hosted = self.hosted.get(key)
             try:
+                self._learn_schemas(assignment)
                 if hosted is None:
                     await self._host(assignment)
                 else:
@@ -201,7 +201,7 @@ class IngestionHost:
         key = (assignment.store, assignment.incarnation)
         requests = self._schemas.get(key)
         if requests is None:
-            requests = self._schemas[key] = _SchemaRequests(StoreSchemas(ValueSchemas(assignment.value_schemas)), set())
+            requests = self._schemas[key] = _SchemaRequests(StoreSchemas(StoreCodecs(assignment.value_schemas, assignment.key_schema)), set())
         return requests
 
     def _learn_schemas(self, assignment: Assignment) -> None:

@@ -146,6 +146,8 @@ class SkipKind(str, Enum):
 
     WRONG_PARTITION = "WRONG_PARTITION"
     """The key hashes to another partition: applying it would hide it from reads."""
+    BAD_KEY = "BAD_KEY"
+    """The key does not decode with the key schema, or LMDB cannot store it (empty, too long)."""
     UNDECODABLE = "UNDECODABLE"
     """The value (or the ``schema-id`` header) does not decode with its schema."""
     UNKNOWN_SCHEMA = "UNKNOWN_SCHEMA"
@@ -182,7 +184,11 @@ class UnknownSchema(Exception):
 
 class RecordSchemas(Protocol):
     """What applying real-time records needs to know about a store's value schemas
-    (implemented by :class:`venice.ingestion.schemas.ValueSchemas`)."""
+    (implemented by :class:`venice.ingestion.schemas.StoreCodecs`)."""
+
+    def check_key(self, key: bytes) -> None:
+        """Raise :class:`UnusableRecord` when ``key`` is not one datum of the key schema
+        that the storage can hold."""
 
     def check_value(self, schema_id: int, value: bytes) -> None:
         """Raise :class:`UnknownSchema`, or :class:`UnusableRecord` when ``value`` is not
@@ -309,6 +315,7 @@ def _rt_change(
     if message.header(CONTROL_HEADER) is not None:
         raise UnusableRecord(SkipKind.CONTROL_MESSAGE, "control message on the real-time topic")
     key = message.key
+    schemas.check_key(key)
     if partition_for(key, partitions_total) != partition:
         raise UnusableRecord(
             SkipKind.WRONG_PARTITION, f"key hashes to partition {partition_for(key, partitions_total)}, written to {partition}"

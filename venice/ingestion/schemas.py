@@ -1,75 +1,52 @@
-"""A store's value schemas as ingestion of real-time records needs them.
+"""A store's schemas as ingestion of real-time records needs them.
 
-:class:`ValueSchemas` implements :class:`venice.ingestion.records.RecordSchemas`: it
-checks that a value is exactly one datum of its schema (trailing bytes count as not
-decoding), and applies partial updates: decode the update with the update schema
-derived from its value schema (:mod:`venice.writecompute`), resolve the stored value to
-that schema (Avro schema resolution), apply, encode. Schemas are parsed once per id,
-when first used. One instance per store incarnation on a host; new ids arrive from
-assignments and from schema refreshes (:meth:`ValueSchemas.add`).
+:class:`StoreCodecs` implements :class:`venice.ingestion.records.RecordSchemas`. Records
+on a real-time topic come from any producer, so everything is checked exactly: a key
+must be one datum of the key schema that LMDB can store, a value exactly one datum of
+its value schema (trailing bytes do not decode), an update exactly one datum of its
+update schema. Decoding goes through :class:`venice.schema.AvroCodec` (fastavro, with
+the guard of :mod:`venice.avroio` against hostile nesting). Partial updates are applied
+by :class:`venice.writecompute.Updater`, across schema versions.
+
+Codecs are built once per schema id, when first used. One instance per store
+incarnation on a host; new ids arrive from assignments and schema refreshes
+(:meth:`StoreCodecs.add`).
 """
 
 from __future__ import annotations
 
-import importlib
-import io
 from collections.abc import Mapping
-from types import ModuleType
 from typing import Any
 
-import fastavro
-
-from venice.errors import InternalError
+from venice.errors import VeniceError
 from venice.ingestion.records import SkipKind, UnknownSchema, UnusableRecord
-from venice.schema import parse_schema
+from venice.schema import MAX_KEY_BYTES, AvroCodec
+from venice.writecompute import Updater, update_schema
 
-__all__ = ["ValueSchemas"]
-
-
-def _parsed(schema: Any) -> Any:
-    # venice.schema.parse_schema checks and maps errors; fastavro's own parse (with its
-    # hints) makes every later read and write skip re-parsing the schema.
-    return fastavro.parse_schema(parse_schema(schema))
+__all__ = ["StoreCodecs"]
 
 
-def _decode_exact(data: bytes, writer: Any, reader: Any | None, what: str) -> Any:
-    buf = io.BytesIO(data)
-    try:
-        datum = fastavro.schemaless_reader(buf, writer, reader)
-    except Exception as exc:  # noqa: BLE001 - fastavro raises many unrelated types on bad bytes
-        raise UnusableRecord(SkipKind.UNDECODABLE, f"{what} does not decode: {type(exc).__name__}: {exc}") from None
-    if buf.tell() != len(data):
-        raise UnusableRecord(SkipKind.UNDECODABLE, f"{what} has {len(data) - buf.tell()} trailing bytes")
-    return datum
+class StoreCodecs:
+    """One store's key schema and value schemas by id, with codecs built on first use."""
 
-
-def _writecompute() -> ModuleType:
-    try:
-        return importlib.import_module("venice.writecompute")
-    except ModuleNotFoundError as exc:  # until the write-compute module lands
-        raise InternalError("partial updates need venice.writecompute, which is not installed") from exc
-
-
-class ValueSchemas:
-    """One store's value schemas by id, parsed on first use."""
-
-    def __init__(self, schemas: Mapping[int, Any] | None = None) -> None:
+    def __init__(self, value_schemas: Mapping[int, Any] | None = None, key_schema: Any = None) -> None:
+        self._key = None if key_schema is None else AvroCodec(key_schema, kind="key")
         self._schemas: dict[int, Any] = {}
-        self._parsed: dict[int, Any] = {}
-        self._update_parsed: dict[int, Any] = {}
-        self._updater: Any = None
-        if schemas:
-            self.add(schemas)
+        self._values: dict[int, AvroCodec] = {}
+        self._updates: dict[int, AvroCodec] = {}
+        self._updater: Updater | None = None
+        if value_schemas:
+            self.add(value_schemas)
 
     def add(self, schemas: Mapping[int, Any]) -> bool:
-        """Learn schemas; True when an id was new. An id never changes its schema."""
+        """Learn value schemas; True when an id was new. An id never changes its schema."""
         new = False
         for schema_id, schema in schemas.items():
             if schema_id not in self._schemas:
                 self._schemas[int(schema_id)] = schema
                 new = True
         if new:
-            self._updater = None  # built again, with every schema, on the next update
+            self._updater = None  # built again, with every schema, at the next update
         return new
 
     def __contains__(self, schema_id: object) -> bool:
@@ -81,34 +58,42 @@ class ValueSchemas:
     def schemas(self) -> dict[int, Any]:
         return dict(self._schemas)
 
-    def parsed(self, schema_id: int) -> Any:
-        parsed = self._parsed.get(schema_id)
-        if parsed is None:
+    def _value_codec(self, schema_id: int) -> AvroCodec:
+        codec = self._values.get(schema_id)
+        if codec is None:
             if schema_id not in self._schemas:
                 raise UnknownSchema(schema_id)
-            parsed = self._parsed[schema_id] = _parsed(self._schemas[schema_id])
-        return parsed
+            codec = self._values[schema_id] = AvroCodec(self._schemas[schema_id])
+        return codec
 
-    def _update_schema(self, schema_id: int) -> Any:
-        parsed = self._update_parsed.get(schema_id)
-        if parsed is None:
-            update_schema = _writecompute().update_schema(self._schemas[schema_id])
-            parsed = self._update_parsed[schema_id] = _parsed(update_schema)
-        return parsed
+    def _update_codec(self, schema_id: int) -> AvroCodec:
+        codec = self._updates.get(schema_id)
+        if codec is None:
+            if schema_id not in self._schemas:
+                raise UnknownSchema(schema_id)
+            try:
+                derived = update_schema(self._schemas[schema_id])
+            except VeniceError as exc:  # e.g. not a record schema: no update can apply
+                raise UnusableRecord(SkipKind.UPDATE_FAILED, f"value schema {schema_id} takes no updates: {exc}") from None
+            codec = self._updates[schema_id] = AvroCodec(derived, kind="update")
+        return codec
 
     # -- RecordSchemas ------------------------------------------------------------------
+    def check_key(self, key: bytes) -> None:
+        if not 0 < len(key) <= MAX_KEY_BYTES:
+            raise UnusableRecord(SkipKind.BAD_KEY, f"key of {len(key)} bytes; LMDB stores keys of 1 to {MAX_KEY_BYTES} bytes")
+        if self._key is not None:
+            try:
+                self._key.decode(key)
+            except VeniceError as exc:
+                raise UnusableRecord(SkipKind.BAD_KEY, f"key does not decode with the key schema: {exc}") from None
+
     def check_value(self, schema_id: int, value: bytes) -> None:
-        _decode_exact(value, self.parsed(schema_id), None, f"value of schema {schema_id}")
-
-    def decode(self, schema_id: int, value: bytes, as_schema_id: int | None = None) -> Any:
-        """The datum of ``value`` (written with ``schema_id``), resolved to ``as_schema_id``."""
-        reader = None if as_schema_id is None or as_schema_id == schema_id else self.parsed(as_schema_id)
-        return _decode_exact(value, self.parsed(schema_id), reader, f"value of schema {schema_id}")
-
-    def encode(self, schema_id: int, datum: Any) -> bytes:
-        buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, self.parsed(schema_id), datum)
-        return buf.getvalue()
+        codec = self._value_codec(schema_id)
+        try:
+            codec.decode(value)
+        except VeniceError as exc:
+            raise UnusableRecord(SkipKind.UNDECODABLE, f"value of schema {schema_id}: {exc}") from None
 
     def apply_update(self, schema_id: int, update: bytes, current: tuple[int, bytes] | None) -> tuple[int, bytes]:
         """Through :class:`venice.writecompute.Updater`: the result is written with the newer
@@ -116,11 +101,14 @@ class ValueSchemas:
         for needed in (schema_id, None if current is None else current[0]):
             if needed is not None and needed not in self._schemas:
                 raise UnknownSchema(needed)
-        # Exactly one datum of the update schema, or it is not an update at all.
-        _decode_exact(update, self._update_schema(schema_id), None, f"update of schema {schema_id}")
+        try:
+            # Exactly one datum of the update schema, or it is not an update at all.
+            self._update_codec(schema_id).decode(update)
+        except VeniceError as exc:
+            raise UnusableRecord(SkipKind.UNDECODABLE, f"update of schema {schema_id}: {exc}") from None
         updater = self._updater
         if updater is None:
-            updater = self._updater = _writecompute().Updater(dict(self._schemas))
+            updater = self._updater = Updater(dict(self._schemas))
         try:
             new_id, new_value = updater.apply(schema_id, update, current)
         except Exception as exc:  # noqa: BLE001 - every failure to apply is the same poison pill

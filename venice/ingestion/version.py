@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from venice.errors import PubSubError, TopicNotFoundError, VeniceError
 from venice.ingestion.records import Checkpoint, Outcome, SkipKind, apply_rt_batch, apply_version_batch
-from venice.ingestion.schemas import ValueSchemas
+from venice.ingestion.schemas import StoreCodecs
 from venice.ingestion.storage import Reader, VersionStorage
 from venice.ingestion.writer import Writer
 from venice.protocol import Assignment, ReplicaReport, ReplicaStatus
@@ -62,7 +62,7 @@ async def _close(consumer: Consumer, topic: str) -> None:
 class StoreSchemas:
     """A store's value schemas on one host, shared by its hosted versions."""
 
-    schemas: ValueSchemas
+    schemas: StoreCodecs
     missing: set[int] = field(default_factory=set)
     """Ids the schema source confirmed do not exist (records naming them are skipped)."""
 
