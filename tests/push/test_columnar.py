@@ -307,3 +307,80 @@ def test_invalid_utf8_in_a_string_column_is_not_passed_through() -> None:
     batch = pa.RecordBatch.from_arrays([pa.array([1]), raw], names=["key", "value"])
     with pytest.raises(InvalidInputError, match=r"^in.avro: record 1: cannot read the row: .*utf-8"):
         ColumnarEncoder(AvroCodec("long", kind="key"), AvroCodec("string"), file="in.avro").encode(batch)
+
+
+# --- records of a row format (JSON lines), put in columns -----------------------------------------
+
+RECORD_SCHEMA = {"type": "record", "name": "R", "fields": [
+    {"name": "name", "type": "string"},
+    {"name": "score", "type": "double"},
+    {"name": "visits", "type": "int", "default": 7},
+    {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []},
+    {"name": "note", "type": ["null", "string"]},
+    {"name": "rate", "type": ["double", "null"], "default": 0.5},
+    {"name": "home", "type": ["null", ADDRESS], "default": None},
+    {"name": "embedding", "type": {"type": "array", "items": "double"}},
+]}
+
+
+def cli_push(records: list[dict[str, Any]], value_schema: Any = RECORD_SCHEMA) -> tuple[list[bytes], list[bytes]] | str:
+    """What the single-process push does with the records: the bytes it writes, or its error."""
+    key_codec, value_codec = AvroCodec("long", kind="key"), AvroCodec(value_schema)
+    converter = RecordConverter(key_codec, value_codec, key_field="id", file="in.jsonl")
+    keys, values = [], []
+    for i, record in enumerate(records):
+        try:
+            key, value = converter.convert(f"line {i + 1}", record)
+        except InvalidInputError as exc:
+            return exc.message
+        keys.append(avro("long", key))
+        values.append(avro(value_schema, value))
+    return keys, values
+
+
+def json_row(rng: random.Random, i: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": i, "name": rng.choice(STRINGS), "score": rng.choice([1, -2, 0.25, 1e300, 2**52]),
+                           "embedding": [rng.choice([0.5, 3, -1e-9]) for _ in range(rng.randrange(4))]}
+    for name, choices in (("visits", [0, -5, 2**31 - 1]), ("tags", [[], ["a", "日"]]), ("note", [None, "n"]),
+                          ("rate", [1.25, 3]), ("home", [None, {"city": "x", "zip": -1}, {"city": "y", "zip": 5}])):
+        if rng.random() < 0.6:
+            row[name] = rng.choice(choices)  # else absent: the field's default (or null)
+    return row
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_json_records_are_encoded_in_columns_like_the_single_process_push(seed: int) -> None:
+    rng = random.Random(seed)
+    records = [json_row(rng, i) for i in range(rng.randrange(1, 80))]
+    enc = encoder("long", RECORD_SCHEMA, file="in.jsonl")
+    encoded = enc.encode_records([(f"line {i + 1}", r) for i, r in enumerate(records)])
+    assert (encoded.keys.to_pylist(), encoded.values.to_pylist()) == cli_push(records)
+    assert encoded.vectorized
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"score": True}, "a boolean among numbers is no double"),
+    ({"visits": 1.0}, "1.0 is no int"),
+    ({"visits": 2**31}, "out of int range"),
+    ({"rate": None}, "a null where the field's default is 0.5: valid, and not the default"),
+    ({"visits": None}, "a null where the default is 7"),
+    ({"name": None}, "a null for a string"),
+    ({"home": {"city": "x"}}, "a nested field absent, without a default"),
+    ({"home": {"city": "x", "zip": None}}, "a nested null: valid, but in columns it looks like an absent field"),
+    ({"home": {"city": "x", "zip": 1, "extra": 2}}, "a nested field unknown"),
+    ({"unknown": 1}, "a field unknown, in a later record only"),
+    ({"embedding": [1.5, False]}, "a boolean among the floats of an array"),
+    ({"tags": "abc"}, "a string for an array"),
+    ({"id": "12"}, "a string key"),
+])
+def test_json_records_the_columns_cannot_prove_are_judged_one_by_one(change: dict[str, Any], why: str) -> None:
+    rng = random.Random(1)
+    records = [json_row(rng, i) for i in range(30)]
+    records[17] = {**records[17], **change}
+    encoded_or_error: Any
+    try:
+        encoded = encoder("long", RECORD_SCHEMA, file="in.jsonl").encode_records([(f"line {i + 1}", r) for i, r in enumerate(records)])
+        encoded_or_error = (encoded.keys.to_pylist(), encoded.values.to_pylist())
+    except InvalidInputError as exc:
+        encoded_or_error = exc.message
+    assert encoded_or_error == cli_push(records), why

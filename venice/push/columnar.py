@@ -33,7 +33,7 @@ a pandas DataFrame) and gives Arrow binary arrays of keys and values.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -116,7 +116,7 @@ class ColumnarEncoder:
         self.text_cells = text_cells
         self.converter = RecordConverter(key_codec, value_codec, key_field=key_field, text_cells=text_cells, file=file)
         self._key_field = key_field or DEFAULT_KEY_FIELD
-        self._plans: dict[pa.Schema, _Plan | None] = {}
+        self._plans: dict[tuple[pa.Schema, bool], _Plan | None] = {}
         self.vectorized_batches = 0
         """Batches encoded column-wise so far (the rest went record by record)."""
         self.exact_batches = 0
@@ -134,8 +134,43 @@ class ColumnarEncoder:
         self.exact_batches += 1
         return self._exact(batch, where)
 
+    def encode_records(self, records: Sequence[tuple[str, dict[str, Any]]]) -> EncodedBatch:
+        """Keys and values of ``(position, record)`` pairs of a row format (JSON lines).
+
+        The records are put in columns (Arrow's type inference over the union of their
+        fields) and take the vectorized path when they can. An absent field and a null
+        both become a null there, so a null is only taken where the two mean the same
+        (a nullable field whose default is null); anything else, or a type Arrow would
+        have coerced (a boolean among numbers), sends the records one by one through the
+        exact path, which sees the records as they were.
+        """
+        if records and not self.text_cells:
+            encoded = self._records_at_once([record for _, record in records])
+            if encoded is not None:
+                self.vectorized_batches += 1
+                return encoded
+        self.exact_batches += 1
+        return self.encode_rows(records)
+
+    def _records_at_once(self, records: list[dict[str, Any]]) -> EncodedBatch | None:
+        try:
+            batch = pa.RecordBatch.from_struct_array(pa.array(records))
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            return None  # mixed types, huge ints, not dicts...: the exact path says what is wrong
+        if batch.num_columns == 0 or _bool_among_floats(records, batch):
+            return None
+        plan = self._plan(batch.schema, absent_as_null=True)
+
+        def presence(name: str) -> np.ndarray:
+            return np.fromiter((name in record for record in records), bool, len(records))
+
+        encoded = plan.encode(batch, presence) if plan is not None else None
+        if encoded is None:
+            return None
+        return EncodedBatch(_binary(encoded[0]), _binary(encoded[1]), vectorized=True)
+
     def encode_rows(self, rows: Iterable[tuple[str, dict[str, Any]]]) -> EncodedBatch:
-        """Keys and values of ``(position, record)`` pairs, record by record (JSON, CSV)."""
+        """Keys and values of ``(position, record)`` pairs, record by record (the exact path)."""
         keys, values = [], []
         convert = self.converter.convert
         encode_key, encode_value = self.key_codec.encode_unchecked, self.value_codec.encode_unchecked
@@ -165,12 +200,17 @@ class ColumnarEncoder:
 
     # -- vectorized path -----------------------------------------------------------------
 
-    def _plan(self, schema: pa.Schema) -> _Plan | None:
-        if schema not in self._plans:
-            self._plans[schema] = self._build_plan(schema)
-        return self._plans[schema]
+    def _plan(self, schema: pa.Schema, *, absent_as_null: bool = False) -> _Plan | None:
+        """The vectorized plan for batches of ``schema``; ``absent_as_null``: the batch was
+        built from records, where a null may stand for an absent field."""
+        cache_key = (schema, absent_as_null)
+        if cache_key not in self._plans:
+            if len(self._plans) > 64:
+                self._plans.clear()  # records of ever-changing shapes: do not hoard plans
+            self._plans[cache_key] = self._build_plan(schema, absent_as_null)
+        return self._plans[cache_key]
 
-    def _build_plan(self, schema: pa.Schema) -> _Plan | None:
+    def _build_plan(self, schema: pa.Schema, absent_as_null: bool) -> _Plan | None:
         if self.text_cells:
             return None  # text cells are coerced one by one (CSV rules)
         names = schema.names
@@ -185,8 +225,8 @@ class ColumnarEncoder:
         known = {f["name"] for f in key_fields} | {f["name"] for f in value_fields}
         if set(names) - known:
             return None  # extra columns: an error the exact path words
-        key_plan = _fields_plan(key_fields, types, named, key=True)
-        value_plan = _fields_plan(value_fields, types, named, key=False)
+        key_plan = _fields_plan(key_fields, types, named, key=True, absent_as_null=absent_as_null)
+        value_plan = _fields_plan(value_fields, types, named, key=False, absent_as_null=absent_as_null)
         if key_plan is None or value_plan is None:
             return None
         return _Plan(key_plan, value_plan)
@@ -362,19 +402,20 @@ def _kind(schema: Any) -> str:
     return str(schema)
 
 
-def _encoder(schema: Any, atype: pa.DataType, named: dict[str, Any], depth: int = 0) -> _Encoder | None:
+def _encoder(schema: Any, atype: pa.DataType, named: dict[str, Any], depth: int = 0, absent_as_null: bool = False) -> _Encoder | None:
     """The vectorized encoder of ``schema`` for Arrow ``atype``, or ``None`` when the pair
-    is not one whose validity a column check can prove."""
+    is not one whose validity a column check can prove. ``absent_as_null``: a null in a
+    nested record's field may mean the field was absent (records turned into columns)."""
     if depth > 32:
         return None  # a recursive schema: let the exact path handle it
     if isinstance(schema, str) and schema in named:
         schema = named[schema]
     kind = _kind(schema)
     if pa.types.is_dictionary(atype):
-        inner = _encoder(schema, atype.value_type, named, depth)
+        inner = _encoder(schema, atype.value_type, named, depth, absent_as_null)
         return None if inner is None else (lambda array, rows: inner(array.dictionary_decode(), rows))
     if kind == "union":
-        return _union(schema, atype, named, depth)
+        return _union(schema, atype, named, depth, absent_as_null)
     if kind == "null":
         return _null if pa.types.is_null(atype) else None
     if pa.types.is_null(atype):
@@ -386,9 +427,9 @@ def _encoder(schema: Any, atype: pa.DataType, named: dict[str, Any], depth: int 
     if kind == "fixed":
         return _fixed(int(schema["size"])) if _is_binary(atype) or pa.types.is_fixed_size_binary(atype) else None
     if kind == "array":
-        return _array(schema["items"], atype, named, depth)
+        return _array(schema["items"], atype, named, depth, absent_as_null)
     if kind == "record":
-        return _struct(schema, atype, named, depth)
+        return _struct(schema, atype, named, depth, absent_as_null)
     return None  # map (Arrow maps read as lists of pairs, which fail validation), logical types, ...
 
 
@@ -524,7 +565,7 @@ def _fixed(size: int) -> _Encoder:
     return _no_nulls(encode)
 
 
-def _union(branches: list[Any], atype: pa.DataType, named: dict[str, Any], depth: int) -> _Encoder | None:
+def _union(branches: list[Any], atype: pa.DataType, named: dict[str, Any], depth: int, absent_as_null: bool) -> _Encoder | None:
     """``["null", T]`` or ``[T, "null"]``; other unions pick a branch per datum (exact path)."""
     if len(branches) != 2 or "null" not in branches:
         return None
@@ -533,7 +574,7 @@ def _union(branches: list[Any], atype: pa.DataType, named: dict[str, Any], depth
     null_byte, other_byte = np.uint8(2 * null_index), np.uint8(2 * (1 - null_index))
     if pa.types.is_null(atype):
         return lambda array, rows: _masked(_fixed_width(np.full(len(array), null_byte, np.uint8), 1, len(array)), rows)
-    inner = _encoder(other, atype, named, depth + 1)
+    inner = _encoder(other, atype, named, depth + 1, absent_as_null)
     if inner is None:
         return None
 
@@ -549,10 +590,10 @@ def _union(branches: list[Any], atype: pa.DataType, named: dict[str, Any], depth
     return encode
 
 
-def _array(items: Any, atype: pa.DataType, named: dict[str, Any], depth: int) -> _Encoder | None:
+def _array(items: Any, atype: pa.DataType, named: dict[str, Any], depth: int, absent_as_null: bool) -> _Encoder | None:
     if not (pa.types.is_list(atype) or pa.types.is_large_list(atype) or pa.types.is_fixed_size_list(atype)):
         return None
-    item = _encoder(items, atype.value_type, named, depth + 1)
+    item = _encoder(items, atype.value_type, named, depth + 1, absent_as_null)
     if item is None:
         return None
 
@@ -583,15 +624,22 @@ def _array(items: Any, atype: pa.DataType, named: dict[str, Any], depth: int) ->
     return _no_nulls(encode)
 
 
-def _struct(schema: dict[str, Any], atype: pa.DataType, named: dict[str, Any], depth: int) -> _Encoder | None:
+def _struct(schema: dict[str, Any], atype: pa.DataType, named: dict[str, Any], depth: int, absent_as_null: bool) -> _Encoder | None:
     if not pa.types.is_struct(atype):
         return None
     names = [atype.field(i).name for i in range(atype.num_fields)]
     wanted = [f["name"] for f in schema["fields"]]
     if set(names) != set(wanted) or len(names) != len(set(names)):
         return None  # unknown nested fields are refused, absent ones defaulted: the exact path's call
-    children = [(names.index(f["name"]), _encoder(f["type"], atype.field(names.index(f["name"])).type, named, depth + 1))
-                for f in schema["fields"]]
+    children: list[tuple[int, _Encoder | None]] = []
+    for field in schema["fields"]:
+        index = names.index(field["name"])
+        child = _encoder(field["type"], atype.field(index).type, named, depth + 1, absent_as_null)
+        if child is not None and absent_as_null and not ("default" in field and field["default"] is None):
+            # An absent nested field is its default, or invalid without one; a null is null:
+            # where they differ a null cannot be told apart, so it is not taken here.
+            child = _no_nulls(child)
+        children.append((index, child))
     if any(child is None for _, child in children):
         return None
 
@@ -611,48 +659,136 @@ def _struct(schema: dict[str, Any], atype: pa.DataType, named: dict[str, Any], d
 # --- top level: which columns make the key and the value --------------------------------------
 
 
+def _bool_among_floats(records: list[dict[str, Any]], batch: pa.RecordBatch) -> bool:
+    """Whether Arrow's inference turned a boolean into a float anywhere in the batch
+    (``[1.5, True]`` infers as doubles; fastavro refuses ``True`` for a double).
+
+    Such a float reads 0.0 or 1.0, so only the records holding one are looked at again."""
+    for name, field in zip(batch.schema.names, batch.schema, strict=True):
+        if not _has_floats(field.type):
+            continue
+        for row in _zero_or_one_rows(batch.column(name)):
+            if _bool_where_float(records[row].get(name), field.type):
+                return True
+    return False
+
+
+def _zero_or_one_rows(array: pa.Array) -> np.ndarray:
+    """Rows of ``array`` with a float 0.0 or 1.0 somewhere inside."""
+    atype = array.type
+    if pa.types.is_floating(atype):
+        values = _numbers(array, np.float64)
+        return np.flatnonzero((values == 0) | (values == 1))
+    if pa.types.is_list(atype) or pa.types.is_large_list(atype):
+        inner = _zero_or_one_rows(pc.list_flatten(array))
+        parents = np.asarray(pc.list_parent_indices(array).to_numpy(zero_copy_only=False), np.int64)
+        return np.unique(parents[inner])
+    if pa.types.is_struct(atype):
+        found = [_zero_or_one_rows(array.field(i)) for i in range(atype.num_fields) if _has_floats(atype.field(i).type)]
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+    return np.zeros(0, np.int64)
+
+
+def _bool_where_float(value: Any, atype: pa.DataType) -> bool:
+    if pa.types.is_floating(atype):
+        return value.__class__ is bool
+    if (pa.types.is_list(atype) or pa.types.is_large_list(atype)) and isinstance(value, list):
+        return any(_bool_where_float(item, atype.value_type) for item in value)
+    if pa.types.is_struct(atype) and isinstance(value, dict):
+        return any(_bool_where_float(value.get(atype.field(i).name), atype.field(i).type) for i in range(atype.num_fields)
+                   if _has_floats(atype.field(i).type))
+    return False
+
+
+def _has_floats(atype: pa.DataType) -> bool:
+    if pa.types.is_floating(atype):
+        return True
+    if pa.types.is_list(atype) or pa.types.is_large_list(atype):
+        return _has_floats(atype.value_type)
+    if pa.types.is_struct(atype):
+        return any(_has_floats(atype.field(i).type) for i in range(atype.num_fields))
+    return False
+
+
+Presence = Callable[[str], np.ndarray]
+"""Field name -> which records of the batch had the field (records turned into columns)."""
+
+
+@dataclass(frozen=True)
+class _Part:
+    column: str | None
+    """The batch column of the field; ``None`` when no row has it (all get ``default``)."""
+    encoder: _Encoder | None
+    default: bytes | None
+    """Encoding of what an absent field gets; ``None`` when absence is an error."""
+    presence_matters: bool = False
+    """A null in the column may be an absent field, which is not the same as a null."""
+
+
 class _FieldsPlan:
     """A record (or a lone key/value column) built from the batch's columns."""
 
-    def __init__(self, parts: list[tuple[str | None, _Encoder | None, bytes]]) -> None:
-        self.parts = parts  # (column, encoder, constant bytes when the column is absent)
+    def __init__(self, parts: list[_Part]) -> None:
+        self.parts = parts
 
-    def encode(self, batch: pa.RecordBatch) -> _Seg | None:
+    def encode(self, batch: pa.RecordBatch, presence: Presence | None = None) -> _Seg | None:
         segments = []
         count = batch.num_rows
-        for column, encoder, constant in self.parts:
-            if column is None:
+        for part in self.parts:
+            if part.column is None:
+                constant = part.default or b""
                 data = np.frombuffer(constant * count, np.uint8) if constant else _EMPTY
                 segments.append(_fixed_width(data, len(constant), count))
                 continue
-            assert encoder is not None
-            seg = encoder(batch.column(column), None)
+            assert part.encoder is not None
+            array = batch.column(part.column)
+            if part.presence_matters and array.null_count:
+                seg = self._absent_or_null(part, array, presence)
+            else:
+                seg = part.encoder(array, None)
             if seg is None:
                 return None
             segments.append(seg)
         return _concat(segments)
 
+    @staticmethod
+    def _absent_or_null(part: _Part, array: pa.Array, presence: Presence | None) -> _Seg | None:
+        """Absent rows get the default, present ones (nulls included) their own encoding."""
+        if presence is None or part.default is None or part.column is None:
+            return None  # absence would be an error (or cannot be told): the exact path words it
+        assert part.encoder is not None
+        present = presence(part.column)
+        seg = part.encoder(array, present)
+        if seg is None:
+            return None
+        absent = ~present
+        width = len(part.default)
+        defaults = _Seg(np.where(absent, width, 0).astype(np.int64), np.frombuffer(part.default * int(absent.sum()), np.uint8))
+        return _concat([seg, defaults])
+
 
 def _fields_plan(
-    fields: list[dict[str, Any]], types: dict[str, pa.DataType], named: dict[str, Any], *, key: bool
+    fields: list[dict[str, Any]], types: dict[str, pa.DataType], named: dict[str, Any], *, key: bool, absent_as_null: bool
 ) -> _FieldsPlan | None:
-    parts: list[tuple[str | None, _Encoder | None, bytes]] = []
+    parts: list[_Part] = []
     for field in fields:
         name = field["name"]
+        default = None if key else _default_bytes(field)
         if name in types:
-            encoder = _encoder(field["type"], types[name], named)
+            encoder = _encoder(field["type"], types[name], named, absent_as_null=absent_as_null)
             if encoder is None:
                 return None
             if key:
                 encoder = _no_nulls(encoder)  # a null key field is a missing key, whatever its type
-            parts.append((name, encoder, b""))
+            nullable = isinstance(field["type"], list) and "null" in field["type"]
+            # Where an absent field (its default, or an error) and a null differ, a null that
+            # may be either is told apart by which records had the field.
+            presence_matters = absent_as_null and not key and not (nullable and field.get("default") is None)
+            parts.append(_Part(name, encoder, default, presence_matters))
             continue
-        if key:
-            return None  # a missing key field: an error the exact path words
-        constant = _default_bytes(field)
-        if constant is None:
-            return None
-        parts.append((None, None, constant))
+        if key or default is None:
+            return None  # a missing key field or a required one: an error the exact path words
+        parts.append(_Part(None, None, default))
     return _FieldsPlan(parts)
 
 
@@ -676,11 +812,11 @@ class _Plan:
         self.key = key
         self.value = value
 
-    def encode(self, batch: pa.RecordBatch) -> tuple[_Seg, _Seg] | None:
+    def encode(self, batch: pa.RecordBatch, presence: Presence | None = None) -> tuple[_Seg, _Seg] | None:
         key = self.key.encode(batch)
         if key is None:
             return None
-        value = self.value.encode(batch)
+        value = self.value.encode(batch, presence)
         if value is None:
             return None
         return key, value
