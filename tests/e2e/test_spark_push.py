@@ -7,8 +7,7 @@ value from both, and the value the file says. The rest reuses that store and sma
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +26,10 @@ from tests.e2e.conftest import create_store, current_version, make_records, push
 from tests.push.files import write_csv, write_parquet
 from venice.cluster import LocalCluster, wait_for
 from venice.errors import InvalidInputError, PushError, StoreNotFoundError
+from venice.pubsub import connect
 from venice.push.job import PushSummary
+from venice.structs import Message, TopicPartition
+from venice.wire import ControlKind, control_kind, control_payload
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -53,8 +55,8 @@ def value_of(record: dict[str, Any]) -> dict[str, Any]:
 def served(router: str, store: str, keys: list[int]) -> list[Any]:
     values: list[Any] = []
     with venice.Client(router) as client:
-        for start in range(0, len(keys), 2000):
-            values += client.batch_get(store, keys[start : start + 2000])
+        for start in range(0, len(keys), 10_000):  # the router's most keys per batch
+            values += client.batch_get(store, keys[start : start + 10_000])
     return values
 
 
@@ -90,14 +92,47 @@ def pushed(spark: Any, kafka_cluster: LocalCluster, tmp_path_factory: pytest.Tem
     return Pushed(records, path, cli.stdout, summary)
 
 
-def test_spark_and_single_process_pushes_serve_the_same_value_for_every_key(pushed: Pushed, kafka_cluster: LocalCluster) -> None:
+async def read_version_topic(url: str, topic: str) -> dict[int, list[Message]]:
+    """Every record of a version topic, by partition, in offset order."""
+    async with connect(url) as pubsub:
+        ends = await pubsub.end_offsets(topic)
+        found: dict[int, list[Message]] = {p: [] for p in ends}
+        async with await pubsub.consumer() as consumer:
+            await consumer.assign({TopicPartition(topic, p): 0 for p in ends})
+            while any(len(found[p]) < end for p, end in ends.items()):
+                for tp, messages in (await consumer.getmany(timeout_ms=500, max_records=10_000)).items():
+                    found[tp.partition].extend(messages)
+    return found
+
+
+def data_of(messages: list[Message]) -> list[tuple[bytes, bytes | None]]:
+    return [(m.key, m.value) for m in messages if control_kind(m) is None]
+
+
+def test_spark_and_single_process_pushes_write_and_serve_the_same_value_for_every_key(
+    pushed: Pushed, kafka_cluster: LocalCluster, kafka_broker: Any
+) -> None:
     assert pushed.spark_summary.records == ROWS
     assert pushed.spark_summary.duplicates == 10
     assert f"{ROWS} records" in pushed.cli_output and "10 identical duplicate record(s) skipped" in pushed.cli_output
-    keys = [r["id"] for r in pushed.records]
-    by_spark = served(kafka_cluster.router_url, "sp_spark", keys)
-    assert by_spark == served(kafka_cluster.router_url, "sp_cli", keys)
-    assert by_spark == [value_of(r) for r in pushed.records]
+    by_cli = asyncio.run(read_version_topic(kafka_broker.url, "sp_cli_v1"))
+    by_spark = asyncio.run(read_version_topic(kafka_broker.url, "sp_spark_v1"))
+    assert sorted(by_spark) == sorted(by_cli) == [0, 1, 2, 3]
+    for partition, messages in by_spark.items():
+        data = data_of(messages)
+        # Every key with its value in the same partition as the single-process push put it...
+        assert dict(data) == dict(data_of(by_cli[partition]))
+        # ...sorted by key bytes, between a start-of-push and an end-of-push that counts them.
+        assert [k for k, _ in data] == sorted(k for k, _ in data)
+        assert control_kind(messages[0]) is ControlKind.START_OF_PUSH
+        assert control_kind(messages[-1]) is ControlKind.END_OF_PUSH
+        assert control_payload(messages[-1]) == {"records": len(data)}
+    assert sum(len(data_of(m)) for m in by_spark.values()) == ROWS
+    # And what the router serves from either store is what the file says.
+    sample = pushed.records[::97]
+    keys = [r["id"] for r in sample]
+    assert served(kafka_cluster.router_url, "sp_spark", keys) == [value_of(r) for r in sample]
+    assert served(kafka_cluster.router_url, "sp_cli", keys) == [value_of(r) for r in sample]
 
 
 def test_bad_row_fails_the_job_with_its_line_and_the_current_version_keeps_serving(
@@ -236,6 +271,7 @@ def test_a_version_killed_by_an_operator_cancels_the_spark_job(pushed: Pushed, s
 
     controller = kafka_cluster.controller_url
     before = current_version(controller, "sp_spark")
+    number = 1 + max(v["version"] for v in httpx.get(f"{controller}/stores/sp_spark", timeout=5).json()["versions"])
     outcome: dict[str, BaseException] = {}
 
     def run() -> None:
@@ -246,7 +282,6 @@ def test_a_version_killed_by_an_operator_cancels_the_spark_job(pushed: Pushed, s
 
     pusher = threading.Thread(target=run)
     pusher.start()
-    number = before + 1
     while True:  # kill it once it is running (the sample check takes a moment)
         response = httpx.get(f"{controller}/stores/sp_spark/versions/{number}", timeout=5)
         if response.status_code == 200 and response.json()["status"] == "STARTED":
@@ -283,18 +318,31 @@ def test_embedded_log_works_locally_and_is_refused_for_a_cluster_master(
     assert "embedded log" in refused.stderr and "--spark-master 'local[*]'" in refused.stderr
 
 
-def test_cli_engine_spark(kafka_cluster: LocalCluster, spark_required: None, tmp_path: Path) -> None:
+def test_cli_engine_spark(spark: Any, kafka_cluster: LocalCluster, tmp_path: Path) -> None:
+    """``venice push --engine spark`` (in this process: it takes the module's session, and leaves it running)."""
+    from click.testing import CliRunner
+
+    from venice.cli import main
+
     controller, router = kafka_cluster.controller_url, kafka_cluster.router_url
     create_store(controller, "sp_cli_engine", partitions=2, replication_factor=1)
     records = make_records(1000, seed=4)
     path = write_jsonl(tmp_path / "m.jsonl", records)
-    result = subprocess.run(
-        [sys.executable, "-m", "venice", "push", "--controller", controller, "--store", "sp_cli_engine", "--input", str(path),
-         "--key-field", "id", "--engine", "spark", "--spark-master", "local[1]", "--no-progress"],
-        capture_output=True, text=True, timeout=240,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "pushed sp_cli_engine v1: 1000 records" in result.stdout
+    runner = CliRunner()
+    result = runner.invoke(main, ["push", "--controller", controller, "--store", "sp_cli_engine", "--input", str(path),
+                                  "--key-field", "id", "--engine", "spark", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "pushed sp_cli_engine v1: 1000 records" in result.output
     wait_serving(router, "sp_cli_engine", records[0])
-    usage = venice_cli("push", "--controller", controller, "--store", "sp_cli_engine", "--empty", "--engine", "spark")
-    assert usage.returncode == 2 and "--engine spark pushes an --input" in usage.stderr
+    assert spark.sparkContext.statusTracker() is not None  # still running for the tests after
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"id": 1, "name": "x"}\n')
+    result = runner.invoke(main, ["push", "--controller", controller, "--store", "sp_cli_engine", "--input", str(bad),
+                                  "--key-field", "id", "--engine", "spark"])
+    assert result.exit_code == 1
+    assert f"error: {bad}: line 1: missing field 'score' required by the value schema" in result.output
+    usage = runner.invoke(main, ["push", "--controller", controller, "--store", "sp_cli_engine", "--empty", "--engine", "spark"])
+    assert usage.exit_code == 2 and "--engine spark pushes an --input" in usage.output
+    usage = runner.invoke(main, ["push", "--controller", controller, "--store", "sp_cli_engine", "--input", str(path),
+                                 "--spark-conf", "nonsense"])
+    assert usage.exit_code == 2 and "--spark-master and --spark-conf go with --engine spark" in usage.output

@@ -150,16 +150,22 @@ def run_spark_push(
     progress: bool = True,
     timeout_s: float = 600.0,
 ) -> PushSummary:
-    """``venice push --engine spark``: a session of its own for one push, stopped after."""
+    """``venice push --engine spark``: a session of its own for one push, stopped after (a
+    session already active in this process, as in a notebook, is used and left running)."""
     kind = detect_format(path, fmt)
     with PushControl(controller_url) as control:
         refuse_unreachable_log(control.pubsub_url(), master)  # before minutes of Spark start-up
-    spark = spark_session(master, conf, avro=kind == "avro", progress=progress)
+    _require_spark()
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    spark = active or spark_session(master, conf, avro=kind == "avro", progress=progress)
     try:
         return push_input(spark, controller_url, store, path, fmt=kind, key_field=key_field, defer_swap=defer_swap,
                           timeout_s=timeout_s)
     finally:
-        spark.stop()
+        if active is None:
+            spark.stop()
 
 
 # --- sessions ---------------------------------------------------------------------------------

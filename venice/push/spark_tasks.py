@@ -29,6 +29,7 @@ import asyncio
 import base64
 import contextlib
 import csv
+import itertools
 import logging
 import re
 import struct
@@ -442,14 +443,15 @@ class WriteTask:
                 for batch in batches:
                     keep = _deduplicate(batch, run, stats, key_codec)
                     kept = batch.filter(pa.array(keep)) if not keep.all() else batch
-                    for p, k, v in zip(kept.column("vp").to_pylist(), kept.column("k").to_pylist(), kept.column("v").to_pylist(),
-                                       strict=True):
+                    for p, keys, values in _runs_by_partition(kept):
                         partition = stats.get(p)
                         if partition is None or partition.records == 0:
                             partition = self._first_of(p, offsets, stats)
-                        await producer.send(self.topic, p, k, v, headers)
-                        partition.records += 1
-                        partition.bytes += len(k) + len(v)
+                        send, topic = producer.send, self.topic
+                        for k, v in zip(keys.to_pylist(), values.to_pylist(), strict=True):
+                            await send(topic, p, k, v, headers)
+                        partition.records += len(keys)
+                        partition.bytes += _total_length(keys) + _total_length(values)
                 await producer.flush()
             except BaseException:
                 # Failing anyway: do not wait out the producer's delivery retries.
@@ -473,6 +475,20 @@ class WriteTask:
                           "attempt of this Spark task (or lacks its start-of-push); writing them again would double them",
             })
         return stats.setdefault(partition, _PartitionStats())
+
+
+def _runs_by_partition(batch: pa.RecordBatch) -> Iterator[tuple[int, pa.Array, pa.Array]]:
+    """``(partition, keys, values)`` of each run of one partition (the batch is sorted by it)."""
+    partitions = np.asarray(batch.column("vp").to_numpy(zero_copy_only=False))
+    if not len(partitions):
+        return
+    edges = [0, *(np.flatnonzero(partitions[1:] != partitions[:-1]) + 1).tolist(), len(partitions)]
+    for start, end in itertools.pairwise(edges):
+        yield int(partitions[start]), batch.column("k").slice(start, end - start), batch.column("v").slice(start, end - start)
+
+
+def _total_length(array: pa.Array) -> int:
+    return int(pc.sum(pc.binary_length(array)).as_py() or 0)
 
 
 def _deduplicate(batch: pa.RecordBatch, run: _Run, stats: dict[int, _PartitionStats], key_codec: AvroCodec) -> np.ndarray:
