@@ -54,6 +54,9 @@ def push(
             raise click.UsageError("--engine spark pushes an --input (use the local engine for --empty)")
         from venice.push.spark import run_spark_push
 
+        # py4j logs a Ctrl-C during a Spark call as tracebacks on the root logger (through
+        # logging.basicConfig); the push reports the interruption itself.
+        logging.getLogger().addHandler(logging.NullHandler())
         summary = run_spark_push(
             controller, store, input_path, master=spark_master, conf=_spark_settings(spark_conf), fmt=fmt,
             key_field=key_field, defer_swap=defer_swap, progress=not no_progress, timeout_s=timeout_s,

@@ -180,11 +180,13 @@ def spark_session(
     from pyspark.sql import SparkSession
 
     local = master.startswith("local")
+    quiet = Path(__file__).resolve().parents[1] / "data" / "spark-log4j2.properties"
     settings = {
         "spark.app.name": "venice push",
         "spark.ui.showConsoleProgress": "true" if progress else "false",
         # Executor failures are logged with whole tracebacks; the push reports them itself.
         "spark.log.level": "FATAL",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={quiet.as_uri()}",
     }
     if local:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
