@@ -18,7 +18,6 @@ from typing import Any
 import fastavro
 import httpx
 import orjson
-import pandas as pd
 import pytest
 
 import venice
@@ -222,6 +221,8 @@ def test_csv_parquet_avro_and_gzip_inputs(spark: Any, kafka_cluster: LocalCluste
 
 
 def test_push_dataframe(spark: Any, kafka_cluster: LocalCluster) -> None:
+    import pandas as pd
+
     from venice.push.spark import push_dataframe
 
     controller, router = kafka_cluster.controller_url, kafka_cluster.router_url

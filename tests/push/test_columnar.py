@@ -15,7 +15,6 @@ from typing import Any
 
 import fastavro
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -207,6 +206,7 @@ def test_record_key_and_absent_value_fields_with_defaults() -> None:
 
 
 def test_pandas_frame_keeps_nan_and_takes_none_as_null() -> None:
+    pd = pytest.importorskip("pandas")  # the spark extra brings it
     schema = {"type": "record", "name": "V", "fields": [{"name": "x", "type": "double"}, {"name": "s", "type": ["null", "string"]}]}
     frame = pd.DataFrame({"key": [1, 2, 3], "x": [0.5, float("nan"), -1.0], "s": ["a", None, "c"]})
     encoded = encoder("long", schema, key_field="key").encode(frame)
