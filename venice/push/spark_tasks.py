@@ -244,7 +244,8 @@ class EncodeTask:
         if self.spec.kind in TEXT_KINDS:
             kept, encoded = self._encode_lines(batch.column("value"), rows)
         else:
-            data = batch.drop_columns([c for c in (FILE_COLUMN, BLOCK_COLUMN) if c in batch.schema.names])
+            keep = [i for i, name in enumerate(batch.schema.names) if name not in (FILE_COLUMN, BLOCK_COLUMN)]
+            data = pa.RecordBatch.from_arrays([batch.column(i) for i in keep], names=[batch.schema.names[i] for i in keep])
             try:
                 encoded = encoder.encode(data, position=lambda i: f"#{i}")
             except InvalidInputError as exc:
