@@ -300,6 +300,43 @@ def test_a_version_killed_by_an_operator_cancels_the_spark_job(pushed: Pushed, s
     assert not spark.sparkContext.statusTracker().getActiveJobsIds()
 
 
+def test_a_spark_job_killed_under_the_push_marks_the_version_error(pushed: Pushed, spark: Any, kafka_cluster: LocalCluster) -> None:
+    """The Spark application's jobs cancelled from outside (an operator, a cluster manager)."""
+    from venice.push.spark import push_input
+
+    controller = kafka_cluster.controller_url
+    before = current_version(controller, "sp_spark")
+    number = 1 + max(v["version"] for v in httpx.get(f"{controller}/stores/sp_spark", timeout=5).json()["versions"])
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            push_input(spark, controller, "sp_spark", str(pushed.path), key_field="id")
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    pusher = threading.Thread(target=run)
+    pusher.start()
+    tracker = spark.sparkContext.statusTracker()
+
+    def writing() -> bool:  # the version is open (the input check's job is over) and a job runs: the push's
+        response = httpx.get(f"{controller}/stores/sp_spark/versions/{number}", timeout=5)
+        return response.status_code == 200 and response.json()["status"] == "STARTED" and bool(tracker.getActiveJobsIds())
+
+    while not writing():
+        if not pusher.is_alive():
+            raise AssertionError(f"the push ended before its job could be killed: {outcome}")
+        time.sleep(0.05)
+    spark.sparkContext.cancelAllJobs()
+    pusher.join(timeout=120)
+    assert not pusher.is_alive()
+    assert isinstance(outcome.get("error"), PushError)
+    assert str(outcome["error"]).startswith("the Spark job failed")
+    failed = version_info(controller, "sp_spark", number)
+    assert failed["status"] == "ERROR" and failed["reason"].startswith("the Spark job failed")
+    assert current_version(controller, "sp_spark") == before
+
+
 def test_embedded_log_works_locally_and_is_refused_for_a_cluster_master(
     spark: Any, embedded_cluster: LocalCluster, tmp_path: Path
 ) -> None:
