@@ -55,7 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile", type=Path, metavar="DIR",
         help="afterwards, profile each venice hot path with py-spy under the same load; stacks go to DIR",
     )
+    parser.add_argument("--no-spark", action="store_true", help="skip the Spark push figures")
+    parser.add_argument("--spark-rows", help="input sizes of the Spark push, comma-separated (default 1000000,4000000; "
+                        "100000,400000 with --quick): records/s from the first, driver memory from each")
+    parser.add_argument("--spark-master", default="local[2]", help="Spark master of the Spark push (default local[2])")
     args = parser.parse_args(argv)
+    args.spark_rows = [int(n) for n in (args.spark_rows or ("100000,400000" if args.quick else "1000000,4000000")).split(",")]
     args.keys = args.keys or (100_000 if args.quick else 1_000_000)
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
     args.rounds = args.rounds or (2 if args.quick else 3)
@@ -334,6 +339,17 @@ class Bench:
             "redis-server, both after the read benchmarks touched the data",
         }
 
+    def measure_spark(self) -> dict[str, Any]:
+        """The Spark push beside the single-process one (bench/spark.py), after the read runs."""
+        from bench import spark
+
+        try:
+            return spark.run(self.venice.controller_url, self.work, self.args.spark_rows, partitions=self.venice.partitions,
+                             master=self.args.spark_master, log=log)
+        except Exception as exc:  # reported, never fatal: the other figures are already measured
+            log(f"Spark push failed: {str(exc)[-500:]}")
+            return {"error": str(exc)[-2000:]}
+
     def run(self) -> dict[str, Any]:
         self.loadavg_start = _loadavg()
         push = self.load()
@@ -344,6 +360,7 @@ class Bench:
         self.measure_http()
         self.measure_sdk()
         memory = self.measure_memory()
+        spark = self.measure_spark() if not self.args.no_spark else None
         profiles = self.profile(self.args.profile) if self.args.profile is not None else None
         generators = {
             "server_get": f"wrk -t1 -c{self.args.connections} (C, HTTP/1.1 keep-alive) vs redis-benchmark "
@@ -354,6 +371,7 @@ class Bench:
             "sdk_get": "one Python thread: venice.Client.get loop vs redis-py Redis.get loop",
             "push": "wall clock of `venice push` vs `redis-cli --pipe`",
             "memory": "VmRSS from /proc of the storage server vs redis-server",
+            "spark": "wall clock of `venice push` vs a Spark push (bench/spark.py) of the same member-feature records",
             "uvicorn_floor": "wrk against a trivial raw ASGI app on uvicorn+uvloop+httptools (bench/floor.py): "
             "the ceiling of any uvicorn-served figure here; in no ratio",
         }
@@ -370,6 +388,8 @@ class Bench:
             self.runs, push=push, memory=memory, machine=machine, config=config, generators=generators,
         )
         report["cpu_pct"] = self.cpu_report()
+        if spark is not None:
+            report["spark"] = spark
         if profiles is not None:
             report["profiles"] = profiles
         return report

@@ -272,6 +272,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["", "CPU use during the venice runs (% of one core, median over rounds; 200 = both cores):", ""]
         for metric, usage in report["cpu_pct"].items():
             lines.append(f"* {metric}: " + ", ".join(f"{name} {pct}" for name, pct in usage.items()))
+    if report.get("spark"):
+        from bench.spark import render as render_spark
+
+        lines += render_spark(report["spark"])
     if report.get("profiles"):
         from bench.profile import render
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Set up a development machine from nothing: a virtualenv in .venv with the project and
-# its test dependencies, and the Kafka broker's jars (from Maven Central) for the tests.
-# Needs python3 (>= 3.11); Java 17 and Maven for the Kafka part (skipped with a warning
-# when absent: the quickstart runs on the embedded log and needs neither).
+# Set up a development machine from nothing: a virtualenv in .venv with the project, its
+# test dependencies and the Spark extra (pyspark at the version deploy/spark/pom.xml pins),
+# and the jars (from Maven Central) of the Kafka broker and of Spark's Avro reader.
+# Needs python3 (>= 3.11); Java 17 and Maven for the Kafka and Spark parts (skipped with a
+# warning when absent: the quickstart runs on the embedded log and needs neither).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,8 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev,bench]'
+SPARK_VERSION=$(deploy/spark/fetch.sh version)
+.venv/bin/python -m pip install --quiet -e '.[dev,bench,spark]' "pyspark==$SPARK_VERSION"
 
 if ! { command -v java && command -v mvn; } >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     # As root on Debian (CI machines): bring Java and Maven for the Kafka broker.
@@ -19,6 +21,7 @@ if ! { command -v java && command -v mvn; } >/dev/null && [ "$(id -u)" = 0 ] && 
 fi
 if command -v java >/dev/null && command -v mvn >/dev/null; then
     deploy/kafka/kafka.sh fetch
+    deploy/spark/fetch.sh
 else
-    echo "warning: java or mvn missing: the Kafka tests will fail (the quickstart does not need Kafka)" >&2
+    echo "warning: java or mvn missing: the Kafka and Spark tests will fail (the quickstart needs neither)" >&2
 fi

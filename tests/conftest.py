@@ -1,7 +1,8 @@
 """Fixtures shared by the whole suite.
 
 Kafka policy: tests that need the real broker use ``kafka_broker`` (or ``kafka_required``
-when they start brokers of their own). Where Kafka cannot be had (no Java, no jars, the
+when they start brokers of their own). Tests of the Spark push use ``spark_required``
+(pyspark, Java and deploy/spark's jars), under the same policy. Where Kafka cannot be had (no Java, no jars, the
 broker does not start) such a test FAILS when the ``CI`` environment variable is set, so
 CI never passes by silently skipping them, and is skipped with the reason elsewhere.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from venice.testing.kafka import KafkaBroker, KafkaStartError, kafka_available
+from venice.testing.spark import spark_available
 
 
 def _kafka_missing(reason: str) -> None:
@@ -22,6 +24,16 @@ def _kafka_missing(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"Kafka is required in CI: {reason}", pytrace=False)
     pytest.skip(f"Kafka not available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def spark_required() -> None:
+    """Apply the Kafka policy to Spark: fail in CI, skip elsewhere, when it cannot run."""
+    reason = spark_available()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"Spark is required in CI: {reason}", pytrace=False)
+        pytest.skip(f"Spark not available: {reason}")
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ def test_unreachable_controller_is_one_line_and_exit_1(dead_controller: str, tmp
         (store, ["delete", "x", "--yes"]),
         (store, ["create", "--name", "x", "--key-schema", "long", "--value-schema", "string"]),
         (push, ["--store", "x", "--input", str(path)]),
+        (push, ["--store", "x", "--input", str(path), "--engine", "spark"]),  # asks the controller before starting Spark
     ]:
         result = runner.invoke(command, [*args, "--controller", dead_controller])
         assert result.exit_code == 1, result.output
@@ -53,6 +54,15 @@ def test_usage_errors_exit_2() -> None:
     assert both.exit_code == 2 and "not both" in both.output
     assert runner.invoke(push, ["--store", "x"]).exit_code == 2
     assert runner.invoke(push, ["--store", "x", "--input", "f", "--format", "xml"]).exit_code == 2
+    assert runner.invoke(push, ["--store", "x", "--input", "f", "--engine", "flink"]).exit_code == 2
+    for args, says in [
+        (["--empty", "--engine", "spark"], "--engine spark pushes an --input"),
+        (["--input", "f", "--engine", "spark", "--spark-conf", "spark.executor.memory"], "--spark-conf takes KEY=VALUE"),
+        (["--input", "f", "--engine", "spark", "--spark-conf", "=4g"], "--spark-conf takes KEY=VALUE"),
+        (["--input", "f", "--spark-master", "yarn"], "--spark-master and --spark-conf go with --engine spark"),
+    ]:
+        result = runner.invoke(push, ["--store", "x", *args])
+        assert result.exit_code == 2 and says in result.output, result.output
 
 
 def test_infer_error_is_reported_with_position(tmp_path: Path, dead_controller: str) -> None:

@@ -29,7 +29,17 @@ import orjson
 
 from venice.errors import InvalidInputError
 
-__all__ = ["FORMATS", "RecordSource", "detect_format", "input_error", "open_records"]
+__all__ = [
+    "FORMATS",
+    "RecordSource",
+    "csv_columns",
+    "decode_line",
+    "detect_format",
+    "input_error",
+    "json_record",
+    "open_records",
+    "strip_bom",
+]
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "avro", "parquet")
 """Format names accepted by ``fmt=`` / ``--format``."""
@@ -145,17 +155,14 @@ class RecordSource:
             if not line:
                 return
             if lineno == 1:
-                line = line.removeprefix(_UTF8_BOM)
+                line = strip_bom(line)
             yield lineno, line
 
     def _json_object(self, line: bytes, position: str) -> dict[str, Any]:
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise self._error(position, f"invalid JSON at column {exc.colno}: {exc.msg}") from None
-        if not isinstance(obj, dict):
-            raise self._error(position, f"expected a JSON object on each line, got {_json_kind(obj)}")
-        return obj
+            return json_record(line)
+        except ValueError as exc:
+            raise self._error(position, str(exc)) from None
 
     # -- CSV -------------------------------------------------------------------------
 
@@ -183,9 +190,9 @@ class RecordSource:
         (a TextIOWrapper decodes ahead in 8 KB chunks and would blame an earlier line)."""
         for lineno, line in self._lines(stream):
             try:
-                yield line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise self._error(f"line {lineno}", f"not UTF-8 text ({exc.reason} at byte {exc.start + 1})") from None
+                yield decode_line(line)
+            except ValueError as exc:
+                raise self._error(f"line {lineno}", str(exc)) from None
 
     def _csv_row(self, reader: Any, lineno: int) -> list[str] | None:
         try:
@@ -199,15 +206,10 @@ class RecordSource:
             raise self._error(f"line {lineno}", f"cannot read the file: {exc}") from None
 
     def _csv_header(self, header: list[str]) -> list[str]:
-        columns = [name.strip() for name in header]
-        seen: set[str] = set()
-        for number, name in enumerate(columns, 1):
-            if not name:
-                raise self._error("line 1", f"header column {number} has no name (a header row is required)")
-            if name in seen:
-                raise self._error("line 1", f"column {name!r} appears twice in the header")
-            seen.add(name)
-        return columns
+        try:
+            return csv_columns(header)
+        except ValueError as exc:
+            raise self._error("line 1", str(exc)) from None
 
     # -- Avro object container files -------------------------------------------------
 
@@ -277,6 +279,46 @@ def open_records(path: str | os.PathLike[str], fmt: str | None = None) -> Record
     so the file is closed even when a record is rejected half-way.
     """
     return RecordSource(path, fmt)
+
+
+# -- the rules for one line, shared with readers that split files elsewhere (the Spark push) --
+
+
+def strip_bom(first_line: bytes) -> bytes:
+    """The first line of a text file without its UTF-8 byte order mark, if it has one."""
+    return first_line.removeprefix(_UTF8_BOM)
+
+
+def decode_line(line: bytes) -> str:
+    """A line of text as UTF-8; ``ValueError`` saying where it is not."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text ({exc.reason} at byte {exc.start + 1})") from None
+
+
+def json_record(line: bytes) -> dict[str, Any]:
+    """The JSON object on one line; ``ValueError`` with the reason when it is not one."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON at column {exc.colno}: {exc.msg}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object on each line, got {_json_kind(obj)}")
+    return obj
+
+
+def csv_columns(header: list[str]) -> list[str]:
+    """Column names of a CSV header row, trimmed; ``ValueError`` for an empty or repeated one."""
+    columns = [name.strip() for name in header]
+    seen: set[str] = set()
+    for number, name in enumerate(columns, 1):
+        if not name:
+            raise ValueError(f"header column {number} has no name (a header row is required)")
+        if name in seen:
+            raise ValueError(f"column {name!r} appears twice in the header")
+        seen.add(name)
+    return columns
 
 
 def _json_kind(obj: Any) -> str:

@@ -2,6 +2,7 @@
 
 * :class:`venice.cluster.LocalCluster`: controller + servers + router as processes.
 * :class:`venice.testing.kafka.KafkaBroker`: a real Kafka broker from ``deploy/kafka``.
+* :func:`venice.testing.spark.spark_available`: whether a Spark push can run here.
 """
 
 from __future__ import annotations
