@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from venice.cli.params import Integer
 from venice.cli.store import controller_option, handle_errors
 from venice.push.formats import FORMATS
 
@@ -19,6 +20,7 @@ __all__ = ["push"]
 @click.option("--key-field", default=None, help="Input field holding the key (default: key). Ignored for record keys, whose fields are taken by name.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: from the file name).")
 @click.option("--no-progress", is_flag=True, help="Do not draw a progress bar (it is only drawn on a terminal anyway).")
+@click.option("--value-schema-id", type=Integer(1, 1_000_000), help="Write values with this registered value schema (default: the store's newest).")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to wait for the servers to finish ingesting after all data is written.")
 @handle_errors
 def push(
@@ -30,6 +32,7 @@ def push(
     key_field: str | None,
     fmt: str | None,
     no_progress: bool,
+    value_schema_id: int | None,
     timeout_s: float,
 ) -> None:
     """Push a data file into STORE as a new version; it goes live once every partition is ready."""
@@ -45,7 +48,7 @@ def push(
         raise click.UsageError("give either --input FILE or --empty")
     summary = run_push(
         controller, store, input_path, defer_swap=defer_swap, key_field=key_field, fmt=fmt,
-        progress=not no_progress, timeout_s=timeout_s,
+        progress=not no_progress, timeout_s=timeout_s, value_schema_id=value_schema_id,
     )
     click.echo(summary.describe())
     if defer_swap:
