@@ -515,7 +515,9 @@ class ClusterState:
         for partition in range(store.partitions):
             servers = ring.replicas(replica_key(topic, partition), store.replication_factor)
             version.replicas[partition] = [Replica(server) for server in servers]
-        if store.hybrid is not None and rt_start_offsets is not None:
+        if store.hybrid is not None and rt_start_offsets is not None and store.real_time_topic not in self.topics_to_create:
+            # (A topic to create again, e.g. the store was made batch-only and hybrid while
+            # the offsets were asked for: they are of the old topic; the new one's come later.)
             version.rt_start_offsets = _check_offsets(rt_start_offsets, store.partitions, store.real_time_topic)
         store.next_version = number + 1
         store.versions[number] = version

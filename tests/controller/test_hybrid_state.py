@@ -223,6 +223,20 @@ class TestStartOffsets:
             state.open_version("members", now=100.0, rt_start_offsets=offsets)
         assert state.store("members").versions == {} and state.store("members").next_version == 1
 
+    def test_offsets_of_a_topic_replaced_meanwhile_are_not_taken(self) -> None:
+        """Offsets asked of the old topic while the store was made batch-only and hybrid
+        again (the new topic not created yet) would point into the wrong topic."""
+        state = _state(hybrid=HOUR)
+        state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})
+        assert state.rt_offsets_plan("members", 100.0) == ("members_rt", None)
+        state.update_store("members", hybrid=None)
+        state.update_store("members", hybrid=HOUR)
+        version = state.open_version("members", now=100.0, rt_start_offsets={0: 9, 1: 9, 2: 9})
+        assert version.rt_start_offsets == {}
+        state.topics_to_delete.clear()  # the janitor deleted the old topic...
+        state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})  # ...and made the new one
+        assert version.rt_start_offsets == {0: 0, 1: 0, 2: 0}
+
     def test_versions_opened_before_the_topic_exists_get_its_beginning(self) -> None:
         state = _state(hybrid=HOUR)
         early = state.open_version("members", now=100.0)

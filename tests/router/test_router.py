@@ -384,6 +384,10 @@ class TestNewestSchema:
             ]}  # fmt: skip
             mixed = http.post("/storage/evo", json={"keys": [1, 2]}).json()["results"]
             assert [r["value"]["tags"] for r in mixed] == [["a"], ["new"]]
+            # fastavro's resolving reader, the independent reader, agrees.
+            stored = _avro(EVO_V1, {"name": "n2b", "visits": 7})
+            resolved = fastavro.schemaless_reader(io.BytesIO(stored), fastavro.parse_schema(EVO_V1), fastavro.parse_schema(EVO_V2))
+            assert http.get("/storage/evo/2").json() == resolved
 
     def test_bytes_that_do_not_decode_are_a_500(self) -> None:
         with self.evolving() as (_, _, http):
