@@ -331,3 +331,20 @@ def test_rewind_decides_what_a_new_version_replays_and_backups_do_not_consume(
     _eventually_reads(router, store, 8, {"name": "rt8", "visits": 8}, version=3)
     described = _cli("store", "describe", "--controller", controller, store)
     assert "v3 ONLINE (current); real-time lag 0, applying real-time writes" in described
+
+
+@pytest.mark.kafka
+def test_a_store_made_hybrid_again_applies_writes_to_its_new_topic(kafka_cluster: LocalCluster, tmp_path: Path) -> None:
+    """Batch-only and then hybrid again: the live version starts over at the new topic's
+    beginning (the old topic and its offsets are gone)."""
+    controller, router, store = kafka_cluster.controller_url, kafka_cluster.router_url, _name("again-rt")
+    _create(controller, store, hybrid={"rewind_seconds": 60, "offset_lag": 10}, partitions=2)
+    assert push(controller, store, write_jsonl(tmp_path / "v1.jsonl", _members(1, 2))).returncode == 0
+    _write_rt(kafka_cluster.pubsub_url, store, 2, {k: {"name": f"first{k}", "visits": k} for k in range(10, 20)})
+    _eventually_reads(router, store, 19, {"name": "first19", "visits": 19})
+    _cli("store", "update", "--controller", controller, store, "--no-hybrid")
+    wait_for(lambda: _rt_partitions(kafka_cluster.pubsub_url, f"{store}_rt") is None, 30, "the old real-time topic to go")
+    _cli("store", "update", "--controller", controller, store, "--hybrid-rewind-seconds", "60", "--hybrid-offset-lag", "10")
+    wait_for(lambda: _versions(controller, store)[1]["rt_start_offsets"] == {"0": 0, "1": 0}, 30, "the new topic's offsets")
+    _write_rt(kafka_cluster.pubsub_url, store, 2, {1: {"name": "second", "visits": 1}})
+    _eventually_reads(router, store, 1, {"name": "second", "visits": 1})
