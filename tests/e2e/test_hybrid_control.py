@@ -334,6 +334,11 @@ def test_rewind_decides_what_a_new_version_replays_and_backups_do_not_consume(
 
 
 @pytest.mark.kafka
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap on the ingestion side (docs/hybrid.md): servers keep the version's old real-time checkpoint "
+    "and resume at that offset in the new topic instead of adopting the new start offsets",
+)
 def test_a_store_made_hybrid_again_applies_writes_to_its_new_topic(kafka_cluster: LocalCluster, tmp_path: Path) -> None:
     """Batch-only and then hybrid again: the live version starts over at the new topic's
     beginning (the old topic and its offsets are gone)."""
