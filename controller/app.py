@@ -20,15 +20,26 @@ from controller.persistence import MetadataFile
 from controller.protocol import (
     SERVER_ID,
     EndOfPush,
-    Heartbeat,
+    HybridSettings,
     StoreCreate,
     StoreUpdate,
+    ValueSchemaAdd,
     VersionError,
     VersionOpen,
 )
-from controller.state import ClusterState
-from venice.errors import ConflictError, NotFoundError, RequestError, UnavailableError, VeniceError, error_body
+from controller.state import UNCHANGED, ClusterState, Hybrid
+from venice.errors import (
+    ConflictError,
+    NotFoundError,
+    RequestError,
+    TopicNotFoundError,
+    UnavailableError,
+    VeniceError,
+    error_body,
+)
+from venice.protocol import Heartbeat
 from venice.pubsub import PubSub
+from venice.structs import real_time_topic
 from venice.supervise import supervised
 
 __all__ = ["Controller", "create_app"]
@@ -52,6 +63,8 @@ class Controller:
         # Saved at once: a state that cannot be written shows now, not at the first change.
         self._saved = metadata.save(self.state)
         self._changed = asyncio.Event()
+        self._topics_lock = asyncio.Lock()
+        """One janitor round at a time: the background loop and a request's own round."""
 
     def commit(self) -> None:
         """Persist after a mutation and wake long-polls. Runs with no await in between
@@ -97,13 +110,35 @@ class Controller:
             log.warning("version %d of %s timed out", number, store)
         self.commit()
 
-    async def delete_topics_once(self) -> None:
-        """Delete the topics of failed, killed, retired and deleted versions; retried until
-        done. Apart from :meth:`maintain_once`, so a broker outage never delays failover.
-        A topic a live version uses is never deleted, whatever the list says."""
+    async def topics_once(self) -> None:
+        """The topic janitor's round: delete the topics of failed, killed, retired and deleted
+        versions and of real-time topics no store wants, then create the real-time topics
+        of hybrid stores; what fails is retried next round. Apart from :meth:`maintain_once`,
+        so a broker outage never delays failover."""
+        async with self._topics_lock:
+            await self._delete_topics()
+            await self._create_topics()
+        self.commit()
+
+    async def topics_for(self, store: str) -> None:
+        """Work the topic lists for ``store``'s real-time topic at once, so a store made
+        hybrid answers with its topic there; a failure is left to the janitor's next round."""
+        topic = real_time_topic(store)
+        async with self._topics_lock:
+            try:
+                await self._delete_topics({topic})
+                await self._create_topics({topic})
+            except VeniceError as exc:
+                log.warning("real-time topic %s: %s; the janitor retries", topic, exc)
+        self.commit()
+
+    async def _delete_topics(self, only: set[str] | None = None) -> None:
+        """A topic a live version (or a hybrid store) uses is never deleted, whatever the list says."""
         for topic in sorted(self.state.topics_to_delete):
+            if only is not None and topic not in only:
+                continue
             if topic in self.state.live_topics():
-                log.error("not deleting topic %s: a live version reads it", topic)
+                log.error("not deleting topic %s: a live version or hybrid store reads it", topic)
                 self.state.topics_to_delete.discard(topic)
                 self.state.dirty = True
                 continue
@@ -115,13 +150,85 @@ class Controller:
             self.state.topics_to_delete.discard(topic)
             self.state.dirty = True
             log.info("deleted topic %s", topic)
-        self.commit()
+
+    async def _create_topics(self, only: set[str] | None = None) -> None:
+        """Create real-time topics; one whose name (as Kafka sees it) is still to be deleted
+        waits, so a store deleted and created again never reads its predecessor's writes."""
+        self.state.drop_unwanted_creations()
+        for topic in sorted(self.state.topics_to_create):
+            partitions = self.state.partitions_of_rt(topic)
+            if (only is not None and topic not in only) or partitions is None:
+                continue
+            if self.state.topic_creation_waits(topic):
+                log.info("real-time topic %s waits for an older topic of its name to be deleted", topic)
+                continue
+            try:
+                try:
+                    await self.pubsub.create_topic(topic, partitions)
+                    log.info("created real-time topic %s (%d partitions)", topic, partitions)
+                except ConflictError:
+                    # Ours, created before a crash let the metadata say so: the delete list
+                    # is durable, so no older topic of this name can be left.
+                    if await self.pubsub.partition_count(topic) != partitions:
+                        log.error("real-time topic %s exists with another partition count: deleting it", topic)
+                        await self.pubsub.delete_topic(topic)
+                        continue
+                offsets = await self.pubsub.beginning_offsets(topic)
+            except VeniceError as exc:
+                log.warning("could not create real-time topic %s yet: %s", topic, exc)
+                continue
+            state = self.state
+            if topic in state.topics_to_create and state.partitions_of_rt(topic) == partitions and not state.topic_creation_waits(topic):
+                # Still wanted after the awaits, and not by a store deleted and created again
+                # meanwhile (then this one is deleted first and made again next round).
+                state.rt_topic_created(topic, offsets)
+
+    async def rt_start_offsets(self, store: str, now: float) -> dict[int, int] | None:
+        """The real-time offsets a version of ``store`` opened at ``now`` starts from
+        (``None``: batch-only, or the topic is not created yet)."""
+        plan = self.state.rt_offsets_plan(store, now)
+        if plan is None:
+            return None
+        topic, timestamp_ms = plan
+        try:
+            if timestamp_ms is None:
+                return await self.pubsub.beginning_offsets(topic)
+            return await self.pubsub.offsets_for_time(topic, timestamp_ms)
+        except TopicNotFoundError:
+            log.error("real-time topic %s is missing: creating it again", topic)
+            self.state.rt_topic_missing(store)
+            self.commit()
+            return None
 
     async def maintain(self, interval_s: float = 0.5) -> None:
         await supervised("maintain (failover, push timeouts)", self.maintain_once, interval_s, log=log)
 
-    async def delete_topics(self, interval_s: float = 1.0) -> None:
-        await supervised("delete_topics (topic janitor)", self.delete_topics_once, interval_s, log=log)
+    async def topics(self, interval_s: float = 1.0) -> None:
+        await supervised("topics (topic janitor)", self.topics_once, interval_s, log=log)
+
+
+MAX_HEARTBEAT_BYTES = 64 << 20
+"""A heartbeat lists every replica of a server (at most 100,000, a few hundred bytes each)."""
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    """The request body as JSON; 400 when it is larger than ``limit`` bytes or not JSON
+    (orjson also refuses nesting deeper than 1024)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"request body is not JSON: {exc}") from None
+
+
+def _hybrid(settings: HybridSettings | None) -> Hybrid | None:
+    return None if settings is None else Hybrid(settings.rewind_seconds, settings.offset_lag)
 
 
 def _error_response(exc: VeniceError) -> Response:
@@ -131,7 +238,7 @@ def _error_response(exc: VeniceError) -> Response:
 def create_app(controller: Controller) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(controller.maintain()), asyncio.create_task(controller.delete_topics())]
+        tasks = [asyncio.create_task(controller.maintain()), asyncio.create_task(controller.topics())]
         try:
             yield
         finally:
@@ -187,7 +294,7 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.post("/stores", status_code=201)
     async def create_store(body: StoreCreate) -> dict[str, Any]:
-        store = state().create_store(
+        state().create_store(
             body.name,
             body.key_schema,
             body.value_schema,
@@ -196,9 +303,13 @@ def create_app(controller: Controller) -> FastAPI:
             keep_versions=body.keep_versions,
             push_timeout_s=body.push_timeout_s,
             max_value_bytes=body.max_value_bytes,
+            hybrid=_hybrid(body.hybrid),
+            write_compute=body.write_compute,
         )
         controller.commit()
-        return state().describe_store(store)
+        if body.hybrid is not None:
+            await controller.topics_for(body.name)
+        return state().describe_store(state().store(body.name))
 
     @app.get("/stores")
     async def list_stores() -> dict[str, Any]:
@@ -210,11 +321,25 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.patch("/stores/{name}")
     async def update_store(name: str, body: StoreUpdate) -> dict[str, Any]:
-        store = state().update_store(
-            name, keep_versions=body.keep_versions, push_timeout_s=body.push_timeout_s, max_value_bytes=body.max_value_bytes
+        state().update_store(
+            name,
+            keep_versions=body.keep_versions,
+            push_timeout_s=body.push_timeout_s,
+            max_value_bytes=body.max_value_bytes,
+            hybrid=_hybrid(body.hybrid) if body.hybrid_given else UNCHANGED,
+            write_compute=body.write_compute,
         )
         controller.commit()
-        return state().describe_store(store)
+        if body.hybrid_given:
+            await controller.topics_for(name)
+        return state().describe_store(state().store(name))
+
+    @app.post("/stores/{name}/value-schemas")
+    async def add_value_schema(name: str, body: ValueSchemaAdd, response: Response) -> dict[str, Any]:
+        schema_id, created = state().add_value_schema(name, body.schema_)
+        controller.commit()
+        response.status_code = 201 if created else 200
+        return {"id": schema_id, "schema": state().store(name).value_schemas[schema_id]}
 
     @app.get("/stores/{name}/versions")
     async def list_versions(name: str) -> dict[str, Any]:
@@ -246,7 +371,10 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.post("/stores/{name}/versions", status_code=201)
     async def open_version(name: str, body: VersionOpen | None = None) -> dict[str, Any]:
-        version = state().open_version(name, time.time(), defer_swap=bool(body and body.defer_swap))
+        now = time.time()
+        state().store(name)  # 404 before asking the pub-sub anything
+        offsets = await controller.rt_start_offsets(name, now)
+        version = state().open_version(name, now, defer_swap=bool(body and body.defer_swap), rt_start_offsets=offsets)
         # Persisted before the topic exists, so the version number is taken for good.
         controller.commit()
         max_message_bytes = state().store(name).max_value_bytes + TOPIC_HEADROOM_BYTES
@@ -288,9 +416,10 @@ def create_app(controller: Controller) -> FastAPI:
         return state().describe_version(state().store(name), version)
 
     @app.post("/servers/{server_id}/heartbeat")
-    async def heartbeat(server_id: str, body: Heartbeat) -> dict[str, Any]:
+    async def heartbeat(server_id: str, request: Request) -> dict[str, Any]:
         if not SERVER_ID.fullmatch(server_id):
             raise RequestError(f"invalid server id {server_id[:40]!r}: 1 to 200 ASCII letters, digits, '.', '_', ':' or '-'")
+        body = Heartbeat.from_json(await _json_body(request, MAX_HEARTBEAT_BYTES))
         state().heartbeat(server_id, body.url, body.replicas, time.time(), draining=body.draining)
         controller.commit()
         return {"assignment": state().assignment_for(server_id), "pubsub_url": state().pubsub_url}

@@ -14,12 +14,16 @@ __all__ = [
     "DEFAULT_PUSH_TIMEOUT_S",
     "MAX_INT64",
     "MAX_KEEP_VERSIONS",
+    "MAX_OFFSET_LAG",
     "MAX_PARTITIONS",
     "MAX_PUSH_TIMEOUT_S",
     "MAX_REASON_CHARS",
     "MAX_REPLICATION_FACTOR",
+    "MAX_REWIND_SECONDS",
+    "MAX_SCHEMA_BYTES",
     "MAX_STORE_NAME_CHARS",
     "MAX_VALUE_BYTES_LIMIT",
+    "MAX_VALUE_SCHEMAS",
     "MAX_VERSION",
     "MIN_PUSH_TIMEOUT_S",
     "TOPIC_HEADROOM_BYTES",
@@ -45,3 +49,11 @@ MAX_INT64 = (1 << 63) - 1
 MAX_REASON_CHARS = 2000
 DEFAULT_FORGET_AFTER_S = 3600.0
 """A server silent this long is forgotten (see ClusterState.rebalance)."""
+MAX_REWIND_SECONDS = 30 * 24 * 3600
+"""Hybrid stores: how far back a new version may replay real-time writes (30 days)."""
+MAX_OFFSET_LAG = 10**9
+"""Hybrid stores: the largest real-time lag (records) a replica may have and be ready."""
+MAX_VALUE_SCHEMAS = 1000
+"""Value schemas a store may register: every one travels in each routing table and assignment."""
+MAX_SCHEMA_BYTES = 256 << 10
+"""Largest schema (its JSON) a store takes, for the same reason."""

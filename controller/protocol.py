@@ -1,17 +1,17 @@
 """What the controller's clients send it: every request body, typed and bounded, in one place.
 
-Storage servers' heartbeats (with their replica reports), push jobs' version calls and
-operators' store changes are validated here before any state is touched, so a malformed
-or hostile body is a 400 in the platform's error shape, never a 500 and never a value
-the metadata file cannot hold (every integer fits in 64 bits, every float is finite).
-The bounds themselves are the state's (:mod:`controller.state`), which checks them again
-for callers that do not come through HTTP.
+Push jobs' version calls and operators' store changes are validated here before any
+state is touched, so a malformed or hostile body is a 400 in the platform's error shape,
+never a 500 and never a value the metadata file cannot hold (every integer fits in 64
+bits, every float is finite). The bounds themselves are the state's
+(:mod:`controller.state`), which checks them again for callers that do not come through
+HTTP. Storage servers' heartbeats are the one payload both sides share, so they are
+typed once, in :mod:`venice.protocol` (:class:`venice.protocol.Heartbeat`).
 """
 
 from __future__ import annotations
 
 import re
-from enum import Enum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -19,43 +19,29 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from controller.limits import (
     MAX_INT64,
     MAX_KEEP_VERSIONS,
+    MAX_OFFSET_LAG,
     MAX_PARTITIONS,
     MAX_PUSH_TIMEOUT_S,
     MAX_REASON_CHARS,
     MAX_REPLICATION_FACTOR,
-    MAX_STORE_NAME_CHARS,
+    MAX_REWIND_SECONDS,
     MAX_VALUE_BYTES_LIMIT,
-    MAX_VERSION,
     MIN_PUSH_TIMEOUT_S,
 )
 
 __all__ = [
     "SERVER_ID",
     "EndOfPush",
-    "Heartbeat",
-    "ReplicaReport",
-    "ReplicaStatus",
+    "HybridSettings",
     "StoreCreate",
     "StoreUpdate",
+    "ValueSchemaAdd",
     "VersionError",
     "VersionOpen",
 ]
 
 SERVER_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 """A storage server's id (``--server-id``): it names the server in metadata and on the ring."""
-MAX_REPLICAS_PER_REPORT = 100_000
-MAX_URL_CHARS = 2048
-
-
-class ReplicaStatus(str, Enum):
-    """A replica's state as its server reports it."""
-
-    STARTED = "STARTED"
-    """Ingesting its partition of the version topic."""
-    READY = "READY"
-    """Applied end-of-push with the record count it announced: serves reads."""
-    ERROR = "ERROR"
-    """Failed (``reason`` says why), e.g. a disk write failed."""
 
 
 def _clip(text: Any) -> Any:
@@ -63,34 +49,17 @@ def _clip(text: Any) -> Any:
     return text[:MAX_REASON_CHARS] if isinstance(text, str) else text
 
 
-Reason = Annotated[str | None, AfterValidator(_clip)]
-
-
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class ReplicaReport(_Body):
-    """One replica in a heartbeat: a partition of a store-version this server hosts."""
+class HybridSettings(_Body):
+    """A hybrid store's real-time settings as an operator gives them (docs/hybrid.md)."""
 
-    store: str = Field(min_length=1, max_length=MAX_STORE_NAME_CHARS, strict=True)
-    version: int = Field(ge=1, le=MAX_VERSION, strict=True)
-    partition: int = Field(ge=0, lt=MAX_PARTITIONS, strict=True)
-    status: ReplicaStatus
-    offset: int = Field(default=0, ge=0, le=MAX_INT64, strict=True)
-    """Next offset of the version topic partition to apply."""
-    records: int = Field(default=0, ge=0, le=MAX_INT64, strict=True)
-    """Data records applied since start-of-push."""
-    reason: Reason = None
-    incarnation: str | None = Field(default=None, max_length=64, strict=True)
-    """The store incarnation the server's copy belongs to; a report of another one is ignored."""
-
-
-class Heartbeat(_Body):
-    url: str = Field(min_length=1, max_length=MAX_URL_CHARS, pattern=r"^https?://[^\s/?#]+$", strict=True)
-    """Where routers reach this server: ``http://HOST:PORT``."""
-    replicas: list[ReplicaReport] = Field(default_factory=list, max_length=MAX_REPLICAS_PER_REPORT)
-    draining: bool = Field(default=False, strict=True)
+    rewind_seconds: int = Field(ge=0, le=MAX_REWIND_SECONDS, strict=True)
+    """A new version replays real-time writes from this long before it was opened."""
+    offset_lag: int = Field(ge=0, le=MAX_OFFSET_LAG, strict=True)
+    """A replica is ready once at most this many real-time records are left to apply."""
 
 
 class StoreCreate(_Body):
@@ -104,14 +73,34 @@ class StoreCreate(_Body):
         default=None, ge=MIN_PUSH_TIMEOUT_S, le=MAX_PUSH_TIMEOUT_S, allow_inf_nan=False, strict=True
     )
     max_value_bytes: int | None = Field(default=None, ge=1, le=MAX_VALUE_BYTES_LIMIT, strict=True)
+    hybrid: HybridSettings | None = None
+    """Real-time writes on top of pushes (``None``: batch-only)."""
+    write_compute: bool = Field(default=False, strict=True)
+    """Partial updates: needs ``hybrid`` and a record value schema."""
 
 
 class StoreUpdate(_Body):
+    """Only the fields given change. ``"hybrid": null`` makes the store batch-only again,
+    which is why "given" is told from "null" (:attr:`hybrid_given`)."""
+
     keep_versions: int | None = Field(default=None, ge=1, le=MAX_KEEP_VERSIONS, strict=True)
     push_timeout_s: float | None = Field(
         default=None, ge=MIN_PUSH_TIMEOUT_S, le=MAX_PUSH_TIMEOUT_S, allow_inf_nan=False, strict=True
     )
     max_value_bytes: int | None = Field(default=None, ge=1, le=MAX_VALUE_BYTES_LIMIT, strict=True)
+    hybrid: HybridSettings | None = None
+    write_compute: bool | None = Field(default=None, strict=True)
+
+    @property
+    def hybrid_given(self) -> bool:
+        return "hybrid" in self.model_fields_set
+
+
+class ValueSchemaAdd(_Body):
+    """``POST /stores/{store}/value-schemas``: a value schema to register as the next id."""
+
+    schema_: Any = Field(alias="schema")
+    """Avro JSON (object or array) or a primitive name; checked by the state."""
 
 
 class VersionOpen(_Body):

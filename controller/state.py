@@ -25,10 +25,11 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from enum import Enum
 from typing import Any
+
+import orjson
 
 from controller.assignment import HashRing, replica_key
 from controller.limits import (
@@ -38,14 +39,18 @@ from controller.limits import (
     DEFAULT_PUSH_TIMEOUT_S,
     MAX_INT64,
     MAX_KEEP_VERSIONS,
+    MAX_OFFSET_LAG,
     MAX_PARTITIONS,
     MAX_PUSH_TIMEOUT_S,
     MAX_REPLICATION_FACTOR,
+    MAX_REWIND_SECONDS,
+    MAX_SCHEMA_BYTES,
     MAX_STORE_NAME_CHARS,
     MAX_VALUE_BYTES_LIMIT,
+    MAX_VALUE_SCHEMAS,
     MIN_PUSH_TIMEOUT_S,
 )
-from controller.protocol import ReplicaReport, ReplicaStatus
+from venice import protocol
 from venice.errors import (
     ConflictError,
     NotEnoughServersError,
@@ -56,24 +61,21 @@ from venice.errors import (
     StoreNotFoundError,
     VersionNotFoundError,
 )
+from venice.evolution import check_compatible
+from venice.protocol import ReplicaReport, ReplicaStatus, VersionStatus
 from venice.schema import validate_schema
-from venice.structs import version_topic
+from venice.structs import real_time_topic, version_topic
+from venice.writecompute import update_schema
 
-__all__ = ["ClusterState", "ReplicaStatus", "VersionStatus", "check_store_name"]
+__all__ = ["ClusterState", "Hybrid", "ReplicaStatus", "VersionStatus", "check_store_name"]
 
 STORE_NAME = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_STORE_NAME_CHARS}}}")
 """Store names are parts of topic names: Kafka's topic alphabet, short enough for ``_v<N>``."""
-FORMAT = 2
-"""Metadata file format: 2 added the graveyard, incarnations, max_value_bytes, failed replicas."""
-
-
-class VersionStatus(str, Enum):
-    STARTED = "STARTED"
-    ONLINE = "ONLINE"
-    ERROR = "ERROR"
-    KILLED = "KILLED"
-    RETIRED = "RETIRED"
-
+FORMAT = 3
+"""Metadata file format: 2 added the graveyard, incarnations, max_value_bytes, failed
+replicas; 3 hybrid settings, write compute, real-time start offsets, topics to create."""
+UNCHANGED: Any = object()
+"""``update_store(hybrid=UNCHANGED)``: leave the hybrid settings alone (``None`` removes them)."""
 
 LIVE_VERSION_STATES = (VersionStatus.STARTED, VersionStatus.ONLINE)
 
@@ -85,6 +87,12 @@ class Replica:
     offset: int = 0
     records: int = 0
     reason: str | None = None
+    rt_offset: int | None = None
+    """Hybrid stores: the next real-time offset this copy applies (``None`` before end-of-push)."""
+    rt_lag: int | None = None
+    """Hybrid stores: real-time records this copy has not applied yet."""
+    skipped: int = 0
+    """Records this copy skipped as unreadable (poison pills)."""
 
 
 @dataclass
@@ -104,9 +112,23 @@ class Version:
     failed: dict[int, list[str]] = field(default_factory=dict)
     """partition -> servers whose copy of it failed (ERROR) after the version went ONLINE:
     never placed there again."""
+    rt_start_offsets: dict[int, int] = field(default_factory=dict)
+    """Hybrid stores: partition -> the real-time offset this version applies from after
+    its end-of-push. Empty while the store is batch-only or its real-time topic is not
+    created yet (it is filled in then)."""
 
     def is_live(self) -> bool:
         return self.status in (VersionStatus.STARTED.value, VersionStatus.ONLINE.value)
+
+
+@dataclass
+class Hybrid:
+    """A hybrid store's real-time settings (docs/hybrid.md)."""
+
+    rewind_seconds: int
+    """A new version replays real-time writes from this long before it was opened."""
+    offset_lag: int
+    """A replica is ready once at most this many real-time records are left to apply."""
 
 
 @dataclass
@@ -128,10 +150,18 @@ class Store:
     """Largest serialized value a push may write (and version topics are sized for)."""
     incarnation: str = ""
     """Random id given at creation: this store, not an earlier one of the same name."""
+    hybrid: Hybrid | None = None
+    """Real-time writes on ``<store>_rt`` apply on top of pushes; ``None``: batch-only."""
+    write_compute: bool = False
+    """Partial updates are accepted (hybrid stores with record value schemas only)."""
 
     @property
     def latest_schema_id(self) -> int:
         return max(self.value_schemas)
+
+    @property
+    def real_time_topic(self) -> str:
+        return real_time_topic(self.name)
 
 
 @dataclass
@@ -158,8 +188,13 @@ class ClusterState:
         self.servers: dict[str, Server] = {}
         self.generation = 1
         self.dirty = False
-        # Topics of versions that left the live states; deleted by the controller's janitor.
+        # Topics of versions that left the live states, and real-time topics of stores that
+        # were deleted or made batch-only; deleted by the controller's janitor.
         self.topics_to_delete: set[str] = set()
+        self.topics_to_create: set[str] = set()
+        """Real-time topics of hybrid stores not created yet; created by the janitor once no
+        topic of the same (Kafka) name is pending deletion, so a new incarnation never
+        reads an old one's real-time records."""
         self.graveyard: dict[str, int] = {}
         """Deleted store name -> the next version number it would have had."""
         self._routing_cache: tuple[int, dict[str, Any]] | None = None
@@ -196,6 +231,8 @@ class ClusterState:
         keep_versions: int | None = None,
         push_timeout_s: float | None = None,
         max_value_bytes: int | None = None,
+        hybrid: Hybrid | None = None,
+        write_compute: bool = False,
     ) -> Store:
         """A new store; every argument is checked before anything changes."""
         check_store_name(name)
@@ -210,11 +247,12 @@ class ClusterState:
         _check_int("replication_factor", replication_factor, 1, MAX_REPLICATION_FACTOR)
         _check_settings(keep_versions, push_timeout_s, max_value_bytes)
         for kind, schema in (("key", key_schema), ("value", value_schema)):
-            try:
-                validate_schema(schema, kind=kind)
-            except SchemaError as exc:
-                message = exc.message if exc.message.startswith(f"{kind} schema") else f"{kind} schema: {exc.message}"
-                raise SchemaError(message) from exc
+            _check_schema(schema, kind)
+        if hybrid is not None:
+            _check_hybrid(hybrid)
+        _check_bool("write_compute", write_compute)
+        if write_compute:
+            _check_write_compute(hybrid, {1: value_schema})
         store = Store(name, key_schema, {1: value_schema}, partitions, replication_factor)
         store.keep_versions = keep_versions or store.keep_versions
         store.push_timeout_s = push_timeout_s or store.push_timeout_s
@@ -226,6 +264,9 @@ class ClusterState:
             (n for dead, n in self.graveyard.items() if _kafka_form(dead) == _kafka_form(name)), default=1
         )
         self.stores[name] = store
+        if hybrid is not None:
+            self._make_hybrid(store, hybrid)
+        store.write_compute = write_compute
         self._changed()
         return store
 
@@ -236,9 +277,21 @@ class ClusterState:
         keep_versions: int | None = None,
         push_timeout_s: float | None = None,
         max_value_bytes: int | None = None,
+        hybrid: Hybrid | None = UNCHANGED,
+        write_compute: bool | None = None,
     ) -> Store:
+        """Change the settings given. ``hybrid=None`` makes the store batch-only again: its
+        real-time topic is deleted, and write compute (which needs it) is turned off."""
         store = self.store(name)
         _check_settings(keep_versions, push_timeout_s, max_value_bytes)
+        if hybrid is not UNCHANGED and hybrid is not None:
+            _check_hybrid(hybrid)
+        if write_compute is not None:
+            _check_bool("write_compute", write_compute)
+        hybrid_after = store.hybrid if hybrid is UNCHANGED else hybrid
+        write_compute_after = (store.write_compute if write_compute is None else write_compute) and hybrid_after is not None
+        if write_compute is True:
+            _check_write_compute(hybrid_after, store.value_schemas)
         if keep_versions is not None:
             store.keep_versions = keep_versions
             self._retire_old(store)
@@ -246,20 +299,131 @@ class ClusterState:
             store.push_timeout_s = push_timeout_s
         if max_value_bytes is not None:
             store.max_value_bytes = max_value_bytes
+        if hybrid is None and store.hybrid is not None:
+            self._make_batch_only(store)
+        elif hybrid is not UNCHANGED and hybrid is not None:
+            self._make_hybrid(store, hybrid)
+        store.write_compute = write_compute_after
         self._changed()
         return store
+
+    def _make_hybrid(self, store: Store, hybrid: Hybrid) -> None:
+        """Take the settings; a store that was batch-only gets its real-time topic created
+        (by the janitor, durably: it is in :attr:`topics_to_create` until it exists)."""
+        was_hybrid = store.hybrid is not None
+        store.hybrid = Hybrid(hybrid.rewind_seconds, hybrid.offset_lag)
+        if not was_hybrid:
+            self.topics_to_create.add(store.real_time_topic)
+
+    def _make_batch_only(self, store: Store) -> None:
+        store.hybrid = None
+        topic = store.real_time_topic
+        self.topics_to_create.discard(topic)
+        self.topics_to_delete.add(topic)
+        for version in store.versions.values():
+            # The topic they read from is going away: a store made hybrid again gets a new
+            # one, and its versions the new one's offsets.
+            version.rt_start_offsets = {}
+            for replicas in version.replicas.values():
+                for replica in replicas:
+                    replica.rt_offset = replica.rt_lag = None
 
     def delete_store(self, name: str) -> None:
         store = self.store(name)
         for version in store.versions.values():
             self.topics_to_delete.add(version.topic)
+        if store.hybrid is not None:
+            self.topics_to_create.discard(store.real_time_topic)
+            self.topics_to_delete.add(store.real_time_topic)
         self.graveyard[name] = store.next_version
         del self.stores[name]
         self._changed()
 
+    def add_value_schema(self, name: str, schema: Any) -> tuple[int, bool]:
+        """Register ``schema`` as the store's next value schema: ``(id, True)``; an identical
+        schema already registered: ``(its id, False)``. Refused with :class:`SchemaError`
+        unless it is valid and fully compatible with every earlier schema (it reads their
+        data and they read its data), and, with write compute on, a record."""
+        store = self.store(name)
+        _check_schema(schema, "value")
+        for schema_id, existing in store.value_schemas.items():
+            if _same_schema(existing, schema):
+                return schema_id, False
+        if len(store.value_schemas) >= MAX_VALUE_SCHEMAS:
+            raise RequestError(f"store {name!r} already has {MAX_VALUE_SCHEMAS} value schemas, the most a store may have")
+        check_compatible([store.value_schemas[i] for i in sorted(store.value_schemas)], schema)
+        if store.write_compute:
+            _check_write_compute(store.hybrid, {0: schema})
+        schema_id = store.latest_schema_id + 1
+        store.value_schemas[schema_id] = schema
+        self._changed()
+        return schema_id, True
+
+    # -- real-time topics -----------------------------------------------------------
+    def rt_topic_created(self, topic: str, beginning_offsets: Mapping[int, int]) -> None:
+        """The janitor created ``topic`` (or found it there): live versions of its store
+        without start offsets start at ``beginning_offsets``, so writes made before (or
+        while) the store became hybrid are applied."""
+        self.topics_to_create.discard(topic)
+        store = self._store_of_rt(topic)
+        if store is not None:
+            offsets = _check_offsets(beginning_offsets, store.partitions, topic)
+            for version in store.versions.values():
+                if version.is_live() and not version.rt_start_offsets:
+                    version.rt_start_offsets = dict(offsets)
+        self._changed()
+
+    def rt_topic_missing(self, store_name: str) -> None:
+        """The real-time topic of a hybrid store is gone (deleted behind the controller's
+        back): create it again."""
+        store = self.store(store_name)
+        if store.hybrid is not None and store.real_time_topic not in self.topics_to_create:
+            self.topics_to_create.add(store.real_time_topic)
+            self._changed(routing=False)
+
+    def topic_creation_waits(self, topic: str) -> bool:
+        """Whether a topic Kafka would confuse with ``topic`` is still to be deleted."""
+        return any(_kafka_form(t) == _kafka_form(topic) for t in self.topics_to_delete)
+
+    def drop_unwanted_creations(self) -> None:
+        """Forget topics to create whose store no longer wants them (deleted, batch-only)."""
+        unwanted = {t for t in self.topics_to_create if self._store_of_rt(t) is None}
+        if unwanted:
+            self.topics_to_create -= unwanted
+            self.dirty = True
+
+    def partitions_of_rt(self, topic: str) -> int | None:
+        store = self._store_of_rt(topic)
+        return None if store is None else store.partitions
+
+    def _store_of_rt(self, topic: str) -> Store | None:
+        """The hybrid store whose real-time topic ``topic`` is, if any."""
+        name = topic.removesuffix("_rt")
+        store = self.stores.get(name)
+        return store if store is not None and store.hybrid is not None and store.real_time_topic == topic else None
+
+    def rt_offsets_plan(self, store_name: str, now: float) -> tuple[str, int | None] | None:
+        """What a version opened now must ask the pub-sub for its real-time start offsets:
+        ``(topic, None)`` for the beginning offsets (the store's first version: writes made
+        before the first push apply once a version exists), ``(topic, timestamp_ms)`` for
+        ``offsets_for_time`` (open time minus the rewind); ``None`` when the store is
+        batch-only or its topic is not created yet (offsets are set when it is)."""
+        store = self.store(store_name)
+        if store.hybrid is None or store.real_time_topic in self.topics_to_create:
+            return None
+        if store.current_version is None:
+            return store.real_time_topic, None
+        return store.real_time_topic, max(0, int((now - store.hybrid.rewind_seconds) * 1000))
+
     def live_topics(self) -> set[str]:
-        """Topics of STARTED and ONLINE versions: the janitor must never delete these."""
-        return {v.topic for s in self.stores.values() for v in s.versions.values() if v.is_live()}
+        """Topics of STARTED and ONLINE versions, and real-time topics of hybrid stores once
+        created: the janitor must never delete these. (A real-time topic still to be created
+        is not live: whatever holds its name now is an older incarnation's.)"""
+        topics = {v.topic for s in self.stores.values() for v in s.versions.values() if v.is_live()}
+        topics.update(
+            s.real_time_topic for s in self.stores.values() if s.hybrid is not None and s.real_time_topic not in self.topics_to_create
+        )
+        return topics
 
     # -- servers -------------------------------------------------------------------
     def live_servers(self, now: float) -> list[str]:
@@ -319,11 +483,17 @@ class ClusterState:
                 replica.status, replica.reason = status, reason
                 self._changed()
             replica.offset, replica.records = report.offset, report.records
+            replica.rt_offset, replica.rt_lag, replica.skipped = report.rt_offset, report.rt_lag, report.skipped
         self._advance(store, version)
         return False
 
     # -- versions ------------------------------------------------------------------
-    def open_version(self, store_name: str, now: float, *, defer_swap: bool = False) -> Version:
+    def open_version(
+        self, store_name: str, now: float, *, defer_swap: bool = False, rt_start_offsets: Mapping[int, int] | None = None
+    ) -> Version:
+        """Version N+1, placed on the ring. ``rt_start_offsets`` (hybrid stores) are the
+        real-time offsets :meth:`rt_offsets_plan` asked for; without them (the topic is not
+        created yet) they are set when it is."""
         store = self.store(store_name)
         running = [v.number for v in store.versions.values() if v.status == VersionStatus.STARTED.value]
         if running:
@@ -345,6 +515,10 @@ class ClusterState:
         for partition in range(store.partitions):
             servers = ring.replicas(replica_key(topic, partition), store.replication_factor)
             version.replicas[partition] = [Replica(server) for server in servers]
+        if store.hybrid is not None and rt_start_offsets is not None and store.real_time_topic not in self.topics_to_create:
+            # (A topic to create again, e.g. the store was made batch-only and hybrid while
+            # the offsets were asked for: they are of the old topic; the new one's come later.)
+            version.rt_start_offsets = _check_offsets(rt_start_offsets, store.partitions, store.real_time_topic)
         store.next_version = number + 1
         store.versions[number] = version
         self.topics_to_delete.discard(topic)  # never reused, but should metadata ever be lost...
@@ -523,10 +697,30 @@ class ClusterState:
                 self._changed()
 
     # -- views ---------------------------------------------------------------------
+    def _hybrid_config(self, store: Store) -> protocol.HybridConfig | None:
+        if store.hybrid is None:
+            return None
+        return protocol.HybridConfig(store.hybrid.rewind_seconds, store.hybrid.offset_lag, store.real_time_topic)
+
+    @staticmethod
+    def consumes_rt(store: Store, version: Version) -> bool:
+        """Whether ``version`` applies real-time writes now: the current version, a push in
+        progress, and an ONLINE version newer than the current one (a deferred swap) do;
+        backups (older ONLINE versions) do not, so a rollback finds them as they were."""
+        if store.hybrid is None:
+            return False
+        if version.status == VersionStatus.STARTED.value:
+            return True
+        if version.status != VersionStatus.ONLINE.value:
+            return False
+        return store.current_version is None or version.number >= store.current_version
+
     def assignment_for(self, server_id: str) -> list[dict[str, Any]]:
-        """What ``server_id`` must host: every live version with a replica on it."""
+        """What ``server_id`` must host: every live version with a replica on it
+        (:class:`venice.protocol.Assignment` entries)."""
         result = []
         for store in self.stores.values():
+            hybrid = self._hybrid_config(store)
             for version in store.versions.values():
                 if not version.is_live():
                     continue
@@ -534,49 +728,52 @@ class ClusterState:
                     p for p, rs in version.replicas.items() if any(r.server == server_id for r in rs)
                 )
                 if partitions:
-                    result.append(
-                        {
-                            "store": store.name,
-                            "incarnation": store.incarnation,
-                            "version": version.number,
-                            "topic": version.topic,
-                            "partitions_total": version.partitions,
-                            "partitions": partitions,
-                            "key_schema": store.key_schema,
-                            "value_schemas": {str(k): v for k, v in store.value_schemas.items()},
-                        }
+                    assignment = protocol.Assignment(
+                        store=store.name,
+                        version=version.number,
+                        topic=version.topic,
+                        partitions_total=version.partitions,
+                        partitions=tuple(partitions),
+                        key_schema=store.key_schema,
+                        value_schemas=store.value_schemas,
+                        incarnation=store.incarnation,
+                        hybrid=hybrid,
+                        rt_start_offsets=version.rt_start_offsets if hybrid is not None else {},
+                        consume_rt=self.consumes_rt(store, version),
                     )
+                    result.append(assignment.to_json())
         return result
 
     def routing_table(self, now: float) -> dict[str, Any]:
         if self._routing_cache is not None and self._routing_cache[0] == self.generation:
             return self._routing_cache[1]
-        stores: dict[str, Any] = {}
+        stores: dict[str, protocol.StoreRouting] = {}
         for store in self.stores.values():
-            versions: dict[str, Any] = {}
+            versions: dict[int, dict[int, tuple[str, ...]]] = {}
             for version in store.versions.values():
                 if version.status != VersionStatus.ONLINE.value:
                     continue
-                partitions = {
-                    str(p): [
+                versions[version.number] = {
+                    p: tuple(
                         self.servers[r.server].url
                         for r in rs
                         if r.status == ReplicaStatus.READY.value and r.server in self._serving
-                    ]
+                    )
                     for p, rs in version.replicas.items()
                 }
-                versions[str(version.number)] = {"partitions": partitions}
-            stores[store.name] = {
-                "key_schema": store.key_schema,
-                "value_schemas": {str(k): v for k, v in store.value_schemas.items()},
-                "partitions": store.partitions,
-                "current_version": store.current_version,
-                "versions": versions,
-                "retired_versions": sorted(
+            stores[store.name] = protocol.StoreRouting(
+                key_schema=store.key_schema,
+                value_schemas=store.value_schemas,
+                partitions=store.partitions,
+                current_version=store.current_version,
+                versions=versions,
+                retired_versions=frozenset(
                     v.number for v in store.versions.values() if v.status == VersionStatus.RETIRED.value
                 ),
-            }
-        table = {"generation": self.generation, "stores": stores}
+                hybrid=self._hybrid_config(store),
+                write_compute=store.write_compute,
+            )
+        table = protocol.RoutingTable(self.generation, stores).to_json()
         self._routing_cache = (self.generation, table)
         return table
 
@@ -593,6 +790,10 @@ class ClusterState:
             "records": version.records,
             "defer_swap": version.defer_swap,
             "current": store.current_version == version.number,
+            "rt_start_offsets": {str(p): o for p, o in sorted(version.rt_start_offsets.items())},
+            "consume_rt": self.consumes_rt(store, version),
+            "rt_lag": _version_lag(version),
+            "poison_pills": _poison_pills(version),
             "replicas": {
                 str(p): [
                     {
@@ -602,6 +803,9 @@ class ClusterState:
                         "offset": r.offset,
                         "records": r.records,
                         "reason": r.reason,
+                        "rt_offset": r.rt_offset,
+                        "rt_lag": r.rt_lag,
+                        "skipped": r.skipped,
                     }
                     for r in rs
                 ]
@@ -610,7 +814,8 @@ class ClusterState:
         }
 
     def describe_store(self, store: Store) -> dict[str, Any]:
-        return {
+        hybrid = self._hybrid_config(store)
+        description = {
             "name": store.name,
             "incarnation": store.incarnation,
             "key_schema": store.key_schema,
@@ -620,6 +825,8 @@ class ClusterState:
             "keep_versions": store.keep_versions,
             "push_timeout_s": store.push_timeout_s,
             "max_value_bytes": store.max_value_bytes,
+            "hybrid": None if hybrid is None else hybrid.to_json(),
+            "write_compute": store.write_compute,
             "current_version": store.current_version,
             "created_at": store.created_at,
             "versions": [
@@ -627,6 +834,9 @@ class ClusterState:
                 for ver in sorted(store.versions.values(), key=lambda v: v.number)
             ],
         }
+        if store.write_compute:
+            description["update_schemas"] = {str(k): update_schema(v) for k, v in sorted(store.value_schemas.items())}
+        return description
 
     # -- persistence ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -638,6 +848,7 @@ class ClusterState:
             "stores": [asdict(s) for s in self.stores.values()],
             "servers": [{"server_id": s.server_id, "url": s.url} for s in self.servers.values()],
             "topics_to_delete": sorted(self.topics_to_delete),
+            "topics_to_create": sorted(self.topics_to_create),
             "graveyard": dict(self.graveyard),
         }
 
@@ -655,12 +866,17 @@ class ClusterState:
             for vraw in raw["versions"].values():
                 replicas = {int(p): [Replica(**r) for r in rs] for p, rs in vraw["replicas"].items()}
                 failed = {int(p): list(servers) for p, servers in vraw.get("failed", {}).items()}
-                versions[int(vraw["number"])] = Version(**{**vraw, "replicas": replicas, "failed": failed})
+                starts = {int(p): int(o) for p, o in (vraw.get("rt_start_offsets") or {}).items()}
+                versions[int(vraw["number"])] = Version(
+                    **{**vraw, "replicas": replicas, "failed": failed, "rt_start_offsets": starts}
+                )
+            hybrid = raw.get("hybrid")
             store = Store(
                 **{
                     **raw,
                     "value_schemas": {int(k): v for k, v in raw["value_schemas"].items()},
                     "versions": versions,
+                    "hybrid": None if hybrid is None else Hybrid(int(hybrid["rewind_seconds"]), int(hybrid["offset_lag"])),
                 }
             )
             if not store.incarnation:
@@ -670,6 +886,7 @@ class ClusterState:
                 state.dirty = True
             state.stores[store.name] = store
         state.topics_to_delete = set(data.get("topics_to_delete", []))
+        state.topics_to_create = set(data.get("topics_to_create", []))
         state.graveyard = {str(k): int(v) for k, v in data.get("graveyard", {}).items()}
         # Routers compare generations; never go back to one they may have seen.
         state.generation = int(data["generation"]) + 1
@@ -729,3 +946,86 @@ def _check_settings(keep_versions: int | None, push_timeout_s: float | None, max
         )
     if max_value_bytes is not None:
         _check_int("max_value_bytes", max_value_bytes, 1, MAX_VALUE_BYTES_LIMIT)
+
+
+def _check_bool(what: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise RequestError(f"{what} must be true or false, not {value!r:.40}")
+
+
+def _check_schema(schema: Any, kind: str) -> None:
+    """A key or value schema a store may hold: valid Avro, and small enough to travel in
+    every routing table and assignment."""
+    try:
+        size = len(orjson.dumps(schema))
+    except TypeError as exc:
+        raise SchemaError(f"{kind} schema is not plain JSON (numbers must fit in 64 bits): {exc}") from exc
+    if size > MAX_SCHEMA_BYTES:
+        raise SchemaError(f"{kind} schema is {size} bytes of JSON; a store takes schemas of at most {MAX_SCHEMA_BYTES} bytes")
+    try:
+        validate_schema(schema, kind=kind)
+    except SchemaError as exc:
+        message = exc.message if exc.message.startswith(f"{kind} schema") else f"{kind} schema: {exc.message}"
+        raise SchemaError(message, **exc.details) from exc
+
+
+def _check_hybrid(hybrid: Hybrid) -> None:
+    _check_int("hybrid.rewind_seconds", hybrid.rewind_seconds, 0, MAX_REWIND_SECONDS)
+    _check_int("hybrid.offset_lag", hybrid.offset_lag, 0, MAX_OFFSET_LAG)
+
+
+def _check_write_compute(hybrid: Hybrid | None, schemas: Mapping[int, Any]) -> None:
+    """Partial updates are nearline writes (so the store must be hybrid) of record values:
+    every value schema must derive an update schema."""
+    if hybrid is None:
+        raise RequestError("write compute needs a hybrid store: give hybrid settings too (venice store update --hybrid-...)")
+    for schema_id, schema in sorted(schemas.items()):
+        try:
+            update_schema(schema)
+        except SchemaError as exc:
+            which = "the new value schema" if schema_id == 0 else f"value schema {schema_id}"
+            raise SchemaError(f"write compute: {which}: {exc.message}") from exc
+
+
+def _same_schema(a: Any, b: Any) -> bool:
+    """Whether two schemas are the same JSON (object key order aside; a bare primitive
+    name and ``{"type": name}`` alike)."""
+
+    def bare(schema: Any) -> Any:
+        if isinstance(schema, str):
+            schema = schema.strip()
+            if schema[:1] in "{[":
+                try:
+                    return orjson.loads(schema)
+                except orjson.JSONDecodeError:
+                    return schema
+        if isinstance(schema, dict) and set(schema) == {"type"} and isinstance(schema["type"], str):
+            return schema["type"]
+        return schema
+
+    left, right = bare(a), bare(b)
+    return type(left) is type(right) and left == right
+
+
+def _check_offsets(offsets: Mapping[int, int], partitions: int, topic: str) -> dict[int, int]:
+    """Start offsets of every partition of a store's real-time topic, and nothing else."""
+    if set(offsets) != set(range(partitions)):
+        raise ConflictError(
+            f"real-time topic {topic} has partitions {sorted(offsets)[:20]}, the store has {partitions}: "
+            "delete the topic and the controller creates it again"
+        )
+    for partition, offset in offsets.items():
+        _check_int(f"real-time start offset of partition {partition}", offset, 0, MAX_INT64)
+    return {int(p): int(o) for p, o in offsets.items()}
+
+
+def _version_lag(version: Version) -> int | None:
+    """The largest real-time lag a replica of ``version`` reports (``None``: none reports one)."""
+    lags = [r.rt_lag for rs in version.replicas.values() for r in rs if r.rt_lag is not None]
+    return max(lags) if lags else None
+
+
+def _poison_pills(version: Version) -> int:
+    """Real-time records ``version`` skipped as unreadable. Every replica of a partition
+    skips the same records, so a partition counts its largest report, not their sum."""
+    return sum(max((r.skipped for r in rs), default=0) for rs in version.replicas.values())

@@ -7,7 +7,8 @@ are answered with one JSON body; every error has the shape of
 :func:`venice.errors.error_body`.
 
     GET  /health                   {"status": "ok"}
-    GET  /storage/{store}/{key}    the value as JSON       (?version=N reads version N)
+    GET  /storage/{store}/{key}    the value as JSON, in the store's newest value schema
+                                   (?version=N reads version N)
     POST /storage/{store}          {"keys": [...]} -> {"results": [...]} in key order
 """
 
@@ -30,7 +31,7 @@ from venice.errors import (
     KeyNotFoundError,
     NotFoundError,
     RequestError,
-    UnavailableError,
+    UnknownSchemaError,
     VeniceError,
     error_body,
 )
@@ -216,21 +217,30 @@ class RouterApp:
         return found
 
     def _decode(self, route: StoreRoute, hit: Hit) -> Any:
-        return self._decoder(route, hit[0])(hit[1])
-
-    def _decoder(self, route: StoreRoute, schema_id: int) -> Callable[[bytes], Any]:
-        """Decodes values of one schema id; stored data that does not decode is the
-        platform's fault, not the caller's: a 500."""
+        """The value of ``hit`` in the store's newest schema (see :meth:`_decoder`)."""
         try:
-            codec = route.value_codec(schema_id)
-        except UnavailableError:
+            return route.value_decoder.decode(hit[0], hit[1])
+        except UnknownSchemaError:
             self.cache.request_refresh()
             raise
-        codec_decode = codec.decode
+        except InvalidValueError as exc:
+            raise InternalError(exc.message) from exc
+
+    def _decoder(self, route: StoreRoute, schema_id: int) -> Callable[[bytes], Any]:
+        """Decodes values stored with one schema id into the store's newest schema, so
+        readers see one shape whatever schema a push or a nearline writer used (older
+        values get the new fields' defaults). An id the table does not know yet means the
+        table is stale: refresh it, and the 503 ``UNKNOWN_SCHEMA`` is retriable. Stored data
+        that does not decode is the platform's fault, not the caller's: a 500."""
+        try:
+            to_newest = route.value_decoder.decoder(schema_id)
+        except UnknownSchemaError:
+            self.cache.request_refresh()
+            raise
 
         def decode(data: bytes) -> Any:
             try:
-                return codec_decode(data)
+                return to_newest(data)
             except InvalidValueError as exc:
                 raise InternalError(exc.message) from exc
 

@@ -121,6 +121,15 @@ class TestHostilePayloads:
             (["replicas", 0, "store"], None, "store"),
             (["replicas", 0], "not an object", "replicas[0]"),
             (["draining"], "yes", "draining"),
+            (["url"], "http://127.0.0.1:7001/path", "heartbeat.url"),
+            (["url"], "http://127.0.0.1:7001/", "heartbeat.url"),
+            (["url"], "http://a b:1", "heartbeat.url"),
+            (["url"], "http://user@host:1", "heartbeat.url"),
+            (["url"], "http://", "heartbeat.url"),
+            (["replicas", 0, "reason"], 5, "reason"),
+            (["replicas", 0, "incarnation"], "x" * 65, "incarnation"),
+            (["replicas", 0, "rt_lag"], -1, "rt_lag"),
+            (["replicas", 0, "skipped"], "1", "skipped"),
         ],
     )
     def test_malformed_heartbeat_is_a_request_error(self, path: list[Any], value: Any, names: str) -> None:
@@ -190,3 +199,14 @@ class TestReadPathsAndFrames:
     def test_report_defaults(self) -> None:
         report = ReplicaReport.from_json({"store": "s", "version": 1, "partition": 0, "status": "STARTED"})
         assert (report.offset, report.records, report.reason, report.skipped) == (0, 0, None, 0)
+        assert report.incarnation is None and "incarnation" not in report.to_json()
+
+    def test_long_reasons_are_cut_not_refused(self) -> None:
+        """A server whose failure message is long must still be heard."""
+        report = ReplicaReport.from_json({"store": "s", "version": 1, "partition": 0, "status": "ERROR", "reason": "é" * 10_000})
+        assert report.reason == "é" * 2000
+
+    def test_real_time_fields_and_incarnation_round_trip(self) -> None:
+        raw = {"store": "s", "version": 1, "partition": 0, "status": "READY", "offset": 3, "records": 2, "reason": None,
+               "rt_offset": 40, "rt_lag": 2, "skipped": 1, "incarnation": "9f2c01ab34de"}
+        assert ReplicaReport.from_json(raw).to_json() == raw

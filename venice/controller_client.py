@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -56,6 +56,11 @@ def _q(name: str) -> str:
     return quote(name, safe="")
 
 
+def _within(call: Call, timeout_s: float | None) -> Call:
+    """``call`` with its own timeout (a caller with a deadline of its own), or as it is."""
+    return call if timeout_s is None else replace(call, timeout_s=timeout_s)
+
+
 class BaseControllerClient:
     """What to send for each controller call and what its answer means (no I/O)."""
 
@@ -87,6 +92,10 @@ class BaseControllerClient:
     @staticmethod
     def _update_store(store: str, changes: Mapping[str, Any]) -> Call:
         return Call("PATCH", f"/stores/{_q(store)}", dict(changes))
+
+    @staticmethod
+    def _add_value_schema(store: str, schema: Any) -> Call:
+        return Call("POST", f"/stores/{_q(store)}/value-schemas", {"schema": schema})
 
     @staticmethod
     def _delete_store(store: str) -> Call:
@@ -219,20 +228,25 @@ class ControllerClient(BaseControllerClient):
     def delete_store(self, store: str) -> dict[str, Any]:
         return dict(self.call(self._delete_store(store)))
 
+    def add_value_schema(self, store: str, schema: Any) -> dict[str, Any]:
+        """Register ``schema`` as the store's next value schema: ``{"id": N, "schema": ...}``
+        (an identical schema already registered answers with its id)."""
+        return dict(self.call(self._add_value_schema(store, schema)))
+
     def list_versions(self, store: str) -> list[dict[str, Any]]:
         return list(self.call(self._list_versions(store))["versions"])
 
-    def get_version(self, store: str, version: int) -> dict[str, Any]:
-        return dict(self.call(self._get_version(store, version)))
+    def get_version(self, store: str, version: int, *, timeout_s: float | None = None) -> dict[str, Any]:
+        return dict(self.call(_within(self._get_version(store, version), timeout_s)))
 
     def open_version(self, store: str, *, defer_swap: bool = False) -> dict[str, Any]:
         return dict(self.call(self._open_version(store, defer_swap)))
 
-    def end_of_push(self, store: str, version: int, records: int) -> dict[str, Any]:
-        return dict(self.call(self._end_of_push(store, version, records)))
+    def end_of_push(self, store: str, version: int, records: int, *, timeout_s: float | None = None) -> dict[str, Any]:
+        return dict(self.call(_within(self._end_of_push(store, version, records), timeout_s)))
 
-    def fail_version(self, store: str, version: int, reason: str) -> dict[str, Any]:
-        return dict(self.call(self._fail_version(store, version, reason)))
+    def fail_version(self, store: str, version: int, reason: str, *, timeout_s: float | None = None) -> dict[str, Any]:
+        return dict(self.call(_within(self._fail_version(store, version, reason), timeout_s)))
 
     def swap(self, store: str, version: int) -> dict[str, Any]:
         return dict(self.call(self._swap(store, version)))
@@ -297,20 +311,25 @@ class AsyncControllerClient(BaseControllerClient):
     async def delete_store(self, store: str) -> dict[str, Any]:
         return dict(await self.call(self._delete_store(store)))
 
+    async def add_value_schema(self, store: str, schema: Any) -> dict[str, Any]:
+        """Register ``schema`` as the store's next value schema: ``{"id": N, "schema": ...}``
+        (an identical schema already registered answers with its id)."""
+        return dict(await self.call(self._add_value_schema(store, schema)))
+
     async def list_versions(self, store: str) -> list[dict[str, Any]]:
         return list((await self.call(self._list_versions(store)))["versions"])
 
-    async def get_version(self, store: str, version: int) -> dict[str, Any]:
-        return dict(await self.call(self._get_version(store, version)))
+    async def get_version(self, store: str, version: int, *, timeout_s: float | None = None) -> dict[str, Any]:
+        return dict(await self.call(_within(self._get_version(store, version), timeout_s)))
 
     async def open_version(self, store: str, *, defer_swap: bool = False) -> dict[str, Any]:
         return dict(await self.call(self._open_version(store, defer_swap)))
 
-    async def end_of_push(self, store: str, version: int, records: int) -> dict[str, Any]:
-        return dict(await self.call(self._end_of_push(store, version, records)))
+    async def end_of_push(self, store: str, version: int, records: int, *, timeout_s: float | None = None) -> dict[str, Any]:
+        return dict(await self.call(_within(self._end_of_push(store, version, records), timeout_s)))
 
-    async def fail_version(self, store: str, version: int, reason: str) -> dict[str, Any]:
-        return dict(await self.call(self._fail_version(store, version, reason)))
+    async def fail_version(self, store: str, version: int, reason: str, *, timeout_s: float | None = None) -> dict[str, Any]:
+        return dict(await self.call(_within(self._fail_version(store, version, reason), timeout_s)))
 
     async def swap(self, store: str, version: int) -> dict[str, Any]:
         return dict(await self.call(self._swap(store, version)))

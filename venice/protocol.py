@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from venice.errors import RequestError, UnavailableError
 
 __all__ = [
     "MAX_PARTITIONS",
+    "MAX_REASON_CHARS",
     "MISSING_SCHEMA_ID",
     "SCHEMA_ID_HEADER",
     "Assignment",
@@ -55,6 +57,10 @@ MAX_PARTITIONS = 1024
 _MAX_ID = 1 << 62
 """Upper bound for counts, offsets and version numbers in payloads (fits every int type we use)."""
 _MAX_TEXT = 4096
+MAX_REASON_CHARS = 2000
+"""Reasons (free text from a server) are cut to this many characters."""
+_BASE_URL = re.compile(r"https?://[^\s/?#@]{1,2040}")
+"""Where a server is reached: scheme, host and port, nothing else (it is joined with paths)."""
 
 
 class ReplicaStatus(str, Enum):
@@ -231,6 +237,17 @@ def _opt_str(obj: Mapping[str, Any], name: str, where: str, *, max_len: int = _M
     return _str(obj, name, where, max_len=max_len)
 
 
+def _clipped(obj: Mapping[str, Any], name: str, where: str, *, max_len: int = MAX_REASON_CHARS) -> str | None:
+    """Free text (a failure's reason) kept, but never longer than fits in a log line: a
+    server whose error message is long must still be heard."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RequestError(f"{where}.{name}: expected a string, got {type(value).__name__}")
+    return value[:max_len]
+
+
 def _bool(obj: Mapping[str, Any], name: str, where: str, default: bool = False) -> bool:
     value = obj.get(name, default)
     if not isinstance(value, bool):
@@ -338,7 +355,7 @@ class ReplicaReport:
             status=_enum(obj, "status", where, ReplicaStatus),
             offset=_int(obj, "offset", where, default=0),
             records=_int(obj, "records", where, default=0),
-            reason=_opt_str(obj, "reason", where),
+            reason=_clipped(obj, "reason", where),
             rt_offset=_opt_int(obj, "rt_offset", where),
             rt_lag=_opt_int(obj, "rt_lag", where),
             skipped=_int(obj, "skipped", where, default=0),
@@ -362,8 +379,8 @@ class Heartbeat:
     def from_json(cls, value: Any) -> Heartbeat:
         obj = _object(value, "heartbeat")
         url = _str(obj, "url", "heartbeat", max_len=2048)
-        if not url.startswith(("http://", "https://")):
-            raise RequestError(f"heartbeat.url: {url[:100]!r} is not an http(s) URL")
+        if not _BASE_URL.fullmatch(url):
+            raise RequestError(f"heartbeat.url: {url[:100]!r} is not a base URL http(s)://HOST[:PORT]")
         replicas = _list(obj.get("replicas", []), "heartbeat.replicas", max_len=100_000)
         return cls(
             url=url,

@@ -1,7 +1,8 @@
 """A reader's view of the cluster: store -> version -> partition -> ready replicas.
 
 Built from the ``GET /routing`` payload (:class:`venice.protocol.RoutingTable`, see
-docs/api.md), with the key and value codecs a reader needs. The router and the SDK's
+docs/api.md), with the key and value codecs a reader needs, and the decoder that reads a
+value of any registered value schema as the newest (:class:`venice.evolution.ValueDecoder`). The router and the SDK's
 direct client both read through it. Everything here is I/O-free so that lookups,
 replica ordering and batch planning are unit-tested without a network, and a table is
 immutable so a request keeps one consistent view even while the cache swaps in a newer
@@ -27,6 +28,7 @@ from venice.errors import (
     VersionNotFoundError,
     VersionRetiredError,
 )
+from venice.evolution import ValueDecoder
 from venice.partitioner import partition_for
 from venice.schema import AvroCodec
 
@@ -45,6 +47,9 @@ class StoreRoute:
     """Serializes keys (Avro binary) for partitioning and for the storage servers."""
     value_codecs: Mapping[int, AvroCodec]
     """Value schema id -> codec; a stored value names its id in ``x-venice-schema-id``."""
+    value_decoder: ValueDecoder = field(repr=False, compare=False)
+    """Reads a stored value of any registered schema as the store's newest schema (what
+    readers get: older data comes back with the new fields' defaults)."""
     partition_count: int
     current_version: int | None
     """``None`` until the first push completes."""
@@ -54,6 +59,10 @@ class StoreRoute:
     """Versions that were pushed but whose data is gone: asking for one is a 410."""
     schemas_fingerprint: bytes = field(default=b"", repr=False, compare=False)
     """Canonical JSON of the schemas, so a refreshed table can reuse parsed codecs."""
+    hybrid: protocol.HybridConfig | None = None
+    """The store's real-time settings; ``None`` for a batch-only store."""
+    write_compute: bool = False
+    """Partial updates are accepted."""
 
     def resolve_version(self, requested: int | None) -> int:
         """The version a read uses: ``requested``, or the current one when ``None``."""
@@ -129,10 +138,12 @@ def _store_route(name: str, entry: protocol.StoreRouting, previous: StoreRoute |
         [entry.key_schema, {str(k): v for k, v in entry.value_schemas.items()}], option=orjson.OPT_SORT_KEYS
     )
     if previous is not None and previous.schemas_fingerprint == fingerprint:
-        key_codec, value_codecs = previous.key_codec, previous.value_codecs
+        key_codec, value_codecs, value_decoder = previous.key_codec, previous.value_codecs, previous.value_decoder
     else:
         key_codec = AvroCodec(entry.key_schema, kind="key")
         value_codecs = {sid: AvroCodec(schema) for sid, schema in entry.value_schemas.items()}
+        value_decoder = ValueDecoder(entry.value_schemas)
+        value_decoder.decoder(value_decoder.newest_id)  # parsed now, not on the first read
     return StoreRoute(
         name=name,
         key_codec=key_codec,
@@ -142,6 +153,9 @@ def _store_route(name: str, entry: protocol.StoreRouting, previous: StoreRoute |
         versions={v: dict(parts) for v, parts in entry.versions.items()},
         retired_versions=entry.retired_versions,
         schemas_fingerprint=fingerprint,
+        value_decoder=value_decoder,
+        hybrid=entry.hybrid,
+        write_compute=entry.write_compute,
     )
 
 

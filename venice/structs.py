@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["Message", "TopicPartition", "parse_version_topic", "version_topic"]
+__all__ = ["Message", "TopicPartition", "parse_version_topic", "real_time_topic", "version_topic"]
 
 
 class TopicPartition(NamedTuple):
@@ -42,6 +42,12 @@ class Message:
 def version_topic(store: str, version: int) -> str:
     """The topic holding version ``version`` of ``store``: ``<store>_v<N>``."""
     return f"{store}_v{version}"
+
+
+def real_time_topic(store: str) -> str:
+    """The real-time topic of hybrid store ``store``: ``<store>_rt``. It never ends in
+    ``_v<digits>``, so it is never mistaken for a version topic."""
+    return f"{store}_rt"
 
 
 def parse_version_topic(topic: str) -> tuple[str, int]:

@@ -272,3 +272,171 @@ class TestSaveFailures:
         assert _beat(http).status_code == 200
         log = (tmp_path / "controller.log").read_text()
         assert "crashed; restarting it" in log and "Traceback" in log
+
+
+MEMBER = {"type": "record", "name": "Member", "fields": [{"name": "visits", "type": "long"}]}
+MEMBER_V2 = {**MEMBER, "fields": [*MEMBER["fields"], {"name": "city", "type": ["null", "string"], "default": None}]}
+HYBRID = {"rewind_seconds": 3600, "offset_lag": 10}
+
+
+def _rt_partitions(tmp_path: Path, store: str) -> int | None:
+    """Partitions of the store's real-time topic in the controller's embedded log (None: no topic)."""
+    import asyncio
+
+    from venice.errors import TopicNotFoundError
+    from venice.pubsub.embedded import EmbeddedPubSub
+
+    async def count() -> int | None:
+        try:
+            return await EmbeddedPubSub(tmp_path / "log").partition_count(f"{store}_rt")
+        except TopicNotFoundError:
+            return None
+
+    return asyncio.run(count())
+
+
+class TestHybridStores:
+    def test_create_hybrid_then_batch_only_then_hybrid(self, http: httpx.Client, tmp_path: Path) -> None:
+        answer = http.post("/stores", json=_store(partitions=3, hybrid=HYBRID, write_compute=False))
+        assert answer.status_code == 201, answer.text
+        info = answer.json()
+        assert info["hybrid"] == {**HYBRID, "real_time_topic": "members_rt"} and info["write_compute"] is False
+        assert _rt_partitions(tmp_path, "members") == 3  # created before the answer
+        info = http.patch("/stores/members", json={"hybrid": {"rewind_seconds": 60, "offset_lag": 0}, "write_compute": True}).json()
+        assert info["hybrid"]["rewind_seconds"] == 60 and info["write_compute"] is True
+        assert list(info["update_schemas"]) == ["1"]
+        info = http.patch("/stores/members", json={"hybrid": None}).json()
+        assert info["hybrid"] is None and info["write_compute"] is False and "update_schemas" not in info
+        assert _rt_partitions(tmp_path, "members") is None
+        assert http.patch("/stores/members", json={"keep_versions": 3}).json()["hybrid"] is None  # not given: unchanged
+        assert http.patch("/stores/members", json={"hybrid": HYBRID}).json()["hybrid"]["offset_lag"] == 10
+        assert _rt_partitions(tmp_path, "members") == 3
+        routing = http.get("/routing").json()["stores"]["members"]
+        assert routing["hybrid"] == {**HYBRID, "real_time_topic": "members_rt"} and routing["write_compute"] is False
+
+    def test_deleting_a_hybrid_store_deletes_its_topic(self, http: httpx.Client, tmp_path: Path) -> None:
+        assert http.post("/stores", json=_store(hybrid=HYBRID)).status_code == 201
+        assert _rt_partitions(tmp_path, "members") == 2
+        assert http.delete("/stores/members").status_code == 200
+        wait_for(lambda: _rt_partitions(tmp_path, "members") is None, 30, "the janitor to delete members_rt")
+
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            {"hybrid": "yes"}, {"hybrid": []}, {"hybrid": {}}, {"hybrid": {"rewind_seconds": 60}},
+            {"hybrid": {"rewind_seconds": -1, "offset_lag": 0}}, {"hybrid": {"rewind_seconds": 30 * 86400 + 1, "offset_lag": 0}},
+            {"hybrid": {"rewind_seconds": 0, "offset_lag": 10**9 + 1}}, {"hybrid": {"rewind_seconds": 10**30, "offset_lag": 0}},
+            {"hybrid": {"rewind_seconds": "60", "offset_lag": 0}}, {"hybrid": {"rewind_seconds": 1.5, "offset_lag": 0}},
+            {"hybrid": {"rewind_seconds": True, "offset_lag": 0}}, {"hybrid": {"rewind_seconds": 0, "offset_lag": None}},
+            {"write_compute": "true"}, {"write_compute": 1}, {"write_compute": True},
+            {"write_compute": True, "hybrid": HYBRID, "value_schema": "string"},
+        ],
+    )
+    def test_hostile_hybrid_settings_on_create_are_400(self, shared: httpx.Client, extra: dict[str, Any]) -> None:
+        error = _error(shared.post("/stores", json=_store("other", **extra)))
+        assert error["code"] in ("BAD_REQUEST", "INVALID_SCHEMA")
+        assert "other" not in _names(shared)
+        _works(shared)
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"hybrid": 5}, {"hybrid": {"rewind_seconds": 0}}, {"hybrid": {"rewind_seconds": -5, "offset_lag": 1}},
+            {"hybrid": {"rewind_seconds": 0, "offset_lag": 10**40}}, {"write_compute": "no"}, {"write_compute": True},
+            {"hybrid": None, "write_compute": True},
+        ],
+    )
+    def test_hostile_hybrid_updates_are_400_and_change_nothing(self, shared: httpx.Client, body: dict[str, Any]) -> None:
+        before = shared.get("/stores/members").json()
+        _error(shared.patch("/stores/members", json=body))
+        assert shared.get("/stores/members").json() == before
+        _works(shared)
+
+    def test_replica_reports_show_real_time_progress(self, http: httpx.Client) -> None:
+        assert http.post("/stores", json=_store(hybrid=HYBRID)).status_code == 201
+        assert _beat(http).status_code == 200
+        assert http.post("/stores/members/versions").status_code == 201
+        version = http.get("/stores/members/versions/1").json()
+        assert version["rt_start_offsets"] == {"0": 0, "1": 0}  # the first version: the topic's beginning
+        assignment = _beat(http).json()["assignment"][0]
+        assert assignment["hybrid"]["real_time_topic"] == "members_rt" and assignment["consume_rt"] is True
+        assert assignment["rt_start_offsets"] == {"0": 0, "1": 0}
+        reports = [
+            {"store": "members", "version": 1, "partition": p, "status": "STARTED", "rt_offset": 5, "rt_lag": 3 + p, "skipped": p * 2}
+            for p in (0, 1)
+        ]
+        assert _beat(http, replicas=reports).status_code == 200
+        version = http.get("/stores/members/versions/1").json()
+        assert [(r["rt_offset"], r["rt_lag"], r["skipped"]) for r in version["replicas"]["1"]] == [(5, 4, 2)]
+        assert (version["rt_lag"], version["poison_pills"]) == (4, 2)
+
+    @pytest.mark.parametrize(
+        "fields",
+        [{"rt_offset": -1}, {"rt_lag": "3"}, {"skipped": 10**30}, {"rt_offset": 1.5}, {"incarnation": "x" * 100}, {"skipped": None}],
+    )
+    def test_hostile_real_time_reports_are_400(self, shared: httpx.Client, fields: dict[str, Any]) -> None:
+        report = {"store": "members", "version": 1, "partition": 0, "status": "STARTED", **fields}
+        _error(shared.post("/servers/hostile/heartbeat", json={"url": "http://127.0.0.1:9", "replicas": [report]}))
+        assert "hostile" not in {s["server_id"] for s in shared.get("/cluster").json()["servers"]}
+
+
+class TestValueSchemas:
+    def test_register_compatible_identical_and_incompatible(self, http: httpx.Client) -> None:
+        assert http.post("/stores", json=_store(value_schema=MEMBER)).status_code == 201
+        answer = http.post("/stores/members/value-schemas", json={"schema": MEMBER_V2})
+        assert answer.status_code == 201 and answer.json() == {"id": 2, "schema": MEMBER_V2}
+        again = http.post("/stores/members/value-schemas", json={"schema": MEMBER_V2})
+        assert again.status_code == 200 and again.json() == {"id": 2, "schema": MEMBER_V2}
+        first = http.post("/stores/members/value-schemas", json={"schema": MEMBER})
+        assert first.status_code == 200 and first.json()["id"] == 1
+        bad = {**MEMBER, "fields": [*MEMBER_V2["fields"], {"name": "age", "type": "int"}]}
+        error = _error(http.post("/stores/members/value-schemas", json={"schema": bad}))
+        assert error["code"] == "INVALID_SCHEMA" and "field age" in error["message"]
+        assert error["details"] == {"field": "age", "reader": "new", "writer": 1}
+        info = http.get("/stores/members").json()
+        assert info["value_schemas"] == {"1": MEMBER, "2": MEMBER_V2}
+        assert http.get("/routing").json()["stores"]["members"]["value_schemas"] == {"1": MEMBER, "2": MEMBER_V2}
+
+    def test_concurrent_registrations_get_distinct_consecutive_ids(self, http: httpx.Client) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        assert http.post("/stores", json=_store(value_schema=MEMBER)).status_code == 201
+        schemas = [
+            {**MEMBER, "fields": [*MEMBER["fields"], {"name": f"f{i}", "type": ["null", "long"], "default": None}]} for i in range(12)
+        ]
+
+        def register(schema: dict[str, Any]) -> int:
+            with httpx.Client(base_url=str(http.base_url), timeout=30) as client:
+                response = client.post("/stores/members/value-schemas", json={"schema": schema})
+                assert response.status_code == 201, response.text
+                return int(response.json()["id"])
+
+        with ThreadPoolExecutor(6) as pool:
+            ids = list(pool.map(register, schemas))
+        assert sorted(ids) == list(range(2, 14))
+        registered = http.get("/stores/members").json()["value_schemas"]
+        assert {registered[str(i)]["fields"][-1]["name"] for i in ids} == {f"f{i}" for i in range(12)}
+
+    @pytest.mark.parametrize(
+        ("body", "code"),
+        [
+            ({}, "BAD_REQUEST"), ([], "BAD_REQUEST"), ({"schema": None}, "INVALID_SCHEMA"), ({"schema": 5}, "INVALID_SCHEMA"),
+            ({"schema": "nope"}, "INVALID_SCHEMA"), ({"schema": {"type": "record", "name": "V"}}, "INVALID_SCHEMA"),
+            ({"schema": {"type": "record", "name": "V", "fields": [], "doc": "x" * (300 << 10)}}, "INVALID_SCHEMA"),
+            ({"schema": {"type": "long", "n": 10**30}}, "INVALID_SCHEMA"),
+            ({"schema": "long"}, "INVALID_SCHEMA"),  # incompatible with the record V
+        ],
+    )
+    def test_hostile_schemas_are_400_and_register_nothing(self, shared: httpx.Client, body: Any, code: str) -> None:
+        error = _error(shared.post("/stores/members/value-schemas", json=body))
+        assert error["code"] == code, error
+        assert list(shared.get("/stores/members").json()["value_schemas"]) == ["1"]
+        _works(shared)
+
+    @pytest.mark.parametrize("body", [b"[" * 100_000, b"\xff", b'{"schema": ' + b"[" * 5000 + b"]" * 5000 + b"}"])
+    def test_bodies_that_are_not_json_are_400(self, shared: httpx.Client, body: bytes) -> None:
+        _error(shared.post("/stores/members/value-schemas", content=body, headers={"content-type": "application/json"}))
+        assert list(shared.get("/stores/members").json()["value_schemas"]) == ["1"]
+
+    def test_unknown_store_is_404(self, shared: httpx.Client) -> None:
+        assert _error(shared.post("/stores/nope/value-schemas", json={"schema": MEMBER}), 404)["code"] == "STORE_NOT_FOUND"

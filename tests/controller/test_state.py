@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from controller.persistence import MetadataFile
-from controller.protocol import ReplicaReport, ReplicaStatus
 from controller.state import ClusterState
 from venice.errors import (
     ConflictError,
@@ -19,6 +18,7 @@ from venice.errors import (
     StoreExistsError,
     StoreNotFoundError,
 )
+from venice.protocol import ReplicaReport, ReplicaStatus
 from venice.structs import parse_version_topic, version_topic
 
 VALUE_SCHEMA = {"type": "record", "name": "V", "fields": [{"name": "x", "type": "long"}]}

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from venice.errors import InvalidInputError, PubSubError, PushError, StoreNotFoundError
+from venice.errors import InvalidInputError, PubSubError, PushError, SchemaError, StoreNotFoundError
 from venice.partitioner import partition_for
 from venice.pubsub.base import Consumer, Headers, Producer, PubSub
 from venice.push.job import PushSummary, push
@@ -272,3 +272,57 @@ async def test_cancellation_is_reported(tmp_path: Path) -> None:
         await task
     assert ("POST", "/stores/members/versions/4/error", {"reason": "push interrupted"}) in controller.calls
 
+
+
+async def test_values_are_written_with_the_chosen_schema_id(tmp_path: Path) -> None:
+    rows = [{"id": i} for i in range(5)]  # schema 1 of the fake store is an empty record
+    summary, log = await run(FakeController(), write_jsonl(tmp_path / "old.jsonl", rows), value_schema_id=1)
+    assert summary.records == 5
+    assert {headers[SCHEMA_ID_HEADER] for _, _, _, headers in log.data()} == {b"1"}
+    assert {value for _, _, value, _ in log.data()} == {b""}  # an empty record is zero bytes of Avro
+
+
+async def test_an_unknown_schema_id_fails_before_a_version_is_opened(tmp_path: Path) -> None:
+    controller = FakeController()
+    with pytest.raises(SchemaError, match=r"store 'members' has no value schema 3 \(it has 1, 2\)"):
+        await run(controller, write_jsonl(tmp_path / "m.jsonl", ROWS), value_schema_id=3)
+    assert controller.paths("POST") == []
+
+
+async def test_new_fields_in_the_first_record_fail_with_the_schema_to_register(tmp_path: Path) -> None:
+    rows = [{**row, "city": "Oslo" if row["id"] % 2 else None, "visits": row["id"]} for row in ROWS]
+    controller = FakeController()
+    with pytest.raises(InvalidInputError) as caught:
+        await run(controller, write_jsonl(tmp_path / "new.jsonl", rows))
+    assert controller.paths("POST") == []  # no version was opened
+    message = caught.value.message
+    assert message.startswith(f"{tmp_path / 'new.jsonl'}: line 1: field(s) not in the value schema: city, visits\n")
+    assert message.endswith("venice store add-value-schema --controller http://controller members --value-schema @members-v3.avsc")
+    proposed = caught.value.details["proposed_schema"]
+    assert proposed == {**VALUE_SCHEMA, "fields": [
+        *VALUE_SCHEMA["fields"],
+        {"name": "city", "type": ["null", "string"], "default": None},
+        {"name": "visits", "type": ["null", "long"], "default": None},
+    ]}  # fmt: skip
+    assert orjson.loads(message[message.index("{") : message.rindex("}") + 1]) == proposed
+
+
+async def test_new_fields_later_in_the_file_fail_the_version_with_the_proposal(tmp_path: Path) -> None:
+    rows = [*ROWS, {"id": 99, "name": "late", "nested": {"a": [1.5]}}]
+    controller = FakeController()
+    with pytest.raises(InvalidInputError) as caught:
+        await run(controller, write_jsonl(tmp_path / "late.jsonl", rows))
+    assert "line 21: field(s) not in the value schema: nested" in caught.value.message
+    assert caught.value.details["proposed_schema"]["fields"][-1]["name"] == "nested"
+    reported = [body for method, path, body in controller.calls if path == "/stores/members/versions/4/error"]
+    assert len(reported) == 1 and "line 21: field(s) not in the value schema: nested" in reported[0]["reason"]
+
+
+async def test_a_file_an_existing_newer_schema_fits_says_so(tmp_path: Path) -> None:
+    controller = FakeController()
+    with pytest.raises(InvalidInputError) as caught:
+        await run(controller, write_jsonl(tmp_path / "m.jsonl", ROWS), value_schema_id=1)
+    assert caught.value.message.endswith(
+        "value schema 2 of store 'members' has every field of this file: push with --value-schema-id 2 (the default)"
+    )
+    assert "proposed_schema" not in caught.value.details

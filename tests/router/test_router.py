@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
+import fastavro
 import httpx
 import orjson
 import pytest
@@ -26,6 +28,7 @@ from tests.router.fakes import (
     serve_in_thread,
     store_entry,
 )
+from venice.partitioner import partition_for
 from venice.replica_health import ReplicaHealth
 
 
@@ -319,3 +322,84 @@ def test_the_asgi_paths_answer_like_the_fast_paths(cluster: SampleCluster, http:
         assert fast.status_code == asgi.status_code == 200
         assert fast.json() == asgi.json()
         assert [r["found"] for r in asgi.json()["results"]] == [True, False, True, True]
+
+
+EVO_V1 = {"type": "record", "name": "Member", "fields": [{"name": "name", "type": "string"}, {"name": "visits", "type": "int"}]}
+EVO_V2 = {
+    "type": "record",
+    "name": "Member",
+    "fields": [
+        {"name": "name", "type": "string"},
+        {"name": "visits", "type": "long"},  # promoted from int
+        {"name": "city", "type": ["null", "string"], "default": None},
+        {"name": "tags", "type": {"type": "array", "items": "string"}, "default": ["new"]},
+    ],
+}
+EVO_V3 = {**EVO_V2, "fields": [*EVO_V2["fields"], {"name": "score", "type": "double", "default": 0.5}]}
+
+
+def _avro(schema: Any, datum: Any) -> bytes:
+    """fastavro's own encoding: the independent writer of stored values."""
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(schema), datum)
+    return buffer.getvalue()
+
+
+class TestNewestSchema:
+    """Readers get every value in the store's newest value schema, whichever schema it was
+    stored with (value-schema evolution, issue 12)."""
+
+    @staticmethod
+    @contextmanager
+    def evolving() -> Iterator[tuple[str, FakeController, httpx.Client]]:
+        server = FakeStorage()
+        key = lambda k: _avro("long", k)
+        server.host("evo", 1, 2)
+        server.host("evo", 2, 2)
+        for k in (1, 2):  # version 1 pushed with schema 1
+            server.put("evo", 1, partition_for(key(k), 2), key(k), _avro(EVO_V1, {"name": f"n{k}", "visits": k}), 1)
+        # Version 2: key 1 pushed with schema 2, key 2 written later by an older producer (schema 1).
+        v2_value = {"name": "n1b", "visits": 1 << 40, "city": "Oslo", "tags": ["a"]}
+        server.put("evo", 2, partition_for(key(1), 2), key(1), _avro(EVO_V2, v2_value), 2)
+        server.put("evo", 2, partition_for(key(2), 2), key(2), _avro(EVO_V1, {"name": "n2b", "visits": 7}), 1)
+        server.put("evo", 2, partition_for(key(3), 2), key(3), b"\xff\xff\xff", 1)  # does not decode
+        server.put("evo", 2, partition_for(key(4), 2), key(4), _avro(EVO_V3, {**v2_value, "score": 2.5}), 3)
+        with serve_in_thread(server) as url:
+            controller = FakeController()
+            controller.set_store("evo", store_entry("long", {1: EVO_V1, 2: EVO_V2}, 2, 2, {1: [url], 2: [url]}))
+            with router_for(controller) as http:
+                yield url, controller, http
+
+    def test_single_and_batch_gets_of_any_schema_come_back_in_the_newest(self) -> None:
+        with self.evolving() as (_, _, http):
+            old = {"city": None, "tags": ["new"]}  # schema 2's defaults, filled in for schema-1 values
+            assert http.get("/storage/evo/1", params={"version": 1}).json() == {"name": "n1", "visits": 1, **old}
+            assert http.get("/storage/evo/1").json() == {"name": "n1b", "visits": 1 << 40, "city": "Oslo", "tags": ["a"]}
+            assert http.get("/storage/evo/2").json() == {"name": "n2b", "visits": 7, **old}
+            answer = http.post("/storage/evo", params={"version": 1}, json={"keys": [2, 9, 1]}).json()
+            assert answer == {"results": [
+                {"key": 2, "found": True, "value": {"name": "n2", "visits": 2, **old}},
+                {"key": 9, "found": False},
+                {"key": 1, "found": True, "value": {"name": "n1", "visits": 1, **old}},
+            ]}  # fmt: skip
+            mixed = http.post("/storage/evo", json={"keys": [1, 2]}).json()["results"]
+            assert [r["value"]["tags"] for r in mixed] == [["a"], ["new"]]
+            # fastavro's resolving reader, the independent reader, agrees.
+            stored = _avro(EVO_V1, {"name": "n2b", "visits": 7})
+            resolved = fastavro.schemaless_reader(io.BytesIO(stored), fastavro.parse_schema(EVO_V1), fastavro.parse_schema(EVO_V2))
+            assert http.get("/storage/evo/2").json() == resolved
+
+    def test_bytes_that_do_not_decode_are_a_500(self) -> None:
+        with self.evolving() as (_, _, http):
+            assert_error(http.get("/storage/evo/3"), 500, "INTERNAL")
+            assert_error(http.post("/storage/evo", json={"keys": [3]}), 500, "INTERNAL")
+
+    def test_a_schema_newer_than_the_table_is_retriable_and_refreshes_it(self) -> None:
+        with self.evolving() as (url, controller, http):
+            controller.wakes_long_polls = False  # the router learns of schema 3 only by asking anew
+            eventually(lambda: controller.fetches >= 2)  # its background long poll is held
+            controller.set_store("evo", store_entry("long", {1: EVO_V1, 2: EVO_V2, 3: EVO_V3}, 2, 2, {1: [url], 2: [url]}))
+            assert_error(http.get("/storage/evo/4"), 503, "UNKNOWN_SCHEMA")
+            eventually(lambda: http.get("/storage/evo/4").status_code == 200, timeout=2)
+            assert http.get("/storage/evo/4").json() == {"name": "n1b", "visits": 1 << 40, "city": "Oslo", "tags": ["a"], "score": 2.5}
+            assert http.get("/storage/evo/2").json()["score"] == 0.5  # schema 3 is the newest now: its default

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from venice.cli.params import Integer
 from venice.cli.store import controller_option, handle_errors
 from venice.push.formats import FORMATS
 
@@ -21,6 +22,7 @@ ENGINES = ("local", "spark")
 @click.option("--key-field", default=None, help="Input field holding the key (default: key). Ignored for record keys, whose fields are taken by name.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: from the file name).")
 @click.option("--no-progress", is_flag=True, help="Do not draw a progress bar (it is only drawn on a terminal anyway).")
+@click.option("--value-schema-id", type=Integer(1, 1_000_000), help="Write values with this registered value schema (default: the store's newest).")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to wait for the servers to finish ingesting after all data is written.")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True, help="local: this process reads the file. spark: Apache Spark reads it and its executors write the records (pip install 'venice-py[spark]'; see docs/push.md).")
 @click.option("--spark-master", default="local[*]", show_default=True, envvar="VENICE_SPARK_MASTER", show_envvar=True, help="With --engine spark: the Spark master URL (local[N], spark://HOST:PORT, yarn, k8s://...).")
@@ -35,6 +37,7 @@ def push(
     key_field: str | None,
     fmt: str | None,
     no_progress: bool,
+    value_schema_id: int | None,
     timeout_s: float,
     engine: str,
     spark_master: str,
@@ -50,6 +53,8 @@ def push(
     if empty == (input_path is not None):
         raise click.UsageError("give either --input FILE or --empty")
     if engine == "spark":
+        if value_schema_id is not None:
+            raise click.UsageError("--value-schema-id goes with the local engine (a Spark push writes the newest schema)")
         if input_path is None:
             raise click.UsageError("--engine spark pushes an --input (use the local engine for --empty)")
         from venice.push.spark import run_spark_push
@@ -68,7 +73,7 @@ def push(
 
         summary = run_push(
             controller, store, input_path, defer_swap=defer_swap, key_field=key_field, fmt=fmt,
-            progress=not no_progress, timeout_s=timeout_s,
+            progress=not no_progress, timeout_s=timeout_s, value_schema_id=value_schema_id,
         )
     click.echo(summary.describe())
     if defer_swap:

@@ -11,11 +11,11 @@ from pathlib import Path
 from types import FrameType
 
 import click
-import httpx
 import orjson
 
 from venice.cluster import ManagedProcess
-from venice.errors import VeniceError
+from venice.controller_client import ControllerClient
+from venice.errors import ConflictError, VeniceError
 
 __all__ = ["SAMPLE_STORE", "quickstart"]
 
@@ -38,11 +38,11 @@ def create_sample_store(controller_url: str, partitions: int, replication_factor
         "partitions": partitions,
         "replication_factor": replication_factor,
     }
-    response = httpx.post(f"{controller_url}/stores", json=body, timeout=10.0)
-    if response.status_code not in (201, 409):
-        from venice.errors import error_from_response
-
-        raise error_from_response(response.status_code, response.content)
+    with ControllerClient(controller_url, timeout_s=10.0) as controller:
+        try:
+            controller.create_store(body)
+        except ConflictError:
+            pass  # there already (STORE_EXISTS)
 
 
 class Restarts:

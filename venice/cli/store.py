@@ -1,8 +1,10 @@
-"""``venice store``: create, list, describe and delete stores on the controller.
+"""``venice store``: create, list, describe, update and delete stores on the controller,
+and register new value schemas.
 
-Also home of the small helpers the push command shares (the ``--controller`` option
+Also home of the small helpers the other commands share (the ``--controller`` option
 and the error handling that turns every :class:`VeniceError` into ``error: <message>``
 on stderr with exit code 1, never a traceback: a user error is a message, not a bug).
+Every call goes through :class:`venice.controller_client.ControllerClient`.
 """
 
 from __future__ import annotations
@@ -11,18 +13,17 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import click
-import httpx
 import orjson
 
 from venice.cli.params import Integer, Seconds
-from venice.errors import SchemaError, TransportError, VeniceError, error_from_response
+from venice.controller_client import ControllerClient
+from venice.errors import SchemaError, VeniceError
 from venice.push.formats import FORMATS
 from venice.schema import parse_schema, validate_schema
 
-__all__ = ["CliError", "ControllerClient", "controller_option", "handle_errors", "load_schema", "store"]
+__all__ = ["CliError", "controller_option", "handle_errors", "load_schema", "store"]
 
 DEFAULT_CONTROLLER = "http://127.0.0.1:5050"
 DEFAULT_PARTITIONS = 4
@@ -69,53 +70,6 @@ controller_option = click.option(
 )
 
 
-class ControllerClient:
-    """Synchronous calls to the controller's store API (docs/api.md)."""
-
-    def __init__(self, url: str, *, timeout_s: float = 30.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout_s = timeout_s
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            response = httpx.request(method, f"{self.url}{path}", json=body, timeout=self.timeout_s)
-        except httpx.TransportError as exc:
-            raise TransportError(f"cannot reach the controller at {self.url}: {exc or type(exc).__name__}") from exc
-        if response.status_code >= 400:
-            raise error_from_response(response.status_code, response.content)
-        return response.json() if response.content else {}
-
-    def create_store(
-        self,
-        name: str,
-        key_schema: Any,
-        value_schema: Any,
-        partitions: int,
-        replication_factor: int,
-        *,
-        max_value_bytes: int | None = None,
-    ) -> Any:
-        body = {
-            "name": name,
-            "key_schema": key_schema,
-            "value_schema": value_schema,
-            "partitions": partitions,
-            "replication_factor": replication_factor,
-        }
-        if max_value_bytes is not None:
-            body["max_value_bytes"] = max_value_bytes
-        return self.call("POST", "/stores", body)
-
-    def list_stores(self) -> list[dict[str, Any]]:
-        return list(self.call("GET", "/stores").get("stores", []))
-
-    def describe_store(self, name: str) -> dict[str, Any]:
-        return dict(self.call("GET", f"/stores/{quote(name, safe='')}"))
-
-    def delete_store(self, name: str) -> None:
-        self.call("DELETE", f"/stores/{quote(name, safe='')}")
-
-
 def load_schema(text: str) -> Any:
     """A schema given on the command line: a primitive name, Avro JSON text, or ``@path``.
 
@@ -141,15 +95,48 @@ def load_schema(text: str) -> Any:
 
 MAX_VALUE_SIZE = Integer(1, 4 << 20)
 """--max-value-size: bytes, up to what a version topic can carry (4 MiB; see docs/failure-model.md)."""
+REWIND_SECONDS = Integer(0, 30 * 86400)
+OFFSET_LAG = Integer(0, 10**9)
 
 
 def _pretty(obj: Any) -> str:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode()
 
 
+def _hybrid_options(command: F) -> F:
+    """``--hybrid-rewind-seconds`` and ``--hybrid-offset-lag`` (create and update)."""
+    command = click.option(
+        "--hybrid-offset-lag", "offset_lag", type=OFFSET_LAG,
+        help="Hybrid: a replica serves once at most this many real-time records are left to apply. Give with --hybrid-rewind-seconds.",
+    )(command)
+    command = click.option(
+        "--hybrid-rewind-seconds", "rewind_seconds", type=REWIND_SECONDS,
+        help="Make the store hybrid: a new version replays real-time writes from this many seconds before its push. Give with --hybrid-offset-lag.",
+    )(command)
+    return command
+
+
+def _hybrid(rewind_seconds: int | None, offset_lag: int | None) -> dict[str, int] | None:
+    if (rewind_seconds is None) != (offset_lag is None):
+        raise click.UsageError("give --hybrid-rewind-seconds and --hybrid-offset-lag together")
+    if rewind_seconds is None or offset_lag is None:
+        return None
+    return {"rewind_seconds": rewind_seconds, "offset_lag": offset_lag}
+
+
+def _describe_hybrid(info: dict[str, Any]) -> str:
+    hybrid = info.get("hybrid")
+    if not hybrid:
+        return "no (batch-only)"
+    return (
+        f"rewind {hybrid.get('rewind_seconds')} s, offset lag {hybrid.get('offset_lag')}, "
+        f"real-time topic {hybrid.get('real_time_topic')}"
+    )
+
+
 @click.group("store")
 def store() -> None:
-    """Create, list, describe and delete stores."""
+    """Create, list, describe, update and delete stores; add value schemas."""
 
 
 @store.command("create")
@@ -163,6 +150,8 @@ def store() -> None:
 @click.option("--partitions", default=DEFAULT_PARTITIONS, show_default=True, type=Integer(1, 1024))
 @click.option("--replication-factor", default=DEFAULT_REPLICATION_FACTOR, show_default=True, type=Integer(1, 32))
 @click.option("--max-value-size", "max_value_bytes", type=MAX_VALUE_SIZE, help="Largest serialized value in bytes a push may write (default 1 MiB).")
+@_hybrid_options
+@click.option("--write-compute", is_flag=True, help="Accept partial updates (hybrid stores with a record value schema).")
 @handle_errors
 def create(
     controller: str,
@@ -175,8 +164,14 @@ def create(
     partitions: int,
     replication_factor: int,
     max_value_bytes: int | None,
+    rewind_seconds: int | None,
+    offset_lag: int | None,
+    write_compute: bool,
 ) -> None:
     """Create a store from given schemas, or with schemas inferred from a data file."""
+    hybrid = _hybrid(rewind_seconds, offset_lag)
+    if write_compute and hybrid is None:
+        raise click.UsageError("--write-compute needs a hybrid store: give --hybrid-rewind-seconds and --hybrid-offset-lag")
     if infer_from is not None:
         if key_schema or value_schema:
             raise click.UsageError("give either --infer-from or --key-schema/--value-schema, not both")
@@ -189,8 +184,21 @@ def create(
         if not key_schema or not value_schema:
             raise click.UsageError("give --key-schema and --value-schema, or --infer-from FILE")
         key, value = load_schema(key_schema), load_schema(value_schema)
-    ControllerClient(controller).create_store(name, key, value, partitions, replication_factor, max_value_bytes=max_value_bytes)
+    body: dict[str, Any] = {
+        "name": name, "key_schema": key, "value_schema": value, "partitions": partitions,
+        "replication_factor": replication_factor,
+    }
+    if max_value_bytes is not None:
+        body["max_value_bytes"] = max_value_bytes
+    if hybrid is not None:
+        body["hybrid"] = hybrid
+    if write_compute:
+        body["write_compute"] = True
+    with ControllerClient(controller) as client:
+        info = client.create_store(body)
     click.echo(f"created store {name} ({partitions} partitions, replication factor {replication_factor})")
+    if info.get("hybrid"):
+        click.echo(f"hybrid: {_describe_hybrid(info)}" + ("; write compute on" if info.get("write_compute") else ""))
 
 
 @store.command("list")
@@ -199,19 +207,21 @@ def create(
 @handle_errors
 def list_(controller: str, as_json: bool) -> None:
     """List stores with their current version."""
-    stores = ControllerClient(controller).list_stores()
+    with ControllerClient(controller) as client:
+        stores = client.list_stores()
     if as_json:
         click.echo(_pretty(stores))
         return
     if not stores:
         click.echo("no stores")
         return
-    rows = [("NAME", "CURRENT", "PARTITIONS", "RF", "VERSIONS")]
+    rows = [("NAME", "CURRENT", "PARTITIONS", "RF", "HYBRID", "VERSIONS")]
     for item in sorted(stores, key=lambda s: str(s.get("name"))):
         versions = ",".join(f"{v.get('version')}:{v.get('status')}" for v in item.get("versions") or []) or "-"
         current = item.get("current_version")
         rows.append((str(item.get("name")), "-" if current is None else f"v{current}",
-                     str(item.get("partitions")), str(item.get("replication_factor")), versions))
+                     str(item.get("partitions")), str(item.get("replication_factor")),
+                     "yes" if item.get("hybrid") else "no", versions))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -223,8 +233,10 @@ def list_(controller: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON description.")
 @handle_errors
 def describe(controller: str, name: str, as_json: bool) -> None:
-    """Show a store: schemas, partitioning and versions."""
-    info = ControllerClient(controller).describe_store(name)
+    """Show a store: schemas, partitioning, hybrid settings and versions (with their
+    real-time lag and poison pills)."""
+    with ControllerClient(controller) as client:
+        info = client.get_store(name)
     if as_json:
         click.echo(_pretty(info))
         return
@@ -234,6 +246,8 @@ def describe(controller: str, name: str, as_json: bool) -> None:
     click.echo(f"replication factor: {info.get('replication_factor')}")
     click.echo(f"current version:    {'none (push data first)' if current is None else current}")
     click.echo(f"max value size:     {info.get('max_value_bytes')} bytes")
+    click.echo(f"hybrid:             {_describe_hybrid(info)}")
+    click.echo(f"write compute:      {'on' if info.get('write_compute') else 'off'}")
     click.echo(f"incarnation:        {info.get('incarnation')}")
     click.echo(f"key schema:         {orjson.dumps(info.get('key_schema')).decode()}")
     for schema_id, schema in sorted((info.get("value_schemas") or {}).items(), key=lambda kv: int(kv[0])):
@@ -243,7 +257,14 @@ def describe(controller: str, name: str, as_json: bool) -> None:
     for version in versions:
         marker = " (current)" if version.get("version") == current else ""
         reason = f": {version['reason']}" if version.get("reason") else ""
-        click.echo(f"  v{version.get('version')} {version.get('status')}{marker}{reason}")
+        line = f"  v{version.get('version')} {version.get('status')}{marker}{reason}"
+        if info.get("hybrid") and version.get("status") in ("STARTED", "ONLINE"):
+            lag = version.get("rt_lag")
+            line += f"; real-time lag {'-' if lag is None else lag}"
+            line += ", applying real-time writes" if version.get("consume_rt") else ", not applying real-time writes (backup)"
+        if version.get("poison_pills"):
+            line += f"; {version['poison_pills']} poison pill(s) skipped"
+        click.echo(line)
 
 
 @store.command("update")
@@ -252,19 +273,69 @@ def describe(controller: str, name: str, as_json: bool) -> None:
 @click.option("--keep-versions", type=Integer(1, 100), help="ONLINE versions to keep: the current one plus backups (default 2).")
 @click.option("--push-timeout", "push_timeout_s", type=Seconds(1, 7 * 86400), help="Seconds a push may take before its version goes to ERROR (default 3600).")
 @click.option("--max-value-size", "max_value_bytes", type=MAX_VALUE_SIZE, help="Largest serialized value in bytes a push may write (default 1 MiB); applies to the next push.")
+@_hybrid_options
+@click.option("--no-hybrid", is_flag=True, help="Make the store batch-only again: its real-time topic is deleted (and write compute turned off).")
+@click.option("--write-compute/--no-write-compute", "write_compute", default=None, help="Accept partial updates, or stop accepting them.")
 @handle_errors
 def update(
-    controller: str, name: str, keep_versions: int | None, push_timeout_s: float | None, max_value_bytes: int | None
+    controller: str,
+    name: str,
+    keep_versions: int | None,
+    push_timeout_s: float | None,
+    max_value_bytes: int | None,
+    rewind_seconds: int | None,
+    offset_lag: int | None,
+    no_hybrid: bool,
+    write_compute: bool | None,
 ) -> None:
-    """Change a store's retention, push timeout or value size limit."""
-    if keep_versions is None and push_timeout_s is None and max_value_bytes is None:
-        raise click.UsageError("nothing to change: give --keep-versions, --push-timeout and/or --max-value-size")
-    body = {"keep_versions": keep_versions, "push_timeout_s": push_timeout_s, "max_value_bytes": max_value_bytes}
-    info = ControllerClient(controller).call("PATCH", f"/stores/{quote(name, safe='')}", body)
+    """Change a store's retention, push timeout, value size limit, hybrid settings or write compute."""
+    hybrid = _hybrid(rewind_seconds, offset_lag)
+    if no_hybrid and hybrid is not None:
+        raise click.UsageError("give either --no-hybrid or the --hybrid-... settings, not both")
+    changes: dict[str, Any] = {
+        k: v
+        for k, v in {"keep_versions": keep_versions, "push_timeout_s": push_timeout_s, "max_value_bytes": max_value_bytes,
+                     "write_compute": write_compute}.items()
+        if v is not None
+    }
+    if hybrid is not None or no_hybrid:
+        changes["hybrid"] = hybrid
+    if not changes:
+        raise click.UsageError(
+            "nothing to change: give --keep-versions, --push-timeout, --max-value-size, --hybrid-rewind-seconds with "
+            "--hybrid-offset-lag, --no-hybrid and/or --[no-]write-compute"
+        )
+    with ControllerClient(controller) as client:
+        info = client.update_store(name, **changes)
     click.echo(
         f"store {name}: keeps {info['keep_versions']} version(s), push timeout {info['push_timeout_s']:g} s, "
         f"values up to {info['max_value_bytes']} bytes"
     )
+    click.echo(f"hybrid: {_describe_hybrid(info)}; write compute {'on' if info.get('write_compute') else 'off'}")
+
+
+@store.command("add-value-schema")
+@controller_option
+@click.argument("name")
+@click.option("--value-schema", required=True, help="The new value schema: Avro JSON text, @FILE, or a primitive name.")
+@handle_errors
+def add_value_schema(controller: str, name: str, value_schema: str) -> None:
+    """Register the next value schema of a store; prints its id.
+
+    It must be fully compatible with every schema the store has (it reads their data and
+    they read its data: a new field needs a default). A schema already registered is not
+    added again: its id is printed.
+    """
+    schema = load_schema(value_schema)
+    with ControllerClient(controller) as client:
+        known = {str(k) for k in (client.get_store(name).get("value_schemas") or {})}
+        answer = client.add_value_schema(name, schema)
+    schema_id = answer["id"]
+    click.echo(schema_id)
+    if str(schema_id) in known:
+        click.echo(f"store {name} already has this schema as value schema {schema_id}", err=True)
+    else:
+        click.echo(f"registered value schema {schema_id} of store {name}", err=True)
 
 
 @store.command("delete")
@@ -274,9 +345,9 @@ def update(
 @handle_errors
 def delete(controller: str, name: str, yes: bool) -> None:
     """Delete a store with all its versions and data."""
-    client = ControllerClient(controller)
-    if not yes:
-        client.describe_store(name)  # fail with "does not exist" before asking
-        click.confirm(f"delete store {name!r} and all its data?", abort=True)
-    client.delete_store(name)
+    with ControllerClient(controller) as client:
+        if not yes:
+            client.get_store(name)  # fail with "does not exist" before asking
+            click.confirm(f"delete store {name!r} and all its data?", abort=True)
+        client.delete_store(name)
     click.echo(f"deleted store {name}")

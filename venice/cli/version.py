@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime
 from typing import Any
-from urllib.parse import quote
 
 import click
 
-from venice.cli.store import ControllerClient, controller_option, handle_errors
+from venice.cli.store import controller_option, handle_errors
+from venice.controller_client import ControllerClient
 
 __all__ = ["version"]
 
@@ -17,10 +17,6 @@ def _when(timestamp: float | None) -> str:
     if not timestamp:
         return "-"
     return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _path(store: str) -> str:
-    return f"/stores/{quote(store, safe='')}"
 
 
 @click.group("version")
@@ -34,7 +30,8 @@ def version() -> None:
 @handle_errors
 def list_(controller: str, store: str) -> None:
     """Every version of STORE with status, records, push time; * marks the current one."""
-    versions: list[dict[str, Any]] = ControllerClient(controller).call("GET", f"{_path(store)}/versions")["versions"]
+    with ControllerClient(controller) as client:
+        versions: list[dict[str, Any]] = client.list_versions(store)
     if not versions:
         click.echo(f"store {store} has no versions yet")
         return
@@ -63,7 +60,8 @@ def list_(controller: str, store: str) -> None:
 @handle_errors
 def swap(controller: str, store: str, number: int) -> None:
     """Make an ONLINE version current (roll forward, or to any kept version)."""
-    info = ControllerClient(controller).call("POST", f"{_path(store)}/versions/{number}/swap")
+    with ControllerClient(controller) as client:
+        info = client.swap(store, number)
     click.echo(f"{store}: current version is now v{info['current_version']}")
 
 
@@ -73,7 +71,8 @@ def swap(controller: str, store: str, number: int) -> None:
 @handle_errors
 def rollback(controller: str, store: str) -> None:
     """Make the backup (the newest ONLINE version older than the current) current again."""
-    info = ControllerClient(controller).call("POST", f"{_path(store)}/rollback")
+    with ControllerClient(controller) as client:
+        info = client.rollback(store)
     click.echo(f"{store}: rolled back, current version is now v{info['current_version']}")
 
 
@@ -84,5 +83,6 @@ def rollback(controller: str, store: str) -> None:
 @handle_errors
 def kill(controller: str, store: str, number: int) -> None:
     """Stop a running push: its version is KILLED and cleaned up; the current version stays."""
-    ControllerClient(controller).call("POST", f"{_path(store)}/versions/{number}/kill")
+    with ControllerClient(controller) as client:
+        client.kill(store, number)
     click.echo(f"{store}: version {number} killed")

@@ -36,19 +36,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import httpx
+import orjson
 from tqdm import tqdm
 
+from venice.controller_client import AsyncControllerClient
 from venice.errors import (
     ConflictError,
+    InvalidInputError,
     PushError,
+    SchemaError,
     StoreNotFoundError,
-    TransportError,
     UnavailableError,
     VeniceError,
-    error_from_response,
 )
 from venice.partitioner import partition_for
 from venice.pubsub import PubSub, connect
@@ -99,25 +100,6 @@ def _megabytes(count: int) -> str:
     return f"{count / 1_000_000:.1f} MB" if count >= 100_000 else f"{count / 1000:.1f} kB"
 
 
-class _Controller:
-    """The few controller calls a push makes, with errors turned into VeniceError."""
-
-    def __init__(self, url: str, client: httpx.AsyncClient) -> None:
-        self.url = url.rstrip("/")
-        self.client = client
-
-    async def call(self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
-        try:
-            response = await self.client.request(
-                method, f"{self.url}{path}", json=body, timeout=timeout or _HTTP_TIMEOUT_S
-            )
-        except httpx.TransportError as exc:
-            raise TransportError(f"cannot reach the controller at {self.url}: {exc or type(exc).__name__}") from exc
-        if response.status_code >= 400:
-            raise error_from_response(response.status_code, response.content)
-        return response.json() if response.content else {}
-
-
 @dataclass
 class _Plan:
     """Everything about the store the record loop needs."""
@@ -142,12 +124,17 @@ class _Plan:
         return None
 
 
-def _plan(store: str, description: dict[str, Any]) -> _Plan:
+def _plan(store: str, description: dict[str, Any], schema_id: int | None = None) -> _Plan:
+    """The store's codecs; values are written with value schema ``schema_id`` (default: the newest)."""
     schemas = description.get("value_schemas") or {}
     if not schemas:
         raise PushError(f"store {store!r} has no value schema")
     by_id = {int(k): v for k, v in schemas.items()}
-    schema_id = max(by_id)
+    if schema_id is None:
+        schema_id = max(by_id)
+    elif schema_id not in by_id:
+        known = ", ".join(str(i) for i in sorted(by_id))
+        raise SchemaError(f"store {store!r} has no value schema {schema_id} (it has {known})")
     return _Plan(
         key_codec=AvroCodec(description["key_schema"], kind="key"),
         value_codec=AvroCodec(by_id[schema_id]),
@@ -205,8 +192,13 @@ async def push(
     poll_interval_s: float = 0.5,
     http: httpx.AsyncClient | None = None,
     pubsub_factory: Callable[[str], PubSub] = connect,
+    value_schema_id: int | None = None,
 ) -> PushSummary:
     """Push the file at ``input_path`` into ``store`` as a new version; return once it is ONLINE.
+
+    Values are written with the store's value schema ``value_schema_id`` (default: the
+    newest). A record with fields that schema lacks fails the push with the schema to
+    register (see :func:`_unknown_fields_error`).
 
     ``key_field`` names the input field holding the key (default ``"key"``; ignored for
     record keys, whose fields are taken by name). ``input_path=None`` pushes an empty
@@ -217,34 +209,36 @@ async def push(
     pub-sub backend.
     """
     started = time.monotonic()
-    client = http or httpx.AsyncClient()
-    try:
-        controller = _Controller(controller_url, client)
+    async with AsyncControllerClient(controller_url, http=http, timeout_s=_HTTP_TIMEOUT_S) as controller:
         description = await _describe_store(controller, store)
-        plan = _plan(store, description)
+        plan = _plan(store, description, value_schema_id)
         options = {"defer_swap": defer_swap}
         settings = {"progress": progress, "timeout_s": timeout_s, "poll_interval_s": poll_interval_s,
                     "pubsub_factory": pubsub_factory}
         if input_path is None:
             version, written = await _open_and_write(controller, store, options, plan, None, None, iter(()), **settings)
         else:
-            with open_records(input_path, fmt) as source:
-                converter = RecordConverter(
-                    plan.key_codec, plan.value_codec, key_field=key_field, text_cells=source.fmt == "csv", file=input_path
-                )
-                records = iter(source)
-                first = next(records, None)
-                if first is None:
-                    raise input_error(
-                        input_path, None, "no records to push (the file is empty; use --empty to clear a store)"
+            key_fields: list[str] = []
+            try:
+                with open_records(input_path, fmt) as source:
+                    converter = RecordConverter(
+                        plan.key_codec, plan.value_codec, key_field=key_field, text_cells=source.fmt == "csv", file=input_path
                     )
-                _encode_checked(plan, converter, *first)  # fail before a version exists
-                version, written = await _open_and_write(
-                    controller, store, options, plan, converter, source, itertools.chain([first], records), **settings
-                )
-    finally:
-        if http is None:
-            await client.aclose()
+                    key_fields = converter.key_field_names
+                    records = iter(source)
+                    first = next(records, None)
+                    if first is None:
+                        raise input_error(
+                            input_path, None, "no records to push (the file is empty; use --empty to clear a store)"
+                        )
+                    _encode_checked(plan, converter, *first)  # fail before a version exists
+                    version, written = await _open_and_write(
+                        controller, store, options, plan, converter, source, itertools.chain([first], records), **settings
+                    )
+            except InvalidInputError as exc:
+                if "unknown_fields" not in exc.details:
+                    raise
+                raise _unknown_fields_error(exc, controller_url, store, description, input_path, fmt, key_fields) from exc
     seconds = max(time.monotonic() - started, 1e-9)
     return PushSummary(
         store=store,
@@ -258,7 +252,7 @@ async def push(
 
 
 async def _open_and_write(
-    controller: _Controller,
+    controller: AsyncControllerClient,
     store: str,
     options: dict[str, Any],
     plan: _Plan,
@@ -269,7 +263,7 @@ async def _open_and_write(
 ) -> tuple[int, _Result]:
     """Open a version, write SOP, the records and EOP, and wait until ONLINE. Any failure
     after the version is opened is reported to the controller (the version goes ERROR)."""
-    opened = await controller.call("POST", f"/stores/{_q(store)}/versions", options)
+    opened = await controller.open_version(store, defer_swap=bool(options.get("defer_swap")))
     opened_at = time.monotonic()
     version = int(opened["version"])
     work = _write_and_wait(controller, store, opened, opened_at, plan, converter, source, records, **settings)
@@ -286,6 +280,7 @@ def run_push(
     fmt: str | None = None,
     progress: bool = True,
     timeout_s: float = 600.0,
+    value_schema_id: int | None = None,
 ) -> PushSummary:
     """Synchronous :func:`push` (runs its own event loop; not for use inside one).
 
@@ -294,19 +289,54 @@ def run_push(
     return asyncio.run(
         push(
             controller_url, store, input_path, defer_swap=defer_swap, key_field=key_field, fmt=fmt,
-            progress=progress, timeout_s=timeout_s,
+            progress=progress, timeout_s=timeout_s, value_schema_id=value_schema_id,
         )
     )
 
 
-def _q(name: str) -> str:
-    return quote(name, safe="")
+def _unknown_fields_error(
+    exc: InvalidInputError,
+    controller_url: str,
+    store: str,
+    description: dict[str, Any],
+    input_path: str | os.PathLike[str],
+    fmt: str | None,
+    key_fields: list[str],
+) -> InvalidInputError:
+    """``exc`` (a record with fields the push's value schema lacks) with what to do about it:
+    the value schema to register (:func:`venice.evolution.propose_schema` over the whole
+    file: the newest schema plus each new field, optional) and the command that does, or
+    the registered schema that already has every field. ``exc`` itself when no schema can
+    help (a value that is not a record, fields whose values contradict each other)."""
+    from venice.evolution import propose_schema
 
-
-async def _describe_store(controller: _Controller, store: str) -> dict[str, Any]:
+    by_id = {int(k): v for k, v in (description.get("value_schemas") or {}).items()}
+    newest = max(by_id)
     try:
-        description: dict[str, Any] = await controller.call("GET", f"/stores/{_q(store)}")
-        return description
+        with open_records(input_path, fmt) as source:
+            proposal = propose_schema(by_id[newest], source, exclude=key_fields, text_cells=source.fmt == "csv")
+    except VeniceError:
+        return exc
+    if proposal is None:
+        return InvalidInputError(
+            f"{exc.message}\nvalue schema {newest} of store {store!r} has every field of this file: "
+            f"push with --value-schema-id {newest} (the default)",
+            **exc.details,
+        )
+    shown = orjson.dumps(proposal, option=orjson.OPT_INDENT_2).decode()
+    return InvalidInputError(
+        f"{exc.message}\n"
+        f"The store's newest value schema ({newest}) lacks field(s) of this file. Register this schema as value "
+        f"schema {newest + 1} (it adds them as optional fields, so data of every earlier schema stays readable), "
+        f"save it as {store}-v{newest + 1}.avsc, and push again:\n\n{shown}\n\n"
+        f"  venice store add-value-schema --controller {controller_url} {store} --value-schema @{store}-v{newest + 1}.avsc",
+        **{**exc.details, "proposed_schema": proposal},
+    )
+
+
+async def _describe_store(controller: AsyncControllerClient, store: str) -> dict[str, Any]:
+    try:
+        return await controller.get_store(store)
     except StoreNotFoundError:
         raise
     except VeniceError as exc:
@@ -319,7 +349,7 @@ class _VersionFailed(PushError):
     """The controller already marked the version ERROR: nothing to report back."""
 
 
-async def _guarded(controller: _Controller, store: str, version: int, work: Any) -> Any:
+async def _guarded(controller: AsyncControllerClient, store: str, version: int, work: Any) -> Any:
     """Await ``work`` while watching the version on the controller.
 
     A version killed by an operator, failed by a server or timed out stops the push at
@@ -352,10 +382,10 @@ async def _guarded(controller: _Controller, store: str, version: int, work: Any)
             task.cancel()
 
 
-async def _ended_on_controller(controller: _Controller, store: str, version: int) -> _VersionFailed | None:
+async def _ended_on_controller(controller: AsyncControllerClient, store: str, version: int) -> _VersionFailed | None:
     """The failure recorded on the controller, when the version already ended there."""
     try:
-        info = await controller.call("GET", f"/stores/{_q(store)}/versions/{version}", timeout=_REPORT_TIMEOUT_S)
+        info = await controller.get_version(store, version, timeout_s=_REPORT_TIMEOUT_S)
     except Exception:  # noqa: BLE001 - best effort: the caller has an error to raise anyway
         return None
     status = info.get("status")
@@ -364,7 +394,7 @@ async def _ended_on_controller(controller: _Controller, store: str, version: int
     return None
 
 
-async def _watch_version(controller: _Controller, store: str, version: int) -> None:
+async def _watch_version(controller: AsyncControllerClient, store: str, version: int) -> None:
     while True:
         await asyncio.sleep(_WATCH_INTERVAL_S)
         ended = await _ended_on_controller(controller, store, version)
@@ -383,12 +413,10 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def _report_failure(controller: _Controller, store: str, version: int, reason: str) -> None:
+async def _report_failure(controller: AsyncControllerClient, store: str, version: int, reason: str) -> None:
     """Tell the controller the version failed. Never raises: the original error matters more."""
     try:
-        await controller.call(
-            "POST", f"/stores/{_q(store)}/versions/{version}/error", {"reason": reason[:2000]}, timeout=_REPORT_TIMEOUT_S
-        )
+        await controller.fail_version(store, version, reason, timeout_s=_REPORT_TIMEOUT_S)
     except Exception:  # noqa: BLE001 - best effort; the caller re-raises the real failure
         pass
 
@@ -401,7 +429,7 @@ class _Result:
 
 
 async def _write_and_wait(
-    controller: _Controller,
+    controller: AsyncControllerClient,
     store: str,
     opened: dict[str, Any],
     opened_at: float,
@@ -450,15 +478,14 @@ async def _write_and_wait(
     return _Result(records=written.records, bytes=written.bytes, duplicates=tracker.duplicates)
 
 
-async def _report_end(controller: _Controller, store: str, version: int, records: int, deadline: float) -> None:
+async def _report_end(controller: AsyncControllerClient, store: str, version: int, records: int, deadline: float) -> None:
     """``POST .../end``, retried with backoff while the controller is unreachable or answers
     503, until it answers or ``deadline`` passes. Safe to repeat: the call is idempotent."""
     delay = _END_RETRY_FIRST_S
     while True:
         try:
-            await controller.call(
-                "POST", f"/stores/{_q(store)}/versions/{version}/end", {"records": records},
-                timeout=max(1.0, min(_HTTP_TIMEOUT_S, deadline - time.monotonic())),
+            await controller.end_of_push(
+                store, version, records, timeout_s=max(1.0, min(_HTTP_TIMEOUT_S, deadline - time.monotonic()))
             )
             return
         except VeniceError as exc:
@@ -535,7 +562,7 @@ def _encode_checked(plan: _Plan, converter: RecordConverter, position: str, reco
 
 
 async def _await_online(
-    controller: _Controller, store: str, version: int, deadline: float, limit: str, poll_s: float
+    controller: AsyncControllerClient, store: str, version: int, deadline: float, limit: str, poll_s: float
 ) -> None:
     """Poll the version until ONLINE, riding out controller outages; ERROR/KILLED raise
     PushError. At the deadline the version is reported failed, unless the controller
@@ -543,7 +570,7 @@ async def _await_online(
     last: dict[str, Any] = {}
     while True:
         try:
-            last = await controller.call("GET", f"/stores/{_q(store)}/versions/{version}")
+            last = await controller.get_version(store, version)
         except UnavailableError:
             pass  # a controller restart or hiccup: keep polling until the deadline
         status = last.get("status")
@@ -558,13 +585,11 @@ async def _await_online(
                 f"(status {status or 'unknown'}; {_readiness(last)})"
             )
             try:
-                await controller.call(
-                    "POST", f"/stores/{_q(store)}/versions/{version}/error", {"reason": message}, timeout=_REPORT_TIMEOUT_S
-                )
+                await controller.fail_version(store, version, message, timeout_s=_REPORT_TIMEOUT_S)
             except ConflictError:
                 # It went ONLINE (or failed) between the last poll and now: the controller's word goes.
                 with contextlib.suppress(VeniceError):
-                    last = await controller.call("GET", f"/stores/{_q(store)}/versions/{version}", timeout=_REPORT_TIMEOUT_S)
+                    last = await controller.get_version(store, version, timeout_s=_REPORT_TIMEOUT_S)
                 if last.get("status") == "ONLINE":
                     return
                 raise _VersionFailed(

@@ -365,7 +365,9 @@ class RecordConverter:
             raise self._error(position, str(exc)) from None
         extra = [name for name in record if name not in self._known]
         if extra:
-            raise self._error(position, f"field(s) not in the value schema: {', '.join(extra)}")
+            error = self._error(position, f"field(s) not in the value schema: {', '.join(extra)}")
+            error.details["unknown_fields"] = extra  # a newer value schema may have them
+            raise error
         self._check(position, "key", self.key_codec, self._key_nested, key)
         self._check(position, "value", self.value_codec, self._value_nested, value)
         return key, value
@@ -396,11 +398,16 @@ class RecordConverter:
 
     def _check(self, position: str, kind: str, codec: AvroCodec, nested: ExtraCheck | None, datum: Any) -> None:
         problem = codec.problem(datum)
+        unknown = False
         if problem is None and nested is not None and isinstance(datum, dict):
             problem = nested(datum, "")
+            unknown = problem is not None  # the nested check looks for unknown fields only
         if problem is not None:
             shown = f"{kind} {describe_key(datum)}" if kind == "key" else kind
-            raise self._error(position, f"{shown} {_tidy(problem)}")
+            error = self._error(position, f"{shown} {_tidy(problem)}")
+            if unknown and kind == "value":
+                error.details["unknown_fields"] = True  # in a nested record; a newer value schema may have them
+            raise error
 
     def _error(self, position: str, reason: str) -> InvalidInputError:
         return input_error(self.file, position, reason)
