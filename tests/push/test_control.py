@@ -11,15 +11,18 @@ import httpx
 import orjson
 import pytest
 
+from venice.controller_client import ControllerClient
 from venice.errors import PushError, RequestError, StoreNotFoundError, TransportError, UnavailableError
-from venice.push.control import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, PushControl, VersionEnded
+from venice.push.control import DEFAULT_MAX_VALUE_BYTES, PushControl, VersionEnded
 from venice.push.spark import refuse_unreachable_log
+from venice.schema import MAX_KEY_BYTES
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def control(handler: Handler) -> PushControl:
-    return PushControl("http://controller", client=httpx.Client(transport=httpx.MockTransport(handler)))
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    return PushControl("http://controller", client=ControllerClient("http://controller", http=http))
 
 
 def error(status: int, code: str, message: str = "no") -> httpx.Response:

@@ -23,18 +23,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
-import httpx
-
-from venice.errors import (
-    PushError,
-    StoreNotFoundError,
-    TransportError,
-    UnavailableError,
-    VeniceError,
-    error_from_response,
-)
+from venice.controller_client import ControllerClient
+from venice.errors import PushError, UnavailableError
+from venice.schema import MAX_KEY_BYTES
 
 __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
@@ -45,8 +37,6 @@ __all__ = [
     "VersionEnded",
 ]
 
-MAX_KEY_BYTES = 511
-"""Longest serialized key a store takes."""
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
 """A store's ``max_value_bytes`` when it does not say."""
 
@@ -79,17 +69,14 @@ class VersionEnded(PushError):
     """The controller already marked the version ERROR or KILLED: nothing to report back."""
 
 
-def _q(name: str) -> str:
-    return quote(name, safe="")
-
-
 class PushControl:
-    """The controller, as a push sees it. Errors come out as :mod:`venice.errors` types."""
+    """The controller, as a push sees it, over :class:`venice.controller_client.ControllerClient`.
+    Errors come out as :mod:`venice.errors` types."""
 
-    def __init__(self, url: str, *, client: httpx.Client | None = None) -> None:
-        self.url = url.rstrip("/")
-        self._client = client or httpx.Client()
+    def __init__(self, url: str, *, client: ControllerClient | None = None) -> None:
+        self._client = client or ControllerClient(url, timeout_s=_HTTP_TIMEOUT_S)
         self._own_client = client is None
+        self.url = self._client.url
 
     def close(self) -> None:
         if self._own_client:
@@ -101,24 +88,10 @@ class PushControl:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float = _HTTP_TIMEOUT_S) -> Any:
-        try:
-            response = self._client.request(method, f"{self.url}{path}", json=body, timeout=timeout)
-        except httpx.TransportError as exc:
-            raise TransportError(f"cannot reach the controller at {self.url}: {exc or type(exc).__name__}") from exc
-        if response.status_code >= 400:
-            raise error_from_response(response.status_code, response.content)
-        return response.json() if response.content else {}
-
     # -- before a version exists -----------------------------------------------------------
 
     def store_plan(self, store: str) -> StorePlan:
-        try:
-            description: dict[str, Any] = self.call("GET", f"/stores/{_q(store)}")
-        except VeniceError as exc:
-            if exc.code == "NOT_FOUND":
-                raise StoreNotFoundError(f"store {store!r} does not exist") from exc
-            raise
+        description = self._client.get_store(store)
         schemas = description.get("value_schemas") or {}
         if not schemas:
             raise PushError(f"store {store!r} has no value schema")
@@ -132,10 +105,10 @@ class PushControl:
         )
 
     def pubsub_url(self) -> str:
-        return str(self.call("GET", "/cluster")["pubsub_url"])
+        return str(self._client.cluster()["pubsub_url"])
 
     def open_version(self, store: str, *, defer_swap: bool) -> OpenedVersion:
-        opened = self.call("POST", f"/stores/{_q(store)}/versions", {"defer_swap": defer_swap})
+        opened = self._client.open_version(store, defer_swap=defer_swap)
         return OpenedVersion(
             version=int(opened["version"]),
             topic=str(opened["topic"]),
@@ -145,14 +118,13 @@ class PushControl:
 
     # -- while a version is open ---------------------------------------------------------
 
-    def version(self, store: str, version: int, *, timeout: float = _HTTP_TIMEOUT_S) -> dict[str, Any]:
-        info: dict[str, Any] = self.call("GET", f"/stores/{_q(store)}/versions/{version}", timeout=timeout)
-        return info
+    def version(self, store: str, version: int) -> dict[str, Any]:
+        return self._client.get_version(store, version)
 
     def ended(self, store: str, version: int) -> VersionEnded | None:
         """The failure recorded on the controller, when it already ended the version."""
         try:
-            info = self.version(store, version, timeout=_REPORT_TIMEOUT_S)
+            info = self._client.get_version(store, version, timeout_s=_REPORT_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - best effort: the caller has an error to raise anyway
             return None
         return _ended(store, version, info)
@@ -162,7 +134,7 @@ class PushControl:
         unreachable or unavailable, until ``deadline`` (``time.monotonic()``)."""
         while True:
             try:
-                self.call("POST", f"/stores/{_q(store)}/versions/{version}/end", {"records": records})
+                self._client.end_of_push(store, version, records)
                 return
             except UnavailableError:  # TransportError and every 503 are UnavailableError
                 if time.monotonic() + _RETRY_PAUSE_S >= deadline:
@@ -172,8 +144,7 @@ class PushControl:
     def fail(self, store: str, version: int, reason: str) -> None:
         """Mark the version ERROR. Never raises: the original error matters more."""
         try:
-            self.call("POST", f"/stores/{_q(store)}/versions/{version}/error", {"reason": reason[:2000]},
-                      timeout=_REPORT_TIMEOUT_S)
+            self._client.fail_version(store, version, reason, timeout_s=_REPORT_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - best effort; the caller re-raises the real failure
             pass
 
