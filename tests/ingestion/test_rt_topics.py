@@ -71,11 +71,14 @@ async def _caught_up(host: IngestionHost, pubsub: PubSub, rt_topic: str) -> bool
 
 
 class TestNewEpoch:
-    async def test_a_new_epoch_starts_over_at_its_start_offsets(self, tmp_path: Path, pubsub: PubSub) -> None:
+    @pytest.mark.parametrize("told_batch_only", [True, False], ids=["told-batch-only", "never-told-batch-only"])
+    async def test_a_new_epoch_starts_over_at_its_start_offsets(self, tmp_path: Path, pubsub: PubSub, told_batch_only: bool) -> None:
         """The store made batch-only and hybrid again: its topic is deleted and made anew
         (offsets start at 0 again). The replica must not resume at its old checkpoint in
         the new topic (out of range, retried for ever, or — with enough new records —
-        silently skipping the first ones); it starts at the new epoch's start offsets."""
+        silently skipping the first ones); it starts at the new epoch's start offsets.
+        The controller makes the new topic at once, so a server may never hear of the
+        batch-only assignment in between: the epoch alone must tell it."""
         store, P = _store(), 2
         rt_topic = f"{store}_rt"
         await pubsub.create_topic(rt_topic, P)
@@ -91,7 +94,8 @@ class TestNewEpoch:
         assert sum(o or 0 for o in old_offsets.values()) == 6
 
         # Batch-only, then hybrid again under a new epoch whose topic does not exist yet.
-        await host.reconcile([assignment(store, 1, P)])
+        if told_batch_only:
+            await host.reconcile([assignment(store, 1, P)])
         await pubsub.delete_topic(rt_topic)
         waiting = assignment(store, 1, P, hybrid=True, rt_epoch=2)
         await host.reconcile([waiting])
