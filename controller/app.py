@@ -183,22 +183,31 @@ class Controller:
                 # meanwhile (then this one is deleted first and made again next round).
                 state.rt_topic_created(topic, offsets)
 
-    async def rt_start_offsets(self, store: str, now: float) -> dict[int, int] | None:
-        """The real-time offsets a version of ``store`` opened at ``now`` starts from
-        (``None``: batch-only, or the topic is not created yet)."""
-        plan = self.state.rt_offsets_plan(store, now)
-        if plan is None:
-            return None
-        topic, timestamp_ms = plan
-        try:
-            if timestamp_ms is None:
-                return await self.pubsub.beginning_offsets(topic)
-            return await self.pubsub.offsets_for_time(topic, timestamp_ms)
-        except TopicNotFoundError:
-            log.error("real-time topic %s is missing: creating it again", topic)
-            self.state.rt_topic_missing(store)
-            self.commit()
-            return None
+    async def rt_start_offsets(self, store: str, now: float) -> tuple[dict[int, int], int] | None:
+        """The real-time offsets a version of ``store`` opened at ``now`` starts from, and
+        the epoch of the topic they are offsets of (``None``: batch-only, or the topic is
+        not created yet). Asked again when the store got a new real-time topic while the
+        pub-sub answered, so the offsets returned are of the store's epoch at return (the
+        caller opens the version before its next ``await``)."""
+        for _ in range(3):
+            plan = self.state.rt_offsets_plan(store, now)
+            if plan is None:
+                return None
+            topic, timestamp_ms, epoch = plan
+            try:
+                if timestamp_ms is None:
+                    offsets = await self.pubsub.beginning_offsets(topic)
+                else:
+                    offsets = await self.pubsub.offsets_for_time(topic, timestamp_ms)
+            except TopicNotFoundError:
+                log.error("real-time topic %s is missing: creating it again", topic)
+                self.state.rt_topic_missing(store)
+                self.commit()
+                return None
+            if self.state.rt_offsets_plan(store, now) == plan:
+                return offsets, epoch
+        log.warning("%s: its real-time topic kept changing while start offsets were asked; they come with the next topic", store)
+        return None
 
     async def maintain(self, interval_s: float = 0.5) -> None:
         await supervised("maintain (failover, push timeouts)", self.maintain_once, interval_s, log=log)
@@ -373,8 +382,11 @@ def create_app(controller: Controller) -> FastAPI:
     async def open_version(name: str, body: VersionOpen | None = None) -> dict[str, Any]:
         now = time.time()
         state().store(name)  # 404 before asking the pub-sub anything
-        offsets = await controller.rt_start_offsets(name, now)
-        version = state().open_version(name, now, defer_swap=bool(body and body.defer_swap), rt_start_offsets=offsets)
+        starts = await controller.rt_start_offsets(name, now)
+        offsets, epoch = starts if starts is not None else (None, None)
+        version = state().open_version(
+            name, now, defer_swap=bool(body and body.defer_swap), rt_start_offsets=offsets, rt_epoch=epoch
+        )
         # Persisted before the topic exists, so the version number is taken for good.
         controller.commit()
         max_message_bytes = state().store(name).max_value_bytes + TOPIC_HEADROOM_BYTES

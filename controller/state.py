@@ -71,9 +71,11 @@ __all__ = ["ClusterState", "Hybrid", "ReplicaStatus", "VersionStatus", "check_st
 
 STORE_NAME = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_STORE_NAME_CHARS}}}")
 """Store names are parts of topic names: Kafka's topic alphabet, short enough for ``_v<N>``."""
-FORMAT = 3
+FORMAT = 4
 """Metadata file format: 2 added the graveyard, incarnations, max_value_bytes, failed
-replicas; 3 hybrid settings, write compute, real-time start offsets, topics to create."""
+replicas; 3 hybrid settings, write compute, real-time start offsets, topics to create;
+4 the real-time epoch of stores and the real-time records replicas lost to retention
+(both 0 when absent, as older files are read)."""
 UNCHANGED: Any = object()
 """``update_store(hybrid=UNCHANGED)``: leave the hybrid settings alone (``None`` removes them)."""
 
@@ -93,6 +95,8 @@ class Replica:
     """Hybrid stores: real-time records this copy has not applied yet."""
     skipped: int = 0
     """Records this copy skipped as unreadable (poison pills)."""
+    rt_lost: int = 0
+    """Real-time records this copy never applied: retention had deleted them when it came to read them."""
 
 
 @dataclass
@@ -114,8 +118,9 @@ class Version:
     never placed there again."""
     rt_start_offsets: dict[int, int] = field(default_factory=dict)
     """Hybrid stores: partition -> the real-time offset this version applies from after
-    its end-of-push. Empty while the store is batch-only or its real-time topic is not
-    created yet (it is filled in then)."""
+    its end-of-push, in the real-time topic of the store's current ``rt_epoch``. Empty
+    while the store is batch-only or its real-time topic is not created yet (it is
+    filled in then)."""
 
     def is_live(self) -> bool:
         return self.status in (VersionStatus.STARTED.value, VersionStatus.ONLINE.value)
@@ -154,6 +159,11 @@ class Store:
     """Real-time writes on ``<store>_rt`` apply on top of pushes; ``None``: batch-only."""
     write_compute: bool = False
     """Partial updates are accepted (hybrid stores with record value schemas only)."""
+    rt_epoch: int = 0
+    """Which incarnation of ``<store>_rt`` is meant: grows whenever the store is to get a
+    new real-time topic under the same name (made hybrid, or its topic found missing),
+    before that topic exists. Assignments carry it next to the start offsets, so a
+    server never resumes a checkpoint of a topic that is gone in the new one."""
 
     @property
     def latest_schema_id(self) -> int:
@@ -313,20 +323,33 @@ class ClusterState:
         was_hybrid = store.hybrid is not None
         store.hybrid = Hybrid(hybrid.rewind_seconds, hybrid.offset_lag)
         if not was_hybrid:
-            self.topics_to_create.add(store.real_time_topic)
+            self._new_rt_epoch(store)
+
+    def _new_rt_epoch(self, store: Store) -> None:
+        """The store is to get a new real-time topic (made hybrid, or its topic went
+        missing): a new epoch, the topic on the create list, and no start offsets until
+        the new topic exists (offsets of an old one mean nothing in it). Replicas learn the
+        epoch from their next assignment, before the topic can exist."""
+        store.rt_epoch += 1
+        self.topics_to_create.add(store.real_time_topic)
+        self._forget_rt_offsets(store)
+
+    @staticmethod
+    def _forget_rt_offsets(store: Store) -> None:
+        for version in store.versions.values():
+            version.rt_start_offsets = {}
+            for replicas in version.replicas.values():
+                for replica in replicas:
+                    replica.rt_offset = replica.rt_lag = None
 
     def _make_batch_only(self, store: Store) -> None:
         store.hybrid = None
         topic = store.real_time_topic
         self.topics_to_create.discard(topic)
         self.topics_to_delete.add(topic)
-        for version in store.versions.values():
-            # The topic they read from is going away: a store made hybrid again gets a new
-            # one, and its versions the new one's offsets.
-            version.rt_start_offsets = {}
-            for replicas in version.replicas.values():
-                for replica in replicas:
-                    replica.rt_offset = replica.rt_lag = None
+        # The topic they read from is going away: a store made hybrid again gets a new one
+        # (and a new epoch), and its versions the new one's offsets.
+        self._forget_rt_offsets(store)
 
     def delete_store(self, name: str) -> None:
         store = self.store(name)
@@ -378,8 +401,10 @@ class ClusterState:
         back): create it again."""
         store = self.store(store_name)
         if store.hybrid is not None and store.real_time_topic not in self.topics_to_create:
-            self.topics_to_create.add(store.real_time_topic)
-            self._changed(routing=False)
+            # Its live versions' offsets and their replicas' checkpoints are of the topic
+            # that is gone: a new epoch, so they start over at the new topic's beginning.
+            self._new_rt_epoch(store)
+            self._changed()
 
     def topic_creation_waits(self, topic: str) -> bool:
         """Whether a topic Kafka would confuse with ``topic`` is still to be deleted."""
@@ -402,18 +427,19 @@ class ClusterState:
         store = self.stores.get(name)
         return store if store is not None and store.hybrid is not None and store.real_time_topic == topic else None
 
-    def rt_offsets_plan(self, store_name: str, now: float) -> tuple[str, int | None] | None:
+    def rt_offsets_plan(self, store_name: str, now: float) -> tuple[str, int | None, int] | None:
         """What a version opened now must ask the pub-sub for its real-time start offsets:
-        ``(topic, None)`` for the beginning offsets (the store's first version: writes made
-        before the first push apply once a version exists), ``(topic, timestamp_ms)`` for
-        ``offsets_for_time`` (open time minus the rewind); ``None`` when the store is
-        batch-only or its topic is not created yet (offsets are set when it is)."""
+        ``(topic, None, epoch)`` for the beginning offsets (the store's first version:
+        writes made before the first push apply once a version exists), ``(topic,
+        timestamp_ms, epoch)`` for ``offsets_for_time`` (open time minus the rewind);
+        ``None`` when the store is batch-only or its topic is not created yet (offsets are
+        set when it is). ``epoch`` goes back to :meth:`open_version` with the offsets."""
         store = self.store(store_name)
         if store.hybrid is None or store.real_time_topic in self.topics_to_create:
             return None
         if store.current_version is None:
-            return store.real_time_topic, None
-        return store.real_time_topic, max(0, int((now - store.hybrid.rewind_seconds) * 1000))
+            return store.real_time_topic, None, store.rt_epoch
+        return store.real_time_topic, max(0, int((now - store.hybrid.rewind_seconds) * 1000)), store.rt_epoch
 
     def live_topics(self) -> set[str]:
         """Topics of STARTED and ONLINE versions, and real-time topics of hybrid stores once
@@ -484,16 +510,25 @@ class ClusterState:
                 self._changed()
             replica.offset, replica.records = report.offset, report.records
             replica.rt_offset, replica.rt_lag, replica.skipped = report.rt_offset, report.rt_lag, report.skipped
+            replica.rt_lost = report.rt_lost
         self._advance(store, version)
         return False
 
     # -- versions ------------------------------------------------------------------
     def open_version(
-        self, store_name: str, now: float, *, defer_swap: bool = False, rt_start_offsets: Mapping[int, int] | None = None
+        self,
+        store_name: str,
+        now: float,
+        *,
+        defer_swap: bool = False,
+        rt_start_offsets: Mapping[int, int] | None = None,
+        rt_epoch: int | None = None,
     ) -> Version:
         """Version N+1, placed on the ring. ``rt_start_offsets`` (hybrid stores) are the
-        real-time offsets :meth:`rt_offsets_plan` asked for; without them (the topic is not
-        created yet) they are set when it is."""
+        real-time offsets :meth:`rt_offsets_plan` asked for, in the topic of ``rt_epoch``;
+        without them (the topic is not created yet) they are set when it is. Offsets of
+        another epoch than the store's (it got a new topic while they were asked for) are
+        not taken."""
         store = self.store(store_name)
         running = [v.number for v in store.versions.values() if v.status == VersionStatus.STARTED.value]
         if running:
@@ -515,7 +550,12 @@ class ClusterState:
         for partition in range(store.partitions):
             servers = ring.replicas(replica_key(topic, partition), store.replication_factor)
             version.replicas[partition] = [Replica(server) for server in servers]
-        if store.hybrid is not None and rt_start_offsets is not None and store.real_time_topic not in self.topics_to_create:
+        if (
+            store.hybrid is not None
+            and rt_start_offsets is not None
+            and store.real_time_topic not in self.topics_to_create
+            and rt_epoch in (None, store.rt_epoch)
+        ):
             # (A topic to create again, e.g. the store was made batch-only and hybrid while
             # the offsets were asked for: they are of the old topic; the new one's come later.)
             version.rt_start_offsets = _check_offsets(rt_start_offsets, store.partitions, store.real_time_topic)
@@ -740,6 +780,7 @@ class ClusterState:
                         hybrid=hybrid,
                         rt_start_offsets=version.rt_start_offsets if hybrid is not None else {},
                         consume_rt=self.consumes_rt(store, version),
+                        rt_epoch=store.rt_epoch if hybrid is not None else 0,
                     )
                     result.append(assignment.to_json())
         return result
@@ -791,9 +832,11 @@ class ClusterState:
             "defer_swap": version.defer_swap,
             "current": store.current_version == version.number,
             "rt_start_offsets": {str(p): o for p, o in sorted(version.rt_start_offsets.items())},
+            "rt_epoch": store.rt_epoch if store.hybrid is not None else None,
             "consume_rt": self.consumes_rt(store, version),
             "rt_lag": _version_lag(version),
             "poison_pills": _poison_pills(version),
+            "rt_lost": _rt_lost(version),
             "replicas": {
                 str(p): [
                     {
@@ -806,6 +849,7 @@ class ClusterState:
                         "rt_offset": r.rt_offset,
                         "rt_lag": r.rt_lag,
                         "skipped": r.skipped,
+                        "rt_lost": r.rt_lost,
                     }
                     for r in rs
                 ]
@@ -826,6 +870,7 @@ class ClusterState:
             "push_timeout_s": store.push_timeout_s,
             "max_value_bytes": store.max_value_bytes,
             "hybrid": None if hybrid is None else hybrid.to_json(),
+            "rt_epoch": store.rt_epoch if hybrid is not None else None,
             "write_compute": store.write_compute,
             "current_version": store.current_version,
             "created_at": store.created_at,
@@ -1029,3 +1074,10 @@ def _poison_pills(version: Version) -> int:
     """Real-time records ``version`` skipped as unreadable. Every replica of a partition
     skips the same records, so a partition counts its largest report, not their sum."""
     return sum(max((r.skipped for r in rs), default=0) for rs in version.replicas.values())
+
+
+def _rt_lost(version: Version) -> int:
+    """Real-time records ``version`` never applied because retention deleted them first;
+    per partition its largest report (replicas of a partition that found the same log
+    lost the same records), summed."""
+    return sum(max((r.rt_lost for r in rs), default=0) for rs in version.replicas.values())

@@ -46,6 +46,7 @@ ASSIGNMENT: dict[str, Any] = {
     "hybrid": {"rewind_seconds": 60, "offset_lag": 100, "real_time_topic": "members_rt"},
     "rt_start_offsets": {"0": 5, "2": 0},
     "consume_rt": True,
+    "rt_epoch": 2,
 }
 
 ROUTING: dict[str, Any] = {
@@ -76,11 +77,17 @@ class TestRoundTrips:
         assert assignment.value_schemas == {1: "string"}
         assert assignment.rt_start_offsets == {0: 5, 2: 0}
         assert assignment.hybrid is not None and assignment.hybrid.real_time_topic == "members_rt"
+        assert assignment.rt_epoch == 2
         assert assignment.to_json() == ASSIGNMENT
 
     def test_batch_only_assignment_has_no_hybrid_fields(self) -> None:
-        plain = {k: v for k, v in ASSIGNMENT.items() if k not in ("hybrid", "rt_start_offsets", "consume_rt")}
+        plain = {k: v for k, v in ASSIGNMENT.items() if k not in ("hybrid", "rt_start_offsets", "consume_rt", "rt_epoch")}
         assert Assignment.from_json(plain).to_json() == plain
+
+    def test_an_assignment_without_an_epoch_means_epoch_0(self) -> None:
+        """What a controller from before epochs sends; checkpoints from then are epoch 0 too."""
+        older = {k: v for k, v in ASSIGNMENT.items() if k != "rt_epoch"}
+        assert Assignment.from_json(older).rt_epoch == 0
 
     def test_heartbeat_answer(self) -> None:
         answer = {"assignment": [ASSIGNMENT], "pubsub_url": "kafka://127.0.0.1:9092"}
@@ -130,6 +137,9 @@ class TestHostilePayloads:
             (["replicas", 0, "incarnation"], "x" * 65, "incarnation"),
             (["replicas", 0, "rt_lag"], -1, "rt_lag"),
             (["replicas", 0, "skipped"], "1", "skipped"),
+            (["replicas", 0, "rt_lost"], -3, "rt_lost"),
+            (["replicas", 0, "rt_lost"], 1.5, "rt_lost"),
+            (["replicas", 0, "rt_lost"], 2**63, "rt_lost"),
         ],
     )
     def test_malformed_heartbeat_is_a_request_error(self, path: list[Any], value: Any, names: str) -> None:
@@ -150,6 +160,11 @@ class TestHostilePayloads:
             (["value_schemas"], {"١": "string"}),
             (["rt_start_offsets"], {"0": -5}),
             (["hybrid"], {"rewind_seconds": "60"}),
+            (["rt_epoch"], -1),
+            (["rt_epoch"], "2"),
+            (["rt_epoch"], 2.0),
+            (["rt_epoch"], True),
+            (["rt_epoch"], 2**63),
         ],
     )
     def test_malformed_assignment(self, path: list[Any], value: Any) -> None:
@@ -198,7 +213,8 @@ class TestReadPathsAndFrames:
 
     def test_report_defaults(self) -> None:
         report = ReplicaReport.from_json({"store": "s", "version": 1, "partition": 0, "status": "STARTED"})
-        assert (report.offset, report.records, report.reason, report.skipped) == (0, 0, None, 0)
+        assert (report.offset, report.records, report.reason, report.skipped, report.rt_lost) == (0, 0, None, 0, 0)
+        assert "rt_lost" not in report.to_json()
         assert report.incarnation is None and "incarnation" not in report.to_json()
 
     def test_long_reasons_are_cut_not_refused(self) -> None:
@@ -208,5 +224,6 @@ class TestReadPathsAndFrames:
 
     def test_real_time_fields_and_incarnation_round_trip(self) -> None:
         raw = {"store": "s", "version": 1, "partition": 0, "status": "READY", "offset": 3, "records": 2, "reason": None,
-               "rt_offset": 40, "rt_lag": 2, "skipped": 1, "incarnation": "9f2c01ab34de"}
+               "rt_offset": 40, "rt_lag": 2, "skipped": 1, "rt_lost": 7, "incarnation": "9f2c01ab34de"}
         assert ReplicaReport.from_json(raw).to_json() == raw
+        assert ReplicaReport.from_json(raw).rt_lost == 7

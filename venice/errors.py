@@ -28,6 +28,7 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     │   ├── DeadlineExceededError    DEADLINE_EXCEEDED    504
     │   ├── UnknownSchemaError       UNKNOWN_SCHEMA       503   (a value schema id the caller does not know yet)
     │   └── PubSubError              PUBSUB               503
+    │       └── OffsetOutOfRangeError OFFSET_OUT_OF_RANGE 503   (the log no longer, or not yet, has an offset read from)
     ├── PushError                    PUSH_FAILED          500   a push did not complete
     └── InternalError                INTERNAL             500
 
@@ -44,9 +45,13 @@ Over HTTP every error has one JSON shape::
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
+
+if TYPE_CHECKING:
+    from venice.structs import TopicPartition
 
 __all__ = [
     "ConflictError",
@@ -61,6 +66,7 @@ __all__ = [
     "NoReplicaError",
     "NotEnoughServersError",
     "NotFoundError",
+    "OffsetOutOfRangeError",
     "PubSubError",
     "PushError",
     "PushInProgressError",
@@ -224,6 +230,22 @@ class UnknownSchemaError(UnavailableError):
 
 class PubSubError(UnavailableError):
     code = "PUBSUB"
+
+
+class OffsetOutOfRangeError(PubSubError):
+    """A consumer was positioned at an offset its partition does not hold: retention
+    deleted it (below the partition's beginning) or the partition ends before it.
+
+    Its own class because retrying the same read never helps: the reader has to decide
+    where to go on (ingestion: :func:`venice.ingestion.records.rt_resume`).
+    ``positions`` names the partitions and the offsets that were asked for, when the
+    backend says (Kafka does)."""
+
+    code = "OFFSET_OUT_OF_RANGE"
+
+    def __init__(self, message: str, positions: Mapping[TopicPartition, int] | None = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.positions: dict[TopicPartition, int] = dict(positions or {})
 
 
 class PushError(VeniceError):

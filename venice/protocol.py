@@ -324,6 +324,10 @@ class ReplicaReport:
     """Records skipped as unreadable (poison pills): unknown schema, bad bytes, wrong partition."""
     incarnation: str | None = None
     """The store incarnation this copy belongs to (the controller ignores a report of another)."""
+    rt_lost: int = 0
+    """Hybrid stores: real-time records this copy never applied because retention had
+    deleted them when it came to read them (a rewind, or a paused backup, reaching past
+    retention)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -341,6 +345,8 @@ class ReplicaReport:
             out["rt_lag"] = self.rt_lag
         if self.skipped:
             out["skipped"] = self.skipped
+        if self.rt_lost:
+            out["rt_lost"] = self.rt_lost
         if self.incarnation is not None:
             out["incarnation"] = self.incarnation
         return out
@@ -360,6 +366,7 @@ class ReplicaReport:
             rt_lag=_opt_int(obj, "rt_lag", where),
             skipped=_int(obj, "skipped", where, default=0),
             incarnation=_opt_str(obj, "incarnation", where, max_len=64),
+            rt_lost=_int(obj, "rt_lost", where, default=0),
         )
 
 
@@ -432,6 +439,12 @@ class Assignment:
     consume_rt: bool = False
     """Hybrid stores: whether this version applies real-time writes now (current and future
     versions do; backups do not)."""
+    rt_epoch: int = 0
+    """Hybrid stores: which incarnation of the real-time topic ``rt_start_offsets`` are
+    offsets of. It grows whenever the controller makes the store a new real-time topic
+    under the same name (made batch-only and hybrid again, or its topic found missing);
+    a replica whose real-time checkpoint is of another epoch starts over at these start
+    offsets instead of resuming at an offset of a topic that is gone."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -448,6 +461,7 @@ class Assignment:
             out["hybrid"] = self.hybrid.to_json()
             out["rt_start_offsets"] = {str(p): o for p, o in self.rt_start_offsets.items()}
             out["consume_rt"] = self.consume_rt
+            out["rt_epoch"] = self.rt_epoch
         return out
 
     @classmethod
@@ -469,6 +483,7 @@ class Assignment:
             hybrid=None if hybrid_raw is None else HybridConfig.from_json(hybrid_raw, f"{where}.hybrid"),
             rt_start_offsets={_id_key(p, f"{where}.rt_start_offsets"): _int(starts, p, f"{where}.rt_start_offsets") for p in starts},
             consume_rt=_bool(obj, "consume_rt", where),
+            rt_epoch=_int(obj, "rt_epoch", where, default=0),
         )
 
 

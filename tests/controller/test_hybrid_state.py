@@ -198,11 +198,11 @@ class TestStartOffsets:
         state = _state(hybrid=Hybrid(rewind_seconds=60, offset_lag=10))
         assert state.rt_offsets_plan("members", 100.0) is None  # the topic is not created yet
         state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})
-        assert state.rt_offsets_plan("members", 100.0) == ("members_rt", None)
-        state.open_version("members", now=100.0, rt_start_offsets={0: 0, 1: 2, 2: 0})
+        assert state.rt_offsets_plan("members", 100.0) == ("members_rt", None, 1)
+        state.open_version("members", now=100.0, rt_start_offsets={0: 0, 1: 2, 2: 0}, rt_epoch=1)
         _ready(state, 1)
-        assert state.rt_offsets_plan("members", 100.5) == ("members_rt", 40_500)  # (100.5 s - 60 s) in ms
-        assert state.rt_offsets_plan("members", 50.0) == ("members_rt", 0)  # never before the epoch
+        assert state.rt_offsets_plan("members", 100.5) == ("members_rt", 40_500, 1)  # (100.5 s - 60 s) in ms
+        assert state.rt_offsets_plan("members", 50.0) == ("members_rt", 0, 1)  # never before the epoch
         version = state.open_version("members", now=101.0, rt_start_offsets={0: 7, 1: 8, 2: 9})
         assert version.rt_start_offsets == {0: 7, 1: 8, 2: 9}
         described = state.describe_version(state.store("members"), version)
@@ -228,7 +228,7 @@ class TestStartOffsets:
         again (the new topic not created yet) would point into the wrong topic."""
         state = _state(hybrid=HOUR)
         state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})
-        assert state.rt_offsets_plan("members", 100.0) == ("members_rt", None)
+        assert state.rt_offsets_plan("members", 100.0) == ("members_rt", None, 1)
         state.update_store("members", hybrid=None)
         state.update_store("members", hybrid=HOUR)
         version = state.open_version("members", now=100.0, rt_start_offsets={0: 9, 1: 9, 2: 9})
@@ -264,6 +264,74 @@ class TestStartOffsets:
         state.update_store("members", hybrid=None)
         assert store.versions[2].rt_start_offsets == {}
         assert _assignments(state)[2].hybrid is None
+
+
+class TestRealTimeEpochs:
+    """Which incarnation of ``<store>_rt`` the start offsets (and the servers' checkpoints)
+    are offsets of: a new one whenever the store is to get a new topic of that name."""
+
+    def test_made_batch_only_and_hybrid_again_is_a_new_epoch_with_the_new_topics_offsets(self) -> None:
+        state = _state(hybrid=HOUR)
+        assert state.store("members").rt_epoch == 1
+        state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})
+        state.open_version("members", now=100.0, rt_start_offsets={0: 0, 1: 0, 2: 0}, rt_epoch=1)
+        _ready(state, 1, rt_offset=12, rt_lag=0)
+        assert (_assignments(state)[1].rt_epoch, _assignments(state)[1].rt_start_offsets) == (1, {0: 0, 1: 0, 2: 0})
+        state.update_store("members", hybrid=None)
+        assert state.store("members").rt_epoch == 1
+        assert "rt_epoch" not in state.assignment_for("s0")[0]  # batch-only: no hybrid fields at all
+        state.update_store("members", hybrid=HOUR)
+        # The new epoch reaches servers before its topic can exist, with no offsets yet.
+        assignment = _assignments(state)[1]
+        assert (assignment.rt_epoch, assignment.rt_start_offsets, assignment.consume_rt) == (2, {}, True)
+        replicas = state.describe_version(state.store("members"), state.version("members", 1))["replicas"]
+        assert {r["rt_offset"] for rs in replicas.values() for r in rs} == {None}  # of the old topic: forgotten
+        state.topics_to_delete.clear()  # the janitor deleted the old topic...
+        state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})  # ...and made the new one
+        assignment = _assignments(state)[1]
+        assert (assignment.rt_epoch, assignment.rt_start_offsets) == (2, {0: 0, 1: 0, 2: 0})
+        info = state.describe_store(state.store("members"))
+        assert info["rt_epoch"] == 2 and info["versions"][0]["rt_epoch"] == 2
+
+    def test_changing_hybrid_settings_keeps_the_epoch(self) -> None:
+        state = _state(hybrid=HOUR)
+        state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})
+        state.update_store("members", hybrid=Hybrid(60, 5))
+        assert state.store("members").rt_epoch == 1 and state.topics_to_create == set()
+
+    def test_a_store_made_hybrid_later_starts_its_epochs_at_one(self) -> None:
+        state = _state()
+        state.open_version("members", now=100.0)
+        assert state.store("members").rt_epoch == 0 and _assignments(state)[1].rt_epoch == 0
+        state.update_store("members", hybrid=HOUR)
+        assert state.store("members").rt_epoch == 1 and _assignments(state)[1].rt_epoch == 1
+
+    def test_a_topic_found_missing_is_a_new_epoch_and_live_versions_start_over(self) -> None:
+        state = _state(hybrid=HOUR)
+        state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})
+        state.open_version("members", now=100.0, rt_start_offsets={0: 4, 1: 5, 2: 6}, rt_epoch=1)
+        _ready(state, 1, rt_offset=30, rt_lag=0)
+        state.rt_topic_missing("members")
+        assert state.store("members").rt_epoch == 2 and state.version("members", 1).rt_start_offsets == {}
+        state.rt_topic_missing("members")  # asked again before the janitor made it: still one new epoch
+        assert state.store("members").rt_epoch == 2
+        state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})
+        assert _assignments(state)[1].rt_start_offsets == {0: 0, 1: 0, 2: 0} and _assignments(state)[1].rt_epoch == 2
+
+    def test_offsets_of_an_older_epoch_are_not_taken_even_once_the_new_topic_exists(self) -> None:
+        """The janitor may have made the new topic (and handed out its offsets) while a
+        version's offsets were asked of the old one."""
+        state = _state(hybrid=HOUR)
+        state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})
+        state.update_store("members", hybrid=None)
+        state.update_store("members", hybrid=HOUR)
+        state.topics_to_delete.clear()
+        state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})
+        version = state.open_version("members", now=100.0, rt_start_offsets={0: 9, 1: 9, 2: 9}, rt_epoch=1)
+        assert version.rt_start_offsets == {}
+        version = state.fail_version("members", 1, "test")
+        version = state.open_version("members", now=100.0, rt_start_offsets={0: 1, 1: 2, 2: 3}, rt_epoch=2)
+        assert version.rt_start_offsets == {0: 1, 1: 2, 2: 3}
 
 
 class TestWhoConsumes:
@@ -323,7 +391,24 @@ class TestReports:
         state = _state(hybrid=HOUR)
         version = state.open_version("members", now=100.0)
         described = state.describe_version(state.store("members"), version)
-        assert (described["rt_lag"], described["poison_pills"]) == (None, 0)
+        assert (described["rt_lag"], described["poison_pills"], described["rt_lost"]) == (None, 0, 0)
+
+    def test_records_lost_to_retention_are_kept_and_described(self) -> None:
+        state = _state(hybrid=HOUR)
+        state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})
+        version = state.open_version("members", now=100.0, rt_start_offsets={0: 0, 1: 0, 2: 0})
+        state.end_of_push("members", 1, 0)
+        lost = {0: (40, 40), 1: (0, 0), 2: (7, 9)}  # partition 2's replicas found the log at two moments
+        for partition, replicas in version.replicas.items():
+            for index, replica in enumerate(replicas):
+                report = _report(1, partition, rt_offset=50, rt_lag=0, rt_lost=lost[partition][index])
+                state.heartbeat(replica.server, state.servers[replica.server].url, [report], now=101.0)
+        described = state.describe_version(state.store("members"), version)
+        assert described["rt_lost"] == 40 + 0 + 9
+        assert {p: tuple(r["rt_lost"] for r in rs) for p, rs in described["replicas"].items()} == {
+            "0": (40, 40), "1": (0, 0), "2": (7, 9)
+        }
+        assert state.describe_store(state.store("members"))["versions"][0]["rt_lost"] == 49
 
 
 class TestRoutingTable:
@@ -420,7 +505,9 @@ class TestPersistence:
         state = _state(hybrid=HOUR, write_compute=True)
         state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})
         state.open_version("members", now=100.0, rt_start_offsets={0: 1, 1: 2, 2: 3})
-        _ready(state, 1, rt_offset=9, rt_lag=0, skipped=2)
+        _ready(state, 1, rt_offset=9, rt_lag=0, skipped=2, rt_lost=5)
+        state.update_store("members", hybrid=None)
+        state.update_store("members", hybrid=HOUR, write_compute=True)  # epoch 2
         state.add_value_schema("members", MEMBER_V2)
         state.create_store("other", "long", MEMBER, 2, 1, hybrid=HOUR)  # its topic still to create
         state.delete_store("other")
@@ -431,9 +518,30 @@ class TestPersistence:
         for name in ("members", "other"):
             assert loaded.describe_store(loaded.store(name)) == state.describe_store(state.store(name))
         assert loaded.assignment_for("s0") == state.assignment_for("s0")
-        assert loaded.store("members").hybrid == HOUR
-        assert loaded.version("members", 1).rt_start_offsets == {0: 1, 1: 2, 2: 3}
-        assert (loaded.topics_to_create, loaded.topics_to_delete) == ({"other_rt"}, {"other_rt"})
+        assert loaded.store("members").hybrid == HOUR and loaded.store("members").rt_epoch == 2
+        assert loaded.version("members", 1).rt_start_offsets == {}  # of epoch 1's topic: forgotten
+        assert loaded.describe_version(loaded.store("members"), loaded.version("members", 1))["rt_lost"] == 3 * 5
+        assert loaded.topics_to_create == {"other_rt", "members_rt"}
+        assert loaded.topics_to_delete == {"other_rt", "members_rt"}
+
+    def test_a_format_3_file_loads_with_epoch_0_as_its_servers_checkpoints_have(self, tmp_path: Path) -> None:
+        """Servers' checkpoints written before epochs read as epoch 0: so must the store, or
+        every replica would start over and apply its real-time writes twice."""
+        state = _state(hybrid=HOUR)
+        state.rt_topic_created("members_rt", {0: 0, 1: 0, 2: 0})
+        state.open_version("members", now=100.0, rt_start_offsets={0: 1, 1: 2, 2: 3}, rt_epoch=1)
+        saved = state.to_dict()
+        saved["format"] = 3
+        for store in saved["stores"]:
+            del store["rt_epoch"]
+            for version in store["versions"].values():
+                for replicas in version["replicas"].values():
+                    for replica in replicas:
+                        del replica["rt_lost"]
+        (tmp_path / "controller-state.json").write_bytes(orjson.dumps(saved, option=orjson.OPT_NON_STR_KEYS))
+        loaded = MetadataFile(tmp_path).load("embedded:///tmp/x", 15.0)
+        assignment = _assignments(loaded)[1]
+        assert (assignment.rt_epoch, assignment.rt_start_offsets) == (0, {0: 1, 1: 2, 2: 3})
 
     def test_a_format_2_file_loads_as_batch_only(self, tmp_path: Path) -> None:
         state = _state()

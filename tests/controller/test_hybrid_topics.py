@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,7 +156,7 @@ async def test_versions_start_at_open_time_minus_the_rewind(tmp_path: Path, pubs
         (1, b"e", ms - 7_200_000),
     ])  # fmt: skip
     # The first version (no current one yet) starts at the beginning: writes before the first push count.
-    assert await controller.rt_start_offsets(name, now) == {0: 0, 1: 0}
+    assert await controller.rt_start_offsets(name, now) == ({0: 0, 1: 0}, 1)
     controller.state.open_version(name, now=now, rt_start_offsets={0: 0, 1: 0})
     controller.state.end_of_push(name, 1, 0)
     reports = [ReplicaReport(name, 1, p, ReplicaStatus.READY) for p in (0, 1)]
@@ -163,7 +164,7 @@ async def test_versions_start_at_open_time_minus_the_rewind(tmp_path: Path, pubs
     assert controller.state.store(name).current_version == 1
     # Later versions replay from an hour before they were opened: partition 0 from "c",
     # partition 1 from its end (every record there is older).
-    assert await controller.rt_start_offsets(name, now) == {0: 2, 1: 1}
+    assert await controller.rt_start_offsets(name, now) == ({0: 2, 1: 1}, 1)
 
 
 async def test_a_real_time_topic_deleted_behind_the_controllers_back_is_made_again(tmp_path: Path, pubsub: PubSub) -> None:
@@ -194,3 +195,46 @@ async def test_a_topic_left_by_a_crash_is_adopted_and_a_wrong_one_replaced(tmp_p
     await controller.topics_once()
     assert await pubsub.partition_count(f"{wrong}_rt") == 2
     assert controller.state.topics_to_create == set()
+
+
+class _ReplacedWhileAsked(EmbeddedPubSub):
+    """The embedded log, except that the first time offsets are asked for, ``replace`` runs
+    meanwhile (the store made batch-only and hybrid again, and the janitor's round)."""
+
+    replace: Any = None
+
+    async def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:
+        offsets = await super().offsets_for_time(topic, timestamp_ms)
+        replace, self.replace = self.replace, None
+        if replace is not None:
+            await replace()
+        return offsets
+
+
+async def test_start_offsets_asked_while_the_topic_was_replaced_are_asked_again(tmp_path: Path) -> None:
+    """Offsets read from the old topic must not open a version once the new one exists
+    (they would point into it); they are asked of the new topic, under its epoch."""
+    pubsub = _ReplacedWhileAsked(tmp_path / "log")
+    controller = _controller(tmp_path, pubsub)
+    name = _name()
+    controller.state.create_store(name, "long", MEMBER, 2, 1, hybrid=HOUR)
+    await controller.topics_once()
+    two_hours_ago = int(time.time() * 1000) - 7_200_000
+    await _write(pubsub, f"{name}_rt", [(0, b"a", two_hours_ago), (0, b"b", two_hours_ago), (1, b"c", two_hours_ago)])
+    controller.state.open_version(name, now=time.time(), rt_start_offsets={0: 0, 1: 0}, rt_epoch=1)
+    controller.state.end_of_push(name, 1, 0)
+    reports = [ReplicaReport(name, 1, p, ReplicaStatus.READY) for p in (0, 1)]
+    controller.state.heartbeat("s0", "http://127.0.0.1:9", reports, now=time.time())
+    # The old topic's records are two hours old: its start offsets for a new version are its end.
+    assert await controller.rt_start_offsets(name, time.time()) == ({0: 2, 1: 1}, 1)
+
+    async def replace() -> None:
+        controller.state.update_store(name, hybrid=None)
+        controller.state.update_store(name, hybrid=HOUR)
+        await controller.topics_once()  # deletes the old topic and makes the new one
+        await _write(pubsub, f"{name}_rt", [(1, b"new", None)])
+
+    pubsub.replace = replace
+    # Asked again of the new topic (its one record is recent), under the new epoch.
+    assert await controller.rt_start_offsets(name, time.time()) == ({0: 0, 1: 0}, 2)
+    assert controller.state.store(name).rt_epoch == 2

@@ -264,6 +264,10 @@ def test_schema_evolution_end_to_end(kafka_cluster: LocalCluster, tmp_path: Path
 # -- nearline writes reaching versions (needs the ingestion side: servers applying <store>_rt) --
 
 
+def _replicas(controller: str, store: str, version: int) -> dict[str, list[dict[str, Any]]]:
+    return dict(httpx.get(f"{controller}/stores/{store}/versions/{version}", timeout=5).json()["replicas"])
+
+
 def _versions(controller: str, store: str) -> dict[int, dict[str, Any]]:
     return {v["version"]: v for v in httpx.get(f"{controller}/stores/{store}", timeout=5).json()["versions"]}
 
@@ -334,14 +338,9 @@ def test_rewind_decides_what_a_new_version_replays_and_backups_do_not_consume(
 
 
 @pytest.mark.kafka
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap on the ingestion side (docs/hybrid.md): servers keep the version's old real-time checkpoint "
-    "and resume at that offset in the new topic instead of adopting the new start offsets",
-)
 def test_a_store_made_hybrid_again_applies_writes_to_its_new_topic(kafka_cluster: LocalCluster, tmp_path: Path) -> None:
     """Batch-only and then hybrid again: the live version starts over at the new topic's
-    beginning (the old topic and its offsets are gone)."""
+    beginning (the old topic and its offsets are gone: a new real-time epoch)."""
     controller, router, store = kafka_cluster.controller_url, kafka_cluster.router_url, _name("again-rt")
     _create(controller, store, hybrid={"rewind_seconds": 60, "offset_lag": 10}, partitions=2)
     assert push(controller, store, write_jsonl(tmp_path / "v1.jsonl", _members(1, 2))).returncode == 0
@@ -351,5 +350,14 @@ def test_a_store_made_hybrid_again_applies_writes_to_its_new_topic(kafka_cluster
     wait_for(lambda: _rt_partitions(kafka_cluster.pubsub_url, f"{store}_rt") is None, 30, "the old real-time topic to go")
     _cli("store", "update", "--controller", controller, store, "--hybrid-rewind-seconds", "60", "--hybrid-offset-lag", "10")
     wait_for(lambda: _versions(controller, store)[1]["rt_start_offsets"] == {"0": 0, "1": 0}, 30, "the new topic's offsets")
-    _write_rt(kafka_cluster.pubsub_url, store, 2, {1: {"name": "second", "visits": 1}})
+    assert _versions(controller, store)[1]["rt_epoch"] == 2
+    _write_rt(kafka_cluster.pubsub_url, store, 2, {1: {"name": "second", "visits": 1}, 19: None})
     _eventually_reads(router, store, 1, {"name": "second", "visits": 1})
+    wait_for(lambda: _read(router, store, 19).status_code == 404, 30, "the nearline delete in the new topic")
+    assert _read(router, store, 18).json() == {"name": "first18", "visits": 18}  # applied from the old topic, kept
+    # Every replica reads the new topic from its beginning: its offsets are the new topic's.
+    ends = {"0": 0, "1": 0}
+    for partition in (0, 1):
+        ends[str(partition)] = sum(1 for k in (1, 19) if partition_for(_avro("long", k), 2) == partition)
+    wait_for(lambda: all(r["rt_offset"] == ends[p] for p, rs in _replicas(controller, store, 1).items() for r in rs),
+             30, "both replicas at the new topic's end")

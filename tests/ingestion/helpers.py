@@ -103,6 +103,7 @@ def assignment(
     offset_lag: int = 0,
     incarnation: str = "",
     value_schemas: Mapping[int, Any] | None = None,
+    rt_epoch: int = 0,
 ) -> Assignment:
     return Assignment(
         store=store,
@@ -116,6 +117,7 @@ def assignment(
         hybrid=HybridConfig(rewind_seconds=60, offset_lag=offset_lag, real_time_topic=f"{store}_rt") if hybrid else None,
         rt_start_offsets=dict(rt_start_offsets or {}),
         consume_rt=consume_rt if hybrid else False,
+        rt_epoch=rt_epoch if hybrid else 0,
     )
 
 

@@ -3,9 +3,11 @@ SIGKILL while real-time writes stream in, then restarted on the same data direct
 Its final values are exact and every real-time record was applied exactly once, in
 order (the checkpoint is written in the same LMDB transaction as the data).
 
-The controller's side of hybrid stores is not built yet, so a small stand-in answers the
-server's heartbeats with an assignment built here (the contract of docs/api.md, through
-``venice.protocol``); the server, LMDB and the topics are real.
+A small stand-in answers the server's heartbeats with an assignment built here (the
+contract of docs/api.md, through ``venice.protocol``), so this test controls exactly what
+the server is told; the server, LMDB and the topics are real. The same crash on a whole
+cluster, with the real controller and two replicas compared byte for byte, is
+``tests/e2e/test_hybrid_crash.py``.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from venice.ingestion.records import (
     apply_version_batch,
     decode_stored,
     encode_stored,
+    rt_adopt,
+    rt_resume,
 )
 from venice.ingestion.schemas import StoreCodecs
 from venice.structs import Message
@@ -73,6 +75,14 @@ class TestVersionTopic:
         batch_only = apply_version_batch(before.checkpoint, [control(2, eop(1))])
         assert batch_only.checkpoint.rt_offset is None
 
+    def test_the_real_time_offset_set_at_end_of_push_names_its_epoch(self) -> None:
+        log = [control(0, SOP), message(1, b"a", b"1"), control(2, eop(1))]
+        hybrid = apply_version_batch(Checkpoint(), log, rt_start=42, rt_epoch=3).checkpoint
+        assert (hybrid.rt_offset, hybrid.rt_epoch) == (42, 3)
+        assert (hybrid.rt_next(3), hybrid.rt_next(2)) == (42, None)  # not an offset of another epoch's topic
+        no_offset_yet = apply_version_batch(Checkpoint(), log, rt_start=None, rt_epoch=3).checkpoint
+        assert (no_offset_yet.rt_offset, no_offset_yet.rt_epoch, no_offset_yet.rt_next(3)) == (None, 0, None)
+
     def test_redeliveries_and_records_after_end_of_push_are_ignored(self) -> None:
         first = apply_version_batch(Checkpoint(), [control(0, SOP), message(1, b"a", b"1"), message(2, b"b", b"2")])
         again = apply_version_batch(first.checkpoint, [message(1, b"a", b"1"), message(2, b"b", b"2"), message(3, b"c", b"3"), control(4, eop(3)), message(5, b"late", b"x")])
@@ -89,6 +99,51 @@ class TestVersionTopic:
                 checkpoint = outcome.checkpoint
                 writes += outcome.writes
             assert (checkpoint, writes) == (whole.checkpoint, whole.writes)
+
+
+class TestRealTimeEpochs:
+    def test_a_partition_with_no_offset_adopts_the_start(self) -> None:
+        outcome = rt_adopt(Checkpoint(7, True, True, 5), epoch=1, start=30)
+        assert outcome.checkpoint == Checkpoint(7, True, True, 5, rt_offset=30, rt_epoch=1)
+        assert not outcome.clear_changes and outcome.writes == [] and outcome.changes == []
+
+    def test_an_older_epochs_offset_is_replaced_and_its_change_log_emptied(self) -> None:
+        """Offsets of the old topic mean nothing in the new one (the bug: resuming at 812 of
+        a topic that starts over at 0). Counts of what this replica skipped or lost stay."""
+        old = Checkpoint(7, True, True, 5, rt_offset=812, skipped=2, rt_epoch=1, rt_lost=4)
+        outcome = rt_adopt(old, epoch=2, start=0)
+        assert outcome.checkpoint == Checkpoint(7, True, True, 5, rt_offset=0, skipped=2, rt_epoch=2, rt_lost=4)
+        assert outcome.clear_changes
+
+    def test_epoch_0_is_what_checkpoints_from_before_epochs_read_as(self) -> None:
+        old = Checkpoint.from_bytes(b'{"offset":12,"eop":true,"sop":true,"records":10,"rt":55}')
+        assert (old.rt_epoch, old.rt_next(0), old.rt_next(1)) == (0, 55, None)
+
+
+class TestOutOfRange:
+    """Where a partition goes on when the log no longer (or not yet) holds its next
+    real-time offset: literal answers for each case."""
+
+    AT = Checkpoint(7, True, True, 5, rt_offset=100, skipped=1, rt_epoch=2, rt_lost=3)
+
+    def test_below_the_beginning_goes_on_at_the_beginning_counting_the_records_lost(self) -> None:
+        assert rt_resume(self.AT, beginning=160, end=400) == Checkpoint(7, True, True, 5, rt_offset=160, skipped=1, rt_epoch=2, rt_lost=3 + 60)
+
+    def test_beyond_the_end_starts_over_at_the_beginning_losing_nothing(self) -> None:
+        assert rt_resume(self.AT, beginning=0, end=40) == Checkpoint(7, True, True, 5, rt_offset=0, skipped=1, rt_epoch=2, rt_lost=3)
+        assert rt_resume(self.AT, beginning=20, end=40) == Checkpoint(7, True, True, 5, rt_offset=20, skipped=1, rt_epoch=2, rt_lost=3)
+
+    @pytest.mark.parametrize(("beginning", "end"), [(100, 100), (0, 100), (100, 500), (99, 101)])
+    def test_an_offset_the_log_holds_changes_nothing(self, beginning: int, end: int) -> None:
+        assert rt_resume(self.AT, beginning, end) is None
+
+    def test_no_real_time_offset_changes_nothing(self) -> None:
+        assert rt_resume(Checkpoint(7, True, True, 5), 50, 60) is None
+
+    def test_replicas_at_the_same_offset_finding_the_same_log_decide_alike(self) -> None:
+        a = Checkpoint(3, True, True, 2, rt_offset=10, rt_epoch=1)
+        b = Checkpoint.from_bytes(a.to_bytes())
+        assert rt_resume(a, 25, 90) == rt_resume(b, 25, 90) == Checkpoint(3, True, True, 2, rt_offset=25, rt_epoch=1, rt_lost=15)
 
 
 # -- real-time topic ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from venice.ingestion.records import TOMBSTONE, Change, Checkpoint, Outcome, decode_stored, encode_stored
+from venice.ingestion.records import TOMBSTONE, Change, Checkpoint, Outcome, decode_stored, encode_stored, rt_adopt
 from venice.ingestion.storage import VersionStorage
 
 
@@ -107,6 +107,21 @@ class TestChangeLog:
         assert [c.offset for c in storage.changes(0, after=8)] == [1 << 33, (1 << 40) + 1]
         storage.close()
 
+    def test_a_new_real_time_epoch_empties_the_change_log_with_the_same_transaction(self, tmp_path: Path) -> None:
+        """The log is keyed by offsets of one real-time topic: entries of the old topic
+        would mix with the new one's (which start again at 0)."""
+        storage = VersionStorage(tmp_path / "v1", 2, [0, 1])
+        old = Checkpoint(3, True, True, 1, rt_offset=12, rt_epoch=1)
+        for p in (0, 1):
+            storage.write_batch(p, lambda _r, c=old: Outcome(c, [(b"k", encode_stored(1, b"v"))], [Change(11, b"k", 1, b"v")]))
+        adopted = rt_adopt(old, epoch=2, start=0)
+        storage.write_batch(0, lambda _r: Outcome(adopted.checkpoint, [(b"n", encode_stored(1, b"w"))], [Change(0, b"n", 1, b"w")], clear_changes=True))
+        assert storage.changes(0) == [Change(0, b"n", 1, b"w")]  # only the new topic's entry
+        assert storage.checkpoint(0) == Checkpoint(3, True, True, 1, rt_offset=0, rt_epoch=2)
+        assert storage.get(0, b"k") == encode_stored(1, b"v")  # data stays
+        assert storage.changes(1) == [Change(11, b"k", 1, b"v")]  # other partitions untouched
+        storage.close()
+
 
 class TestCheckpoint:
     def test_reads_checkpoints_written_before_real_time_fields(self) -> None:
@@ -114,5 +129,16 @@ class TestCheckpoint:
         assert Checkpoint.from_bytes(old) == Checkpoint(12, True, True, 10, None, 0, None)
 
     def test_round_trip(self) -> None:
-        for checkpoint in (Checkpoint(), Checkpoint(5, True, True, 3, 0, 0, None), Checkpoint(9, True, False, 2, 77, 4, "end-of-push says 3")):
+        for checkpoint in (
+            Checkpoint(),
+            Checkpoint(5, True, True, 3, 0, 0, None),
+            Checkpoint(9, True, False, 2, 77, 4, "end-of-push says 3"),
+            Checkpoint(9, True, True, 2, 77, 4, None, rt_epoch=3, rt_lost=1200),
+        ):
             assert Checkpoint.from_bytes(checkpoint.to_bytes()) == checkpoint
+
+    def test_epoch_and_lost_records_are_stored_as_named_fields(self) -> None:
+        """The stored form is part of what replicas compare byte for byte: a literal."""
+        stored = Checkpoint(9, True, True, 2, 77, 0, None, rt_epoch=3, rt_lost=12).to_bytes()
+        assert stored == b'{"offset":9,"eop":true,"sop":true,"records":2,"rt":77,"rt_epoch":3,"rt_lost":12}'
+        assert Checkpoint(9, True, True, 2, 77).to_bytes() == b'{"offset":9,"eop":true,"sop":true,"records":2,"rt":77}'

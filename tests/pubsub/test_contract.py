@@ -15,13 +15,15 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from venice.errors import ConflictError, PubSubError, TopicNotFoundError
+from venice.errors import ConflictError, OffsetOutOfRangeError, PubSubError, TopicNotFoundError
 from venice.pubsub import Consumer, PubSub, connect, embedded
 from venice.pubsub.embedded import EmbeddedPubSub, encode_frame
 from venice.structs import Message, TopicPartition
+from venice.testing.kafka import delete_records
 
 
 def _topic() -> str:
@@ -185,10 +187,14 @@ class TestRecordsContract:
             await pubsub.create_topic(topic, 1)
             await _write(pubsub, topic, [(0, b"k", b"v")])
             async with await pubsub.consumer() as consumer:
-                with pytest.raises(PubSubError):
+                with pytest.raises(OffsetOutOfRangeError) as raised:
                     await consumer.assign({TopicPartition(topic, 0): 5})
                     for _ in range(50):  # Kafka reports it from the first fetch
                         await consumer.getmany(timeout_ms=100)
+            # Its own class (a PubSubError, so callers that only retry still do), naming
+            # where it was asked to read: the caller decides where to go on.
+            assert isinstance(raised.value, PubSubError)
+            assert raised.value.positions == {TopicPartition(topic, 0): 5}
             await pubsub.delete_topic(topic)
 
     async def test_one_consumer_two_partitions_and_reassignment(self, pubsub_url: str) -> None:
@@ -464,3 +470,27 @@ class TestEmbeddedLog:
             with pytest.raises(PubSubError):
                 await pubsub.create_topic(name, 1)
         assert await pubsub.list_topics() == set()
+
+
+@pytest.mark.kafka
+class TestKafkaRetention:
+    """What retention does to readers, on the real broker (records deleted at an exact
+    offset with the admin API's DeleteRecords, as retention deletes old segments)."""
+
+    async def test_deleted_records_move_the_beginning_and_reading_them_is_out_of_range(self, kafka_broker: Any) -> None:
+        async with connect(kafka_broker.url) as pubsub:
+            topic = _topic()
+            await pubsub.create_topic(topic, 2)
+            await _write(pubsub, topic, [(0, b"k%d" % i, b"v%d" % i) for i in range(10)] + [(1, b"x", b"y")])
+            assert await delete_records(kafka_broker.bootstrap, topic, {0: 6}) == {0: 6}
+            assert await pubsub.beginning_offsets(topic) == {0: 6, 1: 0}
+            assert await pubsub.end_offsets(topic) == {0: 10, 1: 1}
+            async with await pubsub.consumer() as consumer:
+                with pytest.raises(OffsetOutOfRangeError) as raised:
+                    await consumer.assign({TopicPartition(topic, 0): 2})
+                    for _ in range(50):
+                        await consumer.getmany(timeout_ms=100)
+            assert raised.value.positions == {TopicPartition(topic, 0): 2}
+            got = await _read(pubsub, {TopicPartition(topic, 0): 6}, 4)
+            assert [m.value for m in got] == [b"v6", b"v7", b"v8", b"v9"]
+            await pubsub.delete_topic(topic)

@@ -234,7 +234,7 @@ def list_(controller: str, as_json: bool) -> None:
 @handle_errors
 def describe(controller: str, name: str, as_json: bool) -> None:
     """Show a store: schemas, partitioning, hybrid settings and versions (with their
-    real-time lag and poison pills)."""
+    real-time lag, poison pills and real-time records lost to retention)."""
     with ControllerClient(controller) as client:
         info = client.get_store(name)
     if as_json:
@@ -264,6 +264,8 @@ def describe(controller: str, name: str, as_json: bool) -> None:
             line += ", applying real-time writes" if version.get("consume_rt") else ", not applying real-time writes (backup)"
         if version.get("poison_pills"):
             line += f"; {version['poison_pills']} poison pill(s) skipped"
+        if version.get("rt_lost"):
+            line += f"; {version['rt_lost']} real-time record(s) lost to retention (deleted before they were applied)"
         click.echo(line)
 
 

@@ -13,6 +13,11 @@ different count applied is a failed partition. At end-of-push of a hybrid versio
 checkpoint's real-time offset is set to where this version starts reading the
 real-time topic, in the same transaction.
 
+Real-time offsets belong to one incarnation of the store's real-time topic, its
+*epoch* (``Checkpoint.rt_epoch``): a partition told of another epoch starts over at that
+epoch's start offset (:func:`rt_adopt`). A next offset the log no longer holds
+(retention) is resolved by :func:`rt_resume`.
+
 Real-time topic (:func:`apply_rt_batch`, docs/hybrid.md): puts, deletes (null value)
 and partial updates (header ``venice-op: update``). Records no replica can apply are
 *poison pills*: skipped, counted in the checkpoint and reported, never retried, so they
@@ -28,7 +33,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol
 
@@ -52,6 +57,8 @@ __all__ = [
     "apply_version_batch",
     "decode_stored",
     "encode_stored",
+    "rt_adopt",
+    "rt_resume",
 ]
 
 _SCHEMA_ID = struct.Struct(">I")
@@ -86,13 +93,24 @@ class Checkpoint:
     """Real-time records skipped as poison pills."""
     failed: str | None = None
     """Why the partition failed for good (end-of-push count mismatch); kept across restarts."""
+    rt_epoch: int = 0
+    """Which real-time topic ``rt_offset`` is an offset of: the store's real-time epoch
+    (``Assignment.rt_epoch``) when it was set. A store made batch-only and hybrid again
+    gets a new topic under the same name, and offsets of the old one mean nothing in it."""
+    rt_lost: int = 0
+    """Real-time records never applied because the log no longer had them when this
+    partition came to read them (retention deleted them): see :func:`rt_resume`."""
 
     def to_bytes(self) -> bytes:
         body: dict[str, Any] = {"offset": self.offset, "eop": self.end_of_push, "sop": self.start_of_push, "records": self.records}
         if self.rt_offset is not None:
             body["rt"] = self.rt_offset
+        if self.rt_epoch:
+            body["rt_epoch"] = self.rt_epoch
         if self.skipped:
             body["skipped"] = self.skipped
+        if self.rt_lost:
+            body["rt_lost"] = self.rt_lost
         if self.failed is not None:
             body["failed"] = self.failed
         return orjson.dumps(body)
@@ -111,7 +129,14 @@ class Checkpoint:
             rt_offset=None if rt is None else int(rt),
             skipped=int(data.get("skipped", 0)),
             failed=data.get("failed"),
+            rt_epoch=int(data.get("rt_epoch", 0)),
+            rt_lost=int(data.get("rt_lost", 0)),
         )
+
+    def rt_next(self, epoch: int) -> int | None:
+        """The next real-time offset to apply in the real-time topic of ``epoch``; ``None``
+        when there is none yet or the offset belongs to another epoch's topic."""
+        return self.rt_offset if self.rt_epoch == epoch else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,17 +241,22 @@ class Outcome:
     """This batch applied end-of-push."""
     need_schema: int | None = None
     """The batch stopped before a record whose value schema id is unknown; ask for it."""
+    clear_changes: bool = False
+    """Empty the partition's change log first (it is keyed by offsets of a real-time
+    topic this partition no longer reads)."""
 
 
-def apply_version_batch(checkpoint: Checkpoint, messages: Iterable[Message], *, rt_start: int | None = None) -> Outcome:
+def apply_version_batch(
+    checkpoint: Checkpoint, messages: Iterable[Message], *, rt_start: int | None = None, rt_epoch: int = 0
+) -> Outcome:
     """Apply version-topic records from ``checkpoint`` on (earlier offsets are redeliveries).
 
     Stops after end-of-push; then the checkpoint's ``rt_offset`` becomes ``rt_start``
-    (``None`` for a batch-only version) and a record count that differs from the one
-    end-of-push announces sets ``failed``.
+    (``None`` for a batch-only version), an offset of the real-time topic of ``rt_epoch``,
+    and a record count that differs from the one end-of-push announces sets ``failed``.
     """
     sop, eop, records, failed = checkpoint.start_of_push, checkpoint.end_of_push, checkpoint.records, checkpoint.failed
-    rt_offset = checkpoint.rt_offset
+    rt_offset, epoch = checkpoint.rt_offset, checkpoint.rt_epoch
     offset = checkpoint.offset
     outcome = Outcome(checkpoint)
     writes = outcome.writes
@@ -244,11 +274,15 @@ def apply_version_batch(checkpoint: Checkpoint, messages: Iterable[Message], *, 
         elif kind is ControlKind.END_OF_PUSH:
             eop = outcome.end_of_push = True
             rt_offset = rt_start
+            epoch = rt_epoch if rt_start is not None else 0
             expected = control_payload(message).get("records", records)
             if expected != records:
                 failed = f"end-of-push says {expected} records, applied {records}"
     outcome.applied = records - checkpoint.records
-    outcome.checkpoint = Checkpoint(offset, eop, sop, records, rt_offset, checkpoint.skipped, failed)
+    outcome.checkpoint = replace(
+        checkpoint, offset=offset, end_of_push=eop, start_of_push=sop, records=records, rt_offset=rt_offset, failed=failed,
+        rt_epoch=epoch,
+    )
     return outcome
 
 
@@ -297,10 +331,41 @@ def apply_rt_batch(
             outcome.changes.append(change)
             outcome.applied += 1
         offset = message.offset + 1
-    outcome.checkpoint = Checkpoint(
-        checkpoint.offset, checkpoint.end_of_push, checkpoint.start_of_push, checkpoint.records, offset, skipped_total, checkpoint.failed
-    )
+    outcome.checkpoint = replace(checkpoint, rt_offset=offset, skipped=skipped_total)
     return outcome
+
+
+def rt_adopt(checkpoint: Checkpoint, epoch: int, start: int) -> Outcome:
+    """A partition past end-of-push starts reading the real-time topic of ``epoch`` at
+    ``start`` (the controller's start offset for it): it had no real-time offset yet, or
+    one of an earlier epoch's topic. In the latter case its change log (keyed by offsets
+    of that topic) is emptied in the same transaction."""
+    stale = checkpoint.rt_offset is not None and checkpoint.rt_epoch != epoch
+    return Outcome(replace(checkpoint, rt_offset=start, rt_epoch=epoch), clear_changes=stale)
+
+
+def rt_resume(checkpoint: Checkpoint, beginning: int, end: int) -> Checkpoint | None:
+    """Where a partition goes on when the real-time log does not hold its next offset
+    (the consumer reported it out of range); ``None`` when it does after all (the caller
+    retries). ``beginning`` and ``end`` are the partition's oldest offset still kept and
+    the offset of the next record to be written.
+
+    * Below ``beginning`` (retention deleted the records before this partition read
+      them: a rewind reaching past retention, or a backup paused longer than retention):
+      go on at ``beginning``; the records in between are counted in ``rt_lost``.
+    * Beyond ``end`` (the topic holds fewer records than this partition already read:
+      it is not the topic the offset was read from, or the broker lost records): go on
+      at ``beginning`` too, counting nothing lost, so every record the topic holds is
+      applied rather than an unknown number skipped.
+
+    A pure function of the checkpoint and the log's bounds, so replicas that find the
+    same log decide alike.
+    """
+    offset = checkpoint.rt_offset
+    if offset is None or beginning <= offset <= end:
+        return None
+    lost = beginning - offset if offset < beginning else 0
+    return replace(checkpoint, rt_offset=beginning, rt_lost=checkpoint.rt_lost + lost)
 
 
 def _rt_change(

@@ -135,6 +135,10 @@ class VersionStorage:
         db = self._db(partition)
         with _lmdb_errors("write"), self.env.begin(write=True) as txn:
             outcome = decide(lambda key: txn.get(key, db=db))
+            if outcome.clear_changes:
+                log = self._logs.get(partition)
+                if log is not None:
+                    txn.drop(log, delete=False)
             for key, value in outcome.writes:
                 if value is None:
                     txn.delete(key, db=db)

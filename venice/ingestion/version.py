@@ -15,6 +15,13 @@ partition is unassigned or fails.
 A real-time record naming a value schema this replica does not know pauses its
 partition (the others keep flowing) until the host's schema source answers: the
 schema is then applied, or, when confirmed not to exist, the record is skipped.
+
+Real-time offsets are offsets of one incarnation of the real-time topic, the
+assignment's ``rt_epoch``; a checkpoint of another epoch is not read from, and is
+replaced by the new epoch's start offset once the assignment names one. When the log
+does not hold the offset a partition reads next (retention deleted it), the consumer
+says so (:class:`~venice.errors.OffsetOutOfRangeError`) and the partition goes on
+where :func:`~venice.ingestion.records.rt_resume` says, counting what it lost.
 """
 
 from __future__ import annotations
@@ -24,10 +31,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from venice.errors import PubSubError, TopicNotFoundError, VeniceError
-from venice.ingestion.records import Checkpoint, Outcome, SkipKind, apply_rt_batch, apply_version_batch
+from venice.errors import OffsetOutOfRangeError, PubSubError, TopicNotFoundError, VeniceError
+from venice.ingestion.records import Checkpoint, Outcome, SkipKind, apply_rt_batch, apply_version_batch, rt_adopt, rt_resume
 from venice.ingestion.schemas import StoreCodecs
 from venice.ingestion.storage import Reader, VersionStorage
 from venice.ingestion.writer import Writer
@@ -88,9 +95,10 @@ class PartitionState:
     """Paused: the next real-time record names this unknown value schema id."""
     logged: set[SkipKind] = field(default_factory=set)
 
-    @property
-    def rt_lag(self) -> int | None:
-        rt_offset = self.checkpoint.rt_offset
+    def rt_lag(self, epoch: int) -> int | None:
+        """Real-time records of the topic of ``epoch`` not applied yet (``None``: unknown,
+        or this partition does not read that topic yet)."""
+        rt_offset = self.checkpoint.rt_next(epoch)
         if rt_offset is None or self.rt_end is None:
             return None
         return max(0, self.rt_end - rt_offset)
@@ -149,6 +157,15 @@ class VersionIngestion:
     @property
     def consumes_rt(self) -> bool:
         return self.assignment.hybrid is not None and self.assignment.consume_rt
+
+    @property
+    def rt_epoch(self) -> int:
+        """Which incarnation of the real-time topic the assignment means."""
+        return self.assignment.rt_epoch
+
+    def _rt_next(self, state: PartitionState) -> int | None:
+        """Where ``state`` reads the current real-time topic next (``None``: it does not)."""
+        return state.checkpoint.rt_next(self.rt_epoch) if self.assignment.hybrid is not None else None
 
     # -- control (event loop) -----------------------------------------------------------------
     async def start(self) -> None:
@@ -220,10 +237,11 @@ class VersionIngestion:
                 offset=s.checkpoint.offset,
                 records=s.checkpoint.records,
                 reason=s.reason,
-                rt_offset=s.checkpoint.rt_offset,
-                rt_lag=s.rt_lag,
+                rt_offset=self._rt_next(s),
+                rt_lag=s.rt_lag(self.rt_epoch) if self.assignment.hybrid is not None else None,
                 skipped=s.checkpoint.skipped,
                 incarnation=self.assignment.incarnation or None,
+                rt_lost=s.checkpoint.rt_lost,
             )
             for p, s in sorted(self.partitions.items())
         ]
@@ -234,6 +252,12 @@ class VersionIngestion:
         while not self._stopping:
             try:
                 await self._consume()
+            except OffsetOutOfRangeError as exc:
+                try:
+                    await self._out_of_range(exc)
+                except PubSubError as again:
+                    log.warning("%s: %s; cannot ask the log's bounds yet, retrying: %s", self.topic, exc, again)
+                    await asyncio.sleep(1.0)
             except TopicNotFoundError as exc:
                 # The controller assigns a new version while it is still creating the
                 # topic, and a broker's metadata can lag its creation: wait a while.
@@ -302,26 +326,22 @@ class VersionIngestion:
         """Where each partition reads next: its version topic until end-of-push, then the
         real-time topic while consuming it (not while paused for a schema)."""
         positions: dict[TopicPartition, int] = {}
-        rt_wanted = False
+        rt_wanted: dict[int, int] = {}
         for partition, state in self.partitions.items():
             if state.status is ReplicaStatus.ERROR:
                 continue
             checkpoint = state.checkpoint
+            rt_next = self._rt_next(state)
             if not checkpoint.end_of_push:
                 positions[TopicPartition(self.topic, partition)] = checkpoint.offset
-            elif self.consumes_rt and checkpoint.rt_offset is not None and state.need_schema is None:
-                rt_wanted = True
+            elif self.consumes_rt and rt_next is not None and state.need_schema is None:
+                rt_wanted[partition] = rt_next
         rt_topic = self.rt_topic
         if rt_wanted and rt_topic is not None and await self._rt_usable(rt_topic):
-            for partition, state in self.partitions.items():
-                checkpoint = state.checkpoint
-                if (
-                    state.status is not ReplicaStatus.ERROR
-                    and checkpoint.end_of_push
-                    and checkpoint.rt_offset is not None
-                    and state.need_schema is None
-                ):
-                    positions[TopicPartition(rt_topic, partition)] = checkpoint.rt_offset
+            for partition, rt_next in rt_wanted.items():
+                wanted = self.partitions.get(partition)  # still assigned, and still there, after the await
+                if wanted is not None and self._rt_next(wanted) == rt_next and wanted.status is not ReplicaStatus.ERROR:
+                    positions[TopicPartition(rt_topic, partition)] = rt_next
         return positions
 
     async def _rt_usable(self, rt_topic: str) -> bool:
@@ -351,9 +371,7 @@ class VersionIngestion:
     def _polls_lag(self) -> bool:
         """Hybrid versions past end-of-push poll their lag, consuming or not (a backup's
         lag says how far behind it would start if rolled back to)."""
-        return self.assignment.hybrid is not None and any(
-            s.checkpoint.rt_offset is not None and s.status is not ReplicaStatus.ERROR for s in self.partitions.values()
-        )
+        return any(self._rt_next(s) is not None and s.status is not ReplicaStatus.ERROR for s in self.partitions.values())
 
     async def _maintain(self) -> None:
         """Between batches: adopt real-time start offsets, resume partitions whose schema
@@ -377,21 +395,104 @@ class VersionIngestion:
             self._check_ready(state)
 
     async def _adopt_rt_starts(self) -> None:
-        """A partition past end-of-push with no real-time offset (its end-of-push came before
-        the assignment named a start offset, or the store became hybrid later) starts
-        at the offset the controller chose, once it names one."""
+        """A partition past end-of-push that does not read the current real-time topic —
+        it has no offset yet (its end-of-push came before the assignment named a start
+        offset, or the store became hybrid later) or one of an earlier epoch's topic (the
+        store was made batch-only and hybrid again, or its topic was replaced) — starts at
+        the offset the controller chose, once it names one. The checkpoint of an earlier
+        epoch is replaced, and its change log emptied, in one transaction."""
         if not self.consumes_rt:
             return
-        starts = self.assignment.rt_start_offsets
+        starts, epoch = self.assignment.rt_start_offsets, self.rt_epoch
         for partition, state in list(self.partitions.items()):
             checkpoint = state.checkpoint
-            if checkpoint.end_of_push and checkpoint.rt_offset is None and partition in starts and state.status is not ReplicaStatus.ERROR:
-                new = Checkpoint(
-                    checkpoint.offset, True, checkpoint.start_of_push, checkpoint.records, starts[partition], checkpoint.skipped, checkpoint.failed
+            if (
+                not checkpoint.end_of_push
+                or checkpoint.rt_next(epoch) is not None
+                or partition not in starts
+                or state.status is ReplicaStatus.ERROR
+            ):
+                continue
+            outcome = rt_adopt(checkpoint, epoch, starts[partition])
+            await self.writer.run(self.storage.write_batch, partition, lambda _read, outcome=outcome: outcome)
+            if self.partitions.get(partition) is not state:
+                continue  # unassigned meanwhile
+            state.checkpoint, state.rt_end = outcome.checkpoint, None  # the end is polled again, of this topic
+            # Same topic name, another topic: seek again, check it again, poll its lag at once.
+            self._reseek, self._rt_verified, self._last_lag_poll = True, False, -LAG_POLL_S
+            if outcome.clear_changes:
+                log.info(
+                    "%s partition %d: real-time topic epoch %d (was %d at offset %s): starting over at offset %d",
+                    self.topic, partition, epoch, checkpoint.rt_epoch, checkpoint.rt_offset, starts[partition],
                 )
-                await self.writer.run(self.storage.write_batch, partition, lambda _read, new=new: Outcome(new))
-                state.checkpoint = new
+            else:
                 log.info("%s partition %d: real-time topic from offset %d", self.topic, partition, starts[partition])
+
+    async def _out_of_range(self, exc: OffsetOutOfRangeError) -> None:
+        """The log does not hold an offset a partition reads next. A real-time partition
+        goes on where :func:`rt_resume` says (records retention deleted before it read them
+        are counted in its checkpoint and logged); a version-topic partition whose records
+        were deleted before it applied them fails for good (its data cannot be complete).
+        Nothing changed (the log holds the offset after all): wait a moment and retry."""
+        asked = set(exc.positions) or set(await self._positions())
+        changed = False
+        for tp in sorted(asked):
+            state = self.partitions.get(tp.partition)
+            if state is None or state.status is ReplicaStatus.ERROR:
+                continue
+            if tp.topic == self.topic:
+                changed |= await self._version_out_of_range(state)
+            elif tp.topic == self.rt_topic:
+                changed |= await self._rt_out_of_range(state, tp.topic)
+        self._reseek = True
+        if not changed:
+            log.warning("%s: %s; the log holds the offsets read from now, retrying", self.topic, exc)
+            await asyncio.sleep(LAG_POLL_S)
+
+    async def _rt_out_of_range(self, state: PartitionState, rt_topic: str) -> bool:
+        partition = state.partition
+        if self._rt_next(state) is None:
+            return False
+        beginning = (await self.pubsub.beginning_offsets(rt_topic)).get(partition)
+        end = (await self.pubsub.end_offsets(rt_topic)).get(partition)
+        checkpoint = state.checkpoint
+        if beginning is None or end is None or self.partitions.get(partition) is not state or self._rt_next(state) is None:
+            return False
+        new = rt_resume(checkpoint, beginning, end)
+        if new is None:
+            return False
+        await self.writer.run(self.storage.write_batch, partition, lambda _read: Outcome(new))
+        if self.partitions.get(partition) is state:
+            state.checkpoint = new
+        lost = new.rt_lost - checkpoint.rt_lost
+        if lost:
+            log.warning(
+                "%s partition %d: real-time offset %s was deleted by retention before this replica read it (%s starts at %d): "
+                "going on there; %d record(s) never applied (%d in all)",
+                self.topic, partition, checkpoint.rt_offset, rt_topic, beginning, lost, new.rt_lost,
+            )
+        else:
+            log.error(
+                "%s partition %d: real-time offset %s is beyond the end (%d) of %s: it is not the topic that offset was read "
+                "from, or the broker lost records; starting over at its beginning (%d)",
+                self.topic, partition, checkpoint.rt_offset, end, rt_topic, beginning,
+            )
+        return True
+
+    async def _version_out_of_range(self, state: PartitionState) -> bool:
+        checkpoint = state.checkpoint
+        if checkpoint.end_of_push:
+            return False
+        beginning = (await self.pubsub.beginning_offsets(self.topic)).get(state.partition)
+        if beginning is None or checkpoint.offset >= beginning or self.partitions.get(state.partition) is not state:
+            return False
+        reason = f"version-topic records {checkpoint.offset}..{beginning - 1} were deleted (retention) before this replica applied them"
+        failed = replace(state.checkpoint, failed=reason)
+        await self.writer.run(self.storage.write_batch, state.partition, lambda _read: Outcome(failed))
+        if self.partitions.get(state.partition) is state:
+            state.checkpoint = failed
+            self._set_status(state, ReplicaStatus.ERROR, reason)
+        return True
 
     async def _apply(self, tp: TopicPartition, messages: list[Message]) -> None:
         state = self.partitions.get(tp.partition)
@@ -400,11 +501,12 @@ class VersionIngestion:
         checkpoint = state.checkpoint
         if tp.topic == self.topic and not checkpoint.end_of_push:
             start = self.assignment.rt_start_offsets.get(tp.partition) if self.assignment.hybrid is not None else None
+            epoch = self.rt_epoch
 
             def decide(read: Reader) -> Outcome:
-                return apply_version_batch(checkpoint, messages, rt_start=start)
+                return apply_version_batch(checkpoint, messages, rt_start=start, rt_epoch=epoch)
 
-        elif tp.topic == self.rt_topic and self.consumes_rt and checkpoint.rt_offset is not None and state.need_schema is None:
+        elif tp.topic == self.rt_topic and self.consumes_rt and self._rt_next(state) is not None and state.need_schema is None:
             partitions_total = self.assignment.partitions_total
             schemas, missing = self.schemas.schemas, frozenset(self.schemas.missing)
 
@@ -453,14 +555,13 @@ class VersionIngestion:
             self._set_status(state, ReplicaStatus.ERROR, state.checkpoint.failed)
             return
         hybrid = self.assignment.hybrid
-        if hybrid is not None and self.consumes_rt:
-            lag = state.rt_lag
-            if lag is None or lag > hybrid.offset_lag:
-                return
+        lag = state.rt_lag(self.rt_epoch)
+        if hybrid is not None and self.consumes_rt and (lag is None or lag > hybrid.offset_lag):
+            return
         self._set_status(state, ReplicaStatus.READY, None)
         log.info(
             "%s partition %d ready: %d records%s", self.topic, state.partition, state.checkpoint.records,
-            "" if state.rt_lag is None else f", real-time lag {state.rt_lag}",
+            "" if lag is None else f", real-time lag {lag}",
         )
 
     def _set_status(self, state: PartitionState, status: ReplicaStatus, reason: str | None) -> None:

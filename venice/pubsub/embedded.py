@@ -42,7 +42,7 @@ from pathlib import Path
 
 import orjson
 
-from venice.errors import ConflictError, PubSubError, TopicNotFoundError
+from venice.errors import ConflictError, OffsetOutOfRangeError, PubSubError, TopicNotFoundError
 from venice.pubsub.base import Consumer, Headers, Producer, PubSub
 from venice.structs import Message, TopicPartition
 
@@ -613,7 +613,7 @@ class _Cursor:
         offset, position = _best_start(self.files, self.fd, target, size)
         offset, position = _count_from(self.fd, offset, position, size, target - offset)
         if offset != target:
-            raise PubSubError(f"offset {target} of {self.tp} is beyond its end {offset}")
+            raise OffsetOutOfRangeError(f"offset {target} of {self.tp} is beyond its end {offset}", {self.tp: target})
         self.offset, self.position = offset, position
 
     def read(self, limit: int) -> list[Message]:

@@ -14,8 +14,8 @@ Behaviour worth knowing (see also the tests in ``tests/pubsub`` and ``tests/test
   batch for up to ``request_timeout_ms`` (30 s), so a broker restart is ridden out.
 * The consumer has no group and commits nothing. It rides out a broker restart: aiokafka
   reconnects and resumes fetching at its position, so nothing is skipped or repeated.
-  An offset out of range raises ``PubSubError`` (never a silent reset to another
-  offset). A deleted topic is noticed by a metadata check while polls come back empty.
+  An offset out of range raises ``OffsetOutOfRangeError`` naming the partitions and
+  offsets (never a silent reset to another offset: the caller decides). A deleted topic is noticed by a metadata check while polls come back empty.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from venice.errors import ConflictError, PubSubError, TopicNotFoundError, VeniceError
+from venice.errors import ConflictError, OffsetOutOfRangeError, PubSubError, TopicNotFoundError, VeniceError
 from venice.pubsub.base import Consumer, Headers, Producer, PubSub
 from venice.structs import Message, TopicPartition
 
@@ -60,7 +60,11 @@ def _translate(exc: BaseException, what: str) -> VeniceError:
     if isinstance(exc, kafka_errors.TopicAlreadyExistsError):
         return ConflictError(f"Kafka {what}: topic already exists")
     if isinstance(exc, kafka_errors.OffsetOutOfRangeError):
-        return PubSubError(f"Kafka {what}: offset out of range {exc.args}")
+        # aiokafka raises it with {TopicPartition: the offset asked for}.
+        asked = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        positions = {TopicPartition(tp.topic, tp.partition): int(offset) for tp, offset in asked.items()}
+        shown = ", ".join(f"{tp.topic}[{tp.partition}]@{offset}" for tp, offset in positions.items()) or "unknown partition"
+        return OffsetOutOfRangeError(f"Kafka {what}: offset out of range: {shown}", positions)
     return PubSubError(f"Kafka {what} failed: {exc!r}")
 
 

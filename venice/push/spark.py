@@ -423,7 +423,7 @@ class _SparkPush:
                 raise self._failure(payload, source) from None
             raise PushError(f"the Spark job failed: {_first_line(str(exc))}") from exc
         finally:
-            context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]  # None clears it
+            context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type,unused-ignore]  # None clears it (typed str in some pyspark stubs)
         stats: dict[int, tuple[int, int, int]] = {}
         for row in rows:
             records, size, duplicates = stats.get(row["partition"], (0, 0, 0))

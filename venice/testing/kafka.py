@@ -12,10 +12,18 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["KafkaBroker", "KafkaStartError", "kafka_available", "kafka_script", "kafka_unavailable_reason"]
+__all__ = [
+    "KafkaBroker",
+    "KafkaStartError",
+    "delete_records",
+    "kafka_available",
+    "kafka_script",
+    "kafka_unavailable_reason",
+]
 
 START_TIMEOUT_S = 180.0
 """kafka.sh waits 60 s for the port; the first run may also download the jars."""
@@ -123,3 +131,19 @@ class KafkaBroker:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+async def delete_records(bootstrap: str, topic: str, before: Mapping[int, int]) -> dict[int, int]:
+    """What Kafka's retention does, on demand and at an exact offset: delete the records of
+    ``topic`` below ``before[partition]`` (the admin API's DeleteRecords). Returns each
+    partition's new beginning offset (its low watermark)."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        done = await admin.delete_records({TopicPartition(topic, p): RecordsToDelete(o) for p, o in before.items()})
+    finally:
+        await admin.close()
+    return {tp.partition: int(low) for tp, low in done.items()}
