@@ -7,9 +7,28 @@ pulls in neither server code, LMDB nor FastAPI.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from venice.client import AsyncClient, Client
 from venice.errors import *  # noqa: F403 - the error tree is public API
 from venice.errors import __all__ as _errors_all
 from venice.partitioner import partition_for
 
-__all__ = ["AsyncClient", "Client", "partition_for", *_errors_all]
+if TYPE_CHECKING:
+    from venice.davinci import AsyncDaVinciClient, DaVinciClient
+
+__all__ = ["AsyncClient", "AsyncDaVinciClient", "Client", "DaVinciClient", "partition_for", *_errors_all]
+
+_LAZY = {"DaVinciClient": "venice.davinci", "AsyncDaVinciClient": "venice.davinci"}
+
+
+def __getattr__(name: str) -> Any:
+    """Embedded clients load LMDB: imported on first use, not with the SDK."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'venice' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
