@@ -10,6 +10,8 @@ are answered with one JSON body; every error has the shape of
     GET  /storage/{store}/{key}    the value as JSON, in the store's newest value schema
                                    (?version=N reads version N)
     POST /storage/{store}          {"keys": [...]} -> {"results": [...]} in key order
+    GET  /routing                  the router's copy of the routing table, with the
+                                   controller's generation / long-poll contract (direct clients)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -134,6 +137,10 @@ class RouterApp:
             return _method_not_allowed(method, path)
         if path == b"/health":
             return 200, _HEALTH_BODY
+        if path == b"/routing":
+            if method != "GET":
+                return _method_not_allowed(method, path)
+            return await self.routing(query)
         raise NotFoundError(f"no route {method} {path.decode('latin-1')}")
 
     def fast_path(
@@ -246,6 +253,17 @@ class RouterApp:
 
         return decode
 
+    async def routing(self, query: bytes) -> tuple[int, bytes]:
+        """``GET /routing[?generation=G[&wait_s=W]]`` from the cache: the table, or 304 while
+        it is still at G (after waiting up to W seconds, at most 30, for a change)."""
+        generation, wait_s = _routing_params(query)
+        current, body = self.cache.payload_json()
+        if generation is not None and current == generation:
+            if wait_s <= 0 or not await self.cache.wait_change(generation, wait_s):
+                return 304, b""
+            current, body = self.cache.payload_json()
+        return 200, body
+
     def _deadline_at(self) -> float:
         return asyncio.get_running_loop().time() + self.deadline_s
 
@@ -317,6 +335,32 @@ def _version_param(query: bytes) -> int | None:
             except ValueError:
                 raise RequestError(f"version must be an integer, got {value!r}") from None
     return None
+
+
+MAX_ROUTING_WAIT_S = 30.0
+
+
+def _routing_params(query: bytes) -> tuple[int | None, float]:
+    """``generation`` and ``wait_s`` of a routing request; RequestError naming a bad one."""
+    generation: int | None = None
+    wait_s = 0.0
+    for name, value in parse_qsl(query.decode("latin-1")):
+        if name == "generation":
+            try:
+                generation = parse_integer(value)
+            except ValueError:
+                raise RequestError(f"generation must be an integer, got {value[:40]!r}") from None
+            if generation < 0:
+                raise RequestError("generation must not be negative")
+        elif name == "wait_s":
+            try:
+                wait_s = float(value)
+            except ValueError:
+                raise RequestError(f"wait_s must be a number of seconds, got {value[:40]!r}") from None
+            if not math.isfinite(wait_s) or wait_s < 0:
+                raise RequestError(f"wait_s must be a finite number of seconds >= 0, got {value[:40]!r}")
+            wait_s = min(wait_s, MAX_ROUTING_WAIT_S)
+    return generation, wait_s
 
 
 def _method_not_allowed(method: str, path: bytes) -> tuple[int, bytes]:
