@@ -12,6 +12,8 @@ are answered with one JSON body; every error has the shape of
     POST /storage/{store}          {"keys": [...]} -> {"results": [...]} in key order
     GET  /routing                  the router's copy of the routing table, with the
                                    controller's generation / long-poll contract (direct clients)
+    POST /compute/{store}          {"keys": [...], "project": [...], "compute": [...]}
+                                   -> {"results": [...]} in key order, computed on the servers
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import orjson
 
 from router.replicas import ReplicaReader
+from venice.compute import ComputeSpec
 from venice.errors import (
     InternalError,
     InvalidKeyError,
@@ -54,6 +57,7 @@ DEFAULT_DEADLINE_S = 2.0
 MAX_BATCH_KEYS = 10_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
 _STORAGE_PREFIX = b"/storage/"
+_COMPUTE_PREFIX = b"/compute/"
 _HEALTH_BODY = orjson.dumps({"status": "ok"})
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -137,6 +141,11 @@ class RouterApp:
             return _method_not_allowed(method, path)
         if path == b"/health":
             return 200, _HEALTH_BODY
+        if path.startswith(_COMPUTE_PREFIX):
+            if method != "POST":
+                return _method_not_allowed(method, path)
+            store = _path_text(path[len(_COMPUTE_PREFIX) :], "store name", RequestError)
+            return 200, await self.compute(store, await _read_body(receive), query)
         if path == b"/routing":
             if method != "GET":
                 return _method_not_allowed(method, path)
@@ -252,6 +261,48 @@ class RouterApp:
                 raise InternalError(exc.message) from exc
 
         return decode
+
+    async def compute(self, store: str, body: bytes, query: bytes) -> bytes:
+        """JSON ``{"results": [...]}``: each key's read-compute result, computed by the
+        storage servers (one request per group of partitions), in the caller's key order."""
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(f"compute body is not valid JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise RequestError('compute body must be a JSON object {"keys": [...], "project": [...], "compute": [...]}')
+        keys = payload.get("keys")
+        if not isinstance(keys, list):
+            raise InvalidKeyError('compute body needs "keys": [...]')
+        if len(keys) > MAX_BATCH_KEYS:
+            raise RequestError(f"a compute request may hold at most {MAX_BATCH_KEYS} keys, got {len(keys)}")
+        spec = ComputeSpec.from_json({k: v for k, v in payload.items() if k != "keys"})
+        spec_json = spec.to_bytes()
+        route = self.cache.table.store(store)
+        version = route.resolve_version(_version_param(query))
+        codec = route.key_codec
+        encoded = [codec.encode(_key_datum(codec, key)) for key in keys]
+        by_partition: dict[int, list[bytes]] = {}
+        for key_bytes in dict.fromkeys(encoded):
+            by_partition.setdefault(route.partition_of(key_bytes), []).append(key_bytes)
+        plan = plan_batch(route, version, by_partition, next(self._spread))
+        deadline_at = self._deadline_at()
+        found: dict[bytes, Hit | None] = {}
+
+        async def group(replicas: tuple[str, ...], partitions: list[int]) -> None:
+            items = [(p, key_bytes) for p in partitions for key_bytes in by_partition[p]]
+            hits = await self.reader.compute(self.reader.order(replicas, 0), store, version, spec_json, items, deadline_at=deadline_at)
+            found.update(zip((key_bytes for _, key_bytes in items), hits, strict=True))
+
+        await _all_or_nothing([group(replicas, partitions) for replicas, partitions in plan.items()])
+        results: list[dict[str, Any]] = []
+        for key, key_bytes in zip(keys, encoded, strict=True):
+            hit = found[key_bytes]
+            if hit is None:
+                results.append({"key": key, "found": False})
+            else:  # the server's JSON, passed through as it is
+                results.append({"key": key, "found": True, "value": orjson.Fragment(hit[1])})
+        return _dumps({"results": results})
 
     async def routing(self, query: bytes) -> tuple[int, bytes]:
         """``GET /routing[?generation=G[&wait_s=W]]`` from the cache: the table, or 304 while

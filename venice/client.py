@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
@@ -74,6 +74,18 @@ class BaseClient:
     @staticmethod
     def _batch_body(keys: Sequence[Any]) -> bytes:
         return orjson.dumps({"keys": list(keys)})
+
+    def _compute_url(self, store: str, version: int | None) -> str:
+        url = f"{self.router_url}/compute/{quote(store, safe='')}"
+        return url if version is None else f"{url}?version={int(version)}"
+
+    @staticmethod
+    def _compute_spec(project: Sequence[str], compute: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return {"project": list(project), "compute": [dict(op) for op in compute]}
+
+    @staticmethod
+    def _compute_body(keys: Sequence[Any], spec: Mapping[str, Any]) -> bytes:
+        return orjson.dumps({"keys": list(keys), **spec})
 
     @staticmethod
     def _get_result(status: int, content: bytes) -> Any:
@@ -154,6 +166,29 @@ class Client(BaseClient):
             response = self._http.post(self._batch_url(store, version), content=self._batch_body(keys), headers=_JSON_HEADERS)
         return self._batch_result(response.status_code, response.content, len(keys))
 
+    def compute(
+        self,
+        store: str,
+        keys: Sequence[Any],
+        *,
+        project: Sequence[str] = (),
+        compute: Sequence[Mapping[str, Any]] = (),
+        version: int | None = None,
+    ) -> list[Any]:
+        """Read compute, run on the storage servers: per key (in order; ``None`` when
+        missing) a dict of the ``project`` fields and one entry per ``compute`` op, e.g.
+        ``{"op": "dot_product", "field": "embedding", "vector": [...], "as": "score"}``
+        (docs/clients.md lists the ops)."""
+        spec = self._compute_spec(project, compute)
+        if self._direct is not None:
+            try:
+                return list(self._direct.compute(store, keys, spec, version))
+            except self._fallback as fallback:
+                version = version if version is not None else fallback.version  # type: ignore[attr-defined]
+        with _mapped_errors():
+            response = self._http.post(self._compute_url(store, version), content=self._compute_body(keys, spec), headers=_JSON_HEADERS)
+        return self._batch_result(response.status_code, response.content, len(keys))
+
     def close(self) -> None:
         if self._direct is not None:
             self._direct.close()
@@ -213,6 +248,28 @@ class AsyncClient(BaseClient):
         with _mapped_errors():
             response = await self._http.post(
                 self._batch_url(store, version), content=self._batch_body(keys), headers=_JSON_HEADERS
+            )
+        return self._batch_result(response.status_code, response.content, len(keys))
+
+    async def compute(
+        self,
+        store: str,
+        keys: Sequence[Any],
+        *,
+        project: Sequence[str] = (),
+        compute: Sequence[Mapping[str, Any]] = (),
+        version: int | None = None,
+    ) -> list[Any]:
+        """Read compute on the storage servers (see :meth:`Client.compute`)."""
+        spec = self._compute_spec(project, compute)
+        if self._direct is not None:
+            try:
+                return list(await self._direct.compute(store, keys, spec, version))
+            except self._fallback as fallback:
+                version = version if version is not None else fallback.version  # type: ignore[attr-defined]
+        with _mapped_errors():
+            response = await self._http.post(
+                self._compute_url(store, version), content=self._compute_body(keys, spec), headers=_JSON_HEADERS
             )
         return self._batch_result(response.status_code, response.content, len(keys))
 

@@ -23,12 +23,13 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import httpx
 import orjson
 
+from venice.compute import ComputeSpec
 from venice.errors import (
     DeadlineExceededError,
     KeyNotFoundError,
@@ -44,8 +45,10 @@ from venice.protocol import (
     Hit,
     decode_batch_response,
     encode_batch_request,
+    encode_compute_request,
     encode_key_segment,
     replica_batch_path,
+    replica_compute_path,
     replica_get_path,
 )
 from venice.replica_health import ReplicaHealth, RetryBudget
@@ -99,6 +102,11 @@ def interpret_batch(count: int) -> Callable[[str, Answer], list[Hit | None]]:
         raise replica_error(url, answer)
 
     return interpret
+
+
+def interpret_compute(count: int) -> Callable[[str, Answer], list[Hit | None]]:
+    """A replica's read-compute answer: per key its result as JSON bytes, or ``None``."""
+    return interpret_batch(count)
 
 
 class DirectCore:
@@ -172,6 +180,20 @@ class DirectCore:
             self.replicas(route, version, partition)
         plan = plan_batch(route, version, by_partition, next(self._spread))
         return [(order, [(p, kb) for p in partitions for kb in by_partition[p]]) for order, partitions in plan.items()]
+
+    @staticmethod
+    def compute_spec(spec: Mapping[str, Any]) -> bytes:
+        """The spec checked here (a bad one is a RequestError before any request) and
+        serialized as the servers read it."""
+        return ComputeSpec.from_json(dict(spec)).to_bytes()
+
+    @staticmethod
+    def computed(encoded: Sequence[bytes], found: dict[bytes, Hit | None]) -> list[Any]:
+        out: list[Any] = []
+        for key_bytes in encoded:
+            hit = found[key_bytes]
+            out.append(None if hit is None else orjson.loads(hit[1]))
+        return out
 
     def assemble(self, route: StoreRoute, version: int, encoded: Sequence[bytes], found: dict[bytes, Hit | None]) -> list[Any]:
         out: list[Any] = []
@@ -294,6 +316,25 @@ class DirectReader(DirectCore):
             found.update(zip((kb for _, kb in items), call.result, strict=True))
         return self.assemble(route, number, encoded, found)
 
+    def compute(self, store: str, keys: Sequence[Any], spec: Mapping[str, Any], version: int | None = None) -> list[Any]:
+        """Read compute on the replicas (one request per group of partitions)."""
+        spec_json = self.compute_spec(spec)
+        route, number = self.plan(store, version)
+        encoded = [self.key_bytes(route, k) for k in keys]
+        groups = self.batch_calls(route, number, encoded)
+        path = replica_compute_path(store, number)
+        calls: list[Call[list[Hit | None]]] = [
+            Call(self.sockets.order(order, 0), b"POST", path, encode_compute_request(spec_json, items),
+                 interpret_compute(len(items)), what=f"compute over {len(items)} key(s) of store {store!r} v{number}")
+            for order, items in groups
+        ]
+        self._run(calls, number)
+        found: dict[bytes, Hit | None] = {}
+        for call, (_, items) in zip(calls, groups, strict=True):
+            assert call.result is not None
+            found.update(zip((kb for _, kb in items), call.result, strict=True))
+        return self.computed(encoded, found)
+
     def close(self) -> None:
         self.routing.close()
         self.sockets.close()
@@ -413,6 +454,33 @@ class AsyncDirectReader(DirectCore):
                 task.cancel()
             raise
         return self.assemble(route, number, encoded, found)
+
+    async def compute(self, store: str, keys: Sequence[Any], spec: Mapping[str, Any], version: int | None = None) -> list[Any]:
+        await self.ensure_started()
+        spec_json = self.compute_spec(spec)
+        route, number = self.plan(store, version)
+        encoded = [self.key_bytes(route, k) for k in keys]
+        path = replica_compute_path(store, number)
+        found: dict[bytes, Hit | None] = {}
+
+        async def group(order: tuple[str, ...], items: list[tuple[int, bytes]]) -> None:
+            body = encode_compute_request(spec_json, items)
+            interpret = interpret_compute(len(items))
+
+            async def attempt(url: str, timeout: float) -> list[Hit | None]:
+                return interpret(url, await self._send(url, "POST", path, body, timeout))
+
+            hits = await self._first(self.health.order(order, 0), attempt, f"compute over {len(items)} key(s) of {store!r}", number)
+            found.update(zip((kb for _, kb in items), hits, strict=True))
+
+        tasks = [asyncio.ensure_future(group(order, items)) for order, items in self.batch_calls(route, number, encoded)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        return self.computed(encoded, found)
 
     async def aclose(self) -> None:
         if self._started is not None:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from venice.compute import Computer, ComputeSpec
 from venice.davinci.follower import Follower
 from venice.davinci.shared import SharedReader
 from venice.davinci.view import Closed, Served
@@ -63,6 +64,7 @@ class DaVinciClient:
         self.directory = Path(data_dir) / store
         self.start_timeout_s = start_timeout_s
         self._served: Served | None = None
+        self._computers: dict[tuple[int, int, ComputeSpec], Computer] = {}
         self._lock_file: IO[bytes] | None = None
         self._closed = False
         if read_only:
@@ -140,6 +142,33 @@ class DaVinciClient:
             decode = served.decode
             return [None if raw is None else decode(raw) for raw in raws]
 
+    def compute(
+        self, keys: Sequence[Any], *, project: Sequence[str] = (), compute: Sequence[Mapping[str, Any]] = ()
+    ) -> list[Any]:
+        """Read compute on the local copy: per key (in order; ``None`` when missing) a dict
+        of the ``project`` fields and one entry per ``compute`` op (as
+        :meth:`venice.Client.compute`; values as :meth:`get` returns them)."""
+        spec = ComputeSpec.from_json({"project": list(project), "compute": [dict(op) for op in compute]})
+        while True:
+            served = self._view()
+            encoded = [served.key_bytes(k) for k in keys]
+            items = [(served.partition_of(kb), kb) for kb in encoded]
+            try:
+                raws = served.read_many(items)
+            except Closed:
+                continue
+            computer = self._computer(served, spec)
+            return computer.run([None if raw is None else (int.from_bytes(raw[:4], "big"), raw[4:]) for raw in raws])
+
+    def _computer(self, served: Served, spec: ComputeSpec) -> Computer:
+        key = (id(served), served.decoder.schema_ids[-1], spec)
+        computer = self._computers.get(key)
+        if computer is None:
+            if len(self._computers) > 64:
+                self._computers.clear()
+            computer = self._computers[key] = Computer(served.schemas(), spec)
+        return computer
+
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
         """Stop ingesting and close the files (kept for the next start)."""
@@ -181,6 +210,11 @@ class AsyncDaVinciClient:
 
     async def batch_get(self, keys: Sequence[Any]) -> list[Any]:
         return self.sync.batch_get(keys)
+
+    async def compute(
+        self, keys: Sequence[Any], *, project: Sequence[str] = (), compute: Sequence[Mapping[str, Any]] = ()
+    ) -> list[Any]:
+        return self.sync.compute(keys, project=project, compute=compute)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.sync.close)

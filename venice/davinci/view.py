@@ -115,6 +115,10 @@ class Served:
             getters = self._getters
             return [getters[p](k) for p, k in items]
 
+    def schemas(self) -> Mapping[int, Any]:
+        """The newest value schemas known for this version."""
+        return self._schemas()
+
     def decode(self, raw: bytes) -> Any:
         """The newest-schema datum of a stored value."""
         schema_id = int.from_bytes(raw[:4], "big")
