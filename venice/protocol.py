@@ -133,10 +133,16 @@ def replica_compute_path(store: str, version: int) -> str:
     return f"/v1/compute/{quote(store, safe='')}/{version}"
 
 
-def replica_changes_path(store: str, version: int, partition: int) -> str:
-    """``/v1/changes/{store}/{version}/{partition}``: a page of a partition's change log
-    (query ``from``, ``limit``, ``wait_s``; answer :class:`ChangeLogPage`)."""
-    return f"/v1/changes/{quote(store, safe='')}/{version}/{partition}"
+def replica_changes_path(
+    store: str, version: int, partition: int, start: int | None = None, *, limit: int = 1000, wait_s: float = 0.0
+) -> str:
+    """``/v1/changes/{store}/{version}?partition=P[&from=N]&limit=L&wait_s=W``: a page of a
+    partition's change log from position ``start`` (``None``: the tail's position only),
+    waiting up to ``wait_s`` for an entry (answer :class:`ChangeLogPage`)."""
+    query = f"partition={partition}&limit={limit}&wait_s={wait_s:g}"
+    if start is not None:
+        query += f"&from={start}"
+    return f"/v1/changes/{quote(store, safe='')}/{version}?{query}"
 
 
 # -- batch frames -------------------------------------------------------------------------

@@ -1,0 +1,331 @@
+"""Change capture on real storage server processes, the real Kafka broker and LMDB, with a
+hybrid store handed out by tests/hybrid_harness.py (the controller's hybrid side is being
+built elsewhere): every nearline write comes out once, in order per partition, across a
+push that swaps in while writes flow, a rollback and a storage server killed while
+reading; positions resume exactly; hostile positions are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import httpx
+import pytest
+
+import venice
+from tests.hybrid_harness import HybridController, router_process, server_process
+from tests.ingestion.helpers import send_rt, write_push
+from tests.router.fakes import serve_in_thread
+from venice.changes import Position, store_tag
+from venice.cluster import ManagedProcess, wait_for
+from venice.httpserver import HttpServer
+from venice.pubsub import connect
+from venice.schema import AvroCodec
+from venice.wire import data_headers, update_headers
+from venice.writecompute import ops_to_update, update_schema
+
+pytestmark = pytest.mark.kafka
+
+STORE = "feed"
+P = 3
+SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "Event",
+    "fields": [
+        {"name": "seq", "type": "long", "default": 0},
+        {"name": "source", "type": "string", "default": ""},
+        {"name": "hits", "type": "long", "default": 0},
+    ],
+}
+KEYS = AvroCodec("long", kind="key")
+VALUES = AvroCodec(SCHEMA)
+
+
+def update_bytes(ops: Any) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(update_schema(SCHEMA)), ops_to_update(ops, SCHEMA))
+    return buf.getvalue()
+
+
+@dataclass
+class Hybrid:
+    controller: HybridController
+    controller_url: str
+    servers: list[ManagedProcess]
+    router: ManagedProcess
+    pubsub_url: str
+    work: Path
+
+    def run(self, coroutine: Any) -> Any:
+        return asyncio.run(coroutine)
+
+    def rt_ends(self) -> dict[int, int]:
+        async def ends() -> dict[int, int]:
+            async with connect(self.pubsub_url) as pubsub:
+                return await pubsub.end_offsets(f"{STORE}_rt")
+
+        return dict(self.run(ends()))
+
+    def push(self, version: int, records: dict[int, dict[str, Any]]) -> None:
+        """Open the version at the real-time topic's current end (rewind 0), push, swap in."""
+        self.controller.open_version(version, self.rt_ends())
+
+        async def write() -> None:
+            async with connect(self.pubsub_url) as pubsub:
+                await write_push(pubsub, f"{STORE}_v{version}", P, {KEYS.encode(k): VALUES.encode(v) for k, v in records.items()})
+
+        self.run(write())
+        self.controller.wait_ready(version)
+        self.controller.swap(version)
+
+
+@pytest.fixture(scope="module")
+def hybrid(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hybrid]:
+    work = tmp_path_factory.mktemp("hybrid")
+    controller = HybridController(kafka_broker.url, STORE, partitions=P, key_schema="long", value_schema=SCHEMA, offset_lag=50)
+
+    async def create_rt() -> None:
+        async with connect(kafka_broker.url) as pubsub:
+            await pubsub.create_topic(f"{STORE}_rt", P)
+
+    asyncio.run(create_rt())
+    with serve_in_thread(HttpServer(controller, port=0, graceful_shutdown_s=0.5)) as controller_url:
+        servers = [server_process(work, controller_url, i) for i in range(2)]
+        router = router_process(work, controller_url)
+        try:
+            for process in (*servers, router):
+                process.start()
+            for process in (*servers, router):
+                process.wait_healthy()
+            setup = Hybrid(controller, controller_url, servers, router, kafka_broker.url, work)
+            setup.push(1, {k: {"seq": -1, "source": "push1", "hits": 0} for k in range(40)})
+            yield setup
+        finally:
+            for process in (router, *servers):
+                process.stop()
+
+
+class Writer:
+    """Nearline writes on a thread: puts, deletes and increments of keys 0..39, each one
+    carrying (or, for a delete, recorded under) a global sequence number."""
+
+    def __init__(self, hybrid: Hybrid, start: int) -> None:
+        self.hybrid = hybrid
+        self.next = start
+        self.written: dict[int, tuple[int, Any]] = {}
+        """seq -> (key, value after it: a dict, None for a delete, "update" for an increment)."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    async def _run(self) -> None:
+        async with connect(self.hybrid.pubsub_url) as pubsub:
+            async with await pubsub.producer() as producer:
+                while not self._stop.is_set():
+                    seq = self.next
+                    key = seq % 40
+                    if seq % 11 == 0:
+                        await send_rt(producer, f"{STORE}_rt", P, KEYS.encode(key), None)
+                        self.written[seq] = (key, None)
+                    elif seq % 7 == 0:
+                        await send_rt(producer, f"{STORE}_rt", P, KEYS.encode(key),
+                                      update_bytes({"set": {"seq": seq}, "increment": {"hits": 1}}), update_headers(1))
+                        self.written[seq] = (key, "update")
+                    else:
+                        value = {"seq": seq, "source": "nearline", "hits": 0}
+                        await send_rt(producer, f"{STORE}_rt", P, KEYS.encode(key), VALUES.encode(value), data_headers(1))
+                        self.written[seq] = (key, value)
+                    await producer.flush()
+                    self.next += 1
+                    await asyncio.sleep(0.005)
+
+
+def collect(consumer: venice.ChangeConsumer, until: Any, timeout_s: float = 120.0) -> list[Any]:
+    events: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while not until(events):
+        assert time.monotonic() < deadline, f"timed out with {len(events)} events"
+        event = consumer.poll(timeout=0.5)
+        if event is not None:
+            events.append(event)
+    return events
+
+
+def sequences(events: list[Any], written: dict[int, tuple[int, Any]]) -> list[int]:
+    """The sequence number of each change, from its value (puts and updates) or, for a
+    delete, from the key and the order of that key's deletes."""
+    deletes: dict[int, list[int]] = {}
+    for seq, (key, value) in sorted(written.items()):
+        if value is None:
+            deletes.setdefault(key, []).append(seq)
+    out = []
+    for event in events:
+        if not isinstance(event, venice.Change):
+            continue
+        if event.value is not None:
+            out.append(event.value["seq"])
+        else:
+            out.append(deletes[event.key].pop(0))
+    return out
+
+
+def test_every_write_once_in_order_across_a_push_a_rollback_and_a_killed_server(hybrid: Hybrid) -> None:
+    with venice.ChangeConsumer(hybrid.controller_url, STORE, since=None) as consumer:
+        start_position = consumer.position
+        with Writer(hybrid, start=1) as writer:
+            wait_for(lambda: writer.next > 60, 60, "writes to flow")
+            hybrid.push(2, {k: {"seq": -2, "source": "push2", "hits": 0} for k in range(40)})
+            wait_for(lambda: writer.next > 160, 60, "more writes")
+            hybrid.servers[0].kill()  # reads fail over to the other replica
+            wait_for(lambda: writer.next > 220, 60, "writes with a server down")
+            hybrid.servers[0].start()
+            hybrid.servers[0].wait_healthy()
+            hybrid.controller.swap(1)  # rollback: v1 (a backup, stopped at the swap) catches up and is current again
+            wait_for(lambda: writer.next > 300, 60, "writes after the rollback")
+        last = writer.next - 1
+        events = collect(consumer, lambda evs: max(sequences(evs, writer.written) or [0]) >= last
+                         and sum(isinstance(e, venice.VersionSwap) for e in evs) == 2)
+        mid_position = next(e.position for i, e in enumerate(events) if i == len(events) // 2)
+        mid_index = len(events) // 2
+
+    changes = [e for e in events if isinstance(e, venice.Change)]
+    swaps = [(e.old, e.new) for e in events if isinstance(e, venice.VersionSwap)]
+    assert swaps == [(1, 2), (2, 1)]
+    seqs = sequences(events, writer.written)
+    assert sorted(seqs) == list(range(1, last + 1))  # every write, none twice
+    for partition in range(P):  # in log order per partition
+        offsets = [c.offset for c in changes if c.partition == partition]
+        assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+    swap_at = [i for i, e in enumerate(events) if isinstance(e, venice.VersionSwap)]
+    assert {c.version for c in events[: swap_at[0]] if isinstance(c, venice.Change)} <= {1}
+    assert {c.version for c in events[swap_at[0] : swap_at[1]] if isinstance(c, venice.Change)} <= {2}
+    assert {c.version for c in events[swap_at[1] :] if isinstance(c, venice.Change)} <= {1}
+    for change in changes:  # after-images: a put's value, an update's result, None for a delete
+        key, written = writer.written[sequences([change], writer.written)[0]] if change.value is not None else (change.key, None)
+        assert key == change.key
+        if isinstance(written, dict):
+            assert change.value == written
+        elif written == "update":
+            assert change.value["seq"] == sequences([change], writer.written)[0] and change.value["hits"] >= 1
+
+    # Resuming from a position gives exactly what came after it.
+    with venice.ChangeConsumer(hybrid.controller_url, STORE, since=mid_position) as resumed:
+        rest = [e for e in events[mid_index + 1 :] if isinstance(e, venice.Change)]
+        again = collect(resumed, lambda evs: len([e for e in evs if isinstance(e, venice.Change)]) >= len(rest))
+        for partition in range(P):  # the same changes, in the same order per partition
+            assert [(c.offset, c.key, c.value) for c in again if isinstance(c, venice.Change) and c.partition == partition] == \
+                [(c.offset, c.key, c.value) for c in rest if c.partition == partition]
+        assert resumed.poll(timeout=1.0) is None
+    # And from the very start position, every change again.
+    with venice.ChangeConsumer(hybrid.controller_url, STORE, since=start_position) as replay:
+        everything = collect(replay, lambda evs: len([e for e in evs if isinstance(e, venice.Change)]) >= len(changes))
+        assert sorted(sequences(everything, writer.written)) == sorted(seqs)
+
+
+def test_hostile_positions(hybrid: Hybrid) -> None:
+    incarnation = hybrid.controller.incarnation
+    with pytest.raises(venice.RequestError, match="another store"):
+        venice.ChangeConsumer(hybrid.controller_url, STORE, since=Position(store_tag("other", incarnation), {0: 1}).token())
+    with pytest.raises(venice.RequestError, match="another store"):
+        venice.ChangeConsumer(hybrid.controller_url, STORE, since=Position(store_tag(STORE, "deleted-one"), {0: 1}).token())
+    for bad in ("", "!!!", "AAAA", "x" * 70_000, "é", Position(store_tag(STORE, incarnation), {P: 1}).token(),
+                Position(store_tag(STORE, incarnation), {0: 1}).token() + "AA"):
+        with pytest.raises(venice.RequestError):
+            venice.ChangeConsumer(hybrid.controller_url, STORE, since=bad)
+    # A position from before the current version started applying real-time writes: 410.
+    ends = hybrid.rt_ends()
+    if any(ends.values()):
+        old = Position(store_tag(STORE, incarnation), dict.fromkeys(range(P), 0)).token()
+        hybrid.push(9, {1: {"seq": 0, "source": "push9", "hits": 0}})
+        try:
+            with pytest.raises(venice.PositionExpiredError):
+                venice.ChangeConsumer(hybrid.controller_url, STORE, since=old)
+        finally:
+            hybrid.controller.swap(1)
+    with pytest.raises(venice.StoreNotFoundError):
+        venice.ChangeConsumer(hybrid.controller_url, "nope")
+
+
+def test_server_endpoint_refuses_hostile_queries(hybrid: Hybrid) -> None:
+    server = hybrid.servers[1].url
+    for query in ("", "partition=x", "partition=-1", "partition=9999", "partition=0&from=-1", "partition=0&from=x",
+                  "partition=0&limit=0", "partition=0&limit=999999", "partition=0&wait_s=nan", "partition=0&wait_s=-1",
+                  "partition=0&bogus=1"):
+        answer = httpx.get(f"{server}/v1/changes/{STORE}/1?{query}", timeout=10)
+        assert answer.status_code == 400, (query, answer.text)
+    assert httpx.get(f"{server}/v1/changes/{STORE}/x?partition=0", timeout=10).status_code == 400
+    assert httpx.get(f"{server}/v1/changes/{STORE}/77?partition=0", timeout=10).status_code == 503
+    expired = httpx.get(f"{server}/v1/changes/{STORE}/1?partition=0&from=0", timeout=10)
+    if hybrid.controller.versions[1].rt_start_offsets.get(0):
+        assert expired.status_code == 410 and expired.json()["error"]["code"] == "POSITION_EXPIRED"
+
+
+def model(base: dict[int, Any], writes: list[tuple[int, Any]]) -> dict[int, Any]:
+    """What a replica holds after ``writes`` (in order) on ``base``: the second answer."""
+    state = dict(base)
+    for key, op in writes:
+        if op is None:
+            state[key] = None
+        elif isinstance(op, dict) and "increment" in op:
+            current = state.get(key) or {"seq": 0, "source": "", "hits": 0}
+            state[key] = {**current, **op["set"], "hits": current["hits"] + op["increment"]["hits"]}
+        else:
+            state[key] = op
+    return state
+
+
+def write(hybrid: Hybrid, writes: list[tuple[int, Any]]) -> None:
+    async def send() -> None:
+        async with connect(hybrid.pubsub_url) as pubsub:
+            async with await pubsub.producer() as producer:
+                for key, op in writes:
+                    if op is None:
+                        await send_rt(producer, f"{STORE}_rt", P, KEYS.encode(key), None)
+                    elif "increment" in op:
+                        await send_rt(producer, f"{STORE}_rt", P, KEYS.encode(key), update_bytes(op), update_headers(1))
+                    else:
+                        await send_rt(producer, f"{STORE}_rt", P, KEYS.encode(key), VALUES.encode(op), data_headers(1))
+
+    hybrid.run(send())
+
+
+def test_davinci_applies_nearline_writes_by_the_servers_rules(hybrid: Hybrid, tmp_path: Path) -> None:
+    """The embedded client ingests the same hybrid versions: after nearline writes and a
+    push (rewind 0: writes before it are in the pushed data), it holds what the model
+    says, as do the servers (read through the router)."""
+    current = hybrid.controller.current
+    assert current is not None
+    keys = list(range(100, 130))
+    first = [(k, {"seq": k, "source": "a", "hits": 0}) for k in keys] + [(k, None) for k in keys[:5]] + \
+        [(k, {"set": {"seq": 1000 + k}, "increment": {"hits": 2}}) for k in keys[3:10]]
+    with venice.DaVinciClient(hybrid.controller_url, STORE, data_dir=tmp_path / "dv", start_timeout_s=120) as dv, \
+            venice.Client(hybrid.router.url) as client:
+        assert dv.version == current
+        write(hybrid, first)
+        expected = model(dict.fromkeys(keys), first)
+        wait_for(lambda: dv.batch_get(keys) == [expected[k] for k in keys], 60, "the client to apply the writes")
+        wait_for(lambda: client.batch_get(STORE, keys) == [expected[k] for k in keys], 60, "the servers to apply them")
+
+        pushed = {k: {"seq": -3, "source": "push3", "hits": 5} for k in keys}
+        hybrid.push(3, pushed)
+        wait_for(lambda: dv.version == 3, 60, "the client to swap to v3")
+        second = [(k, {"set": {"seq": 2000 + k}, "increment": {"hits": 1}}) for k in keys[::2]] + [(keys[1], None)]
+        write(hybrid, second)
+        expected = model(pushed, second)
+        wait_for(lambda: dv.batch_get(keys) == [expected[k] for k in keys], 60, "v3 with the new writes")
+        wait_for(lambda: client.batch_get(STORE, keys) == [expected[k] for k in keys], 60, "the servers' v3")
+    hybrid.controller.swap(current)
