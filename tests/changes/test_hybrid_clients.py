@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from typing import Any
 
 import fastavro
 import httpx
+import orjson
 import pytest
 
 import venice
@@ -329,3 +332,39 @@ def test_davinci_applies_nearline_writes_by_the_servers_rules(hybrid: Hybrid, tm
         wait_for(lambda: dv.batch_get(keys) == [expected[k] for k in keys], 60, "v3 with the new writes")
         wait_for(lambda: client.batch_get(STORE, keys) == [expected[k] for k in keys], 60, "the servers' v3")
     hybrid.controller.swap(current)
+
+
+def test_venice_tail_prints_json_lines_and_refuses_bad_positions(hybrid: Hybrid) -> None:
+    keys = list(range(200, 210))
+    with venice.ChangeConsumer(hybrid.controller_url, STORE) as consumer:
+        start = consumer.position
+        writes = [(k, {"seq": k, "source": "tail", "hits": 0}) for k in keys] + [(keys[0], None)]
+        write(hybrid, writes)
+        events = collect(consumer, lambda evs: len(evs) >= len(writes))
+    result = subprocess.run(
+        [sys.executable, "-m", "venice", "tail", "--controller", hybrid.controller_url, "--store", STORE, "--since", start,
+         "--max-events", str(len(writes))],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [orjson.loads(line) for line in result.stdout.splitlines()]
+    # The same changes, in the same order per partition (partitions interleave as they come).
+    assert sorted((line["partition"], line["offset"], line["key"], line["value"]) for line in lines) == \
+        sorted((e.partition, e.offset, e.key, e.value) for e in events)
+    for partition in range(P):
+        offsets = [line["offset"] for line in lines if line["partition"] == partition]
+        assert offsets == sorted(offsets)
+    final = Position.parse(lines[-1]["position"], store=STORE, incarnation=hybrid.controller.incarnation, partitions=P)
+    assert final.offsets == Position.parse(consumer.position, store=STORE, incarnation=hybrid.controller.incarnation, partitions=P).offsets
+    idle = subprocess.run(
+        [sys.executable, "-m", "venice", "tail", "--controller", hybrid.controller_url, "--store", STORE, "--since",
+         lines[-1]["position"], "--idle-timeout", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert idle.returncode == 0 and idle.stdout == "", idle.stderr
+    for bad in ("garbage!", Position(store_tag("other", "x"), {0: 1}).token()):
+        refused = subprocess.run(
+            [sys.executable, "-m", "venice", "tail", "--controller", hybrid.controller_url, "--store", STORE, "--since", bad],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert refused.returncode != 0 and "position token" in refused.stderr and "Traceback" not in refused.stderr
