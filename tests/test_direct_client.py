@@ -139,11 +139,13 @@ def test_reads_go_straight_to_the_servers_and_outlive_the_router() -> None:
             wait_for(lambda: sdk._direct.routing.table is not None, 10, "the routing table")
             assert sdk.get("members", 5) == json_member(5, 1)
             router.close()  # the router is gone: the table it handed out is enough
-            before = sum(s.reads for s in storages)
+            before = [s.reads for s in storages]
             assert [sdk.get("members", k) for k in range(50)] == [json_member(k, 1) for k in range(50)]
+            # One client keeps to its preferred replica while both are equally healthy.
+            assert sorted(s.reads - b for s, b in zip(storages, before, strict=True)) == [0, 50]
+            before = [s.reads for s in storages]
             assert sdk.batch_get("members", [9, 99, 8]) == [json_member(9, 1), None, json_member(8, 1)]
-            assert before + 50 + 1 <= sum(s.reads for s in storages) <= before + 50 + 2  # 50 gets, 1 or 2 batch requests
-            assert all(s.reads > 0 for s in storages)  # spread over both replicas
+            assert 1 <= sum(s.reads - b for s, b in zip(storages, before, strict=True)) <= 2  # 1 or 2 batch requests
 
 
 def test_no_replica_in_time_falls_back_to_the_router() -> None:
@@ -165,3 +167,18 @@ async def test_async_fall_back() -> None:
             assert await sdk.get("members", 7) == json_member(7, 1)
             assert slow.reads == 2  # given up directly, then answered through the router
             assert await sdk.batch_get("members", [7, 8]) == [json_member(7, 1), json_member(8, 1)]
+
+
+def test_clients_prefer_different_replicas_and_each_keeps_its_own() -> None:
+    from venice.direct import DirectCore
+
+    replicas = ("http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7003")
+    clients = [DirectCore() for _ in range(60)]
+    firsts = [replicas[c.preference(replicas)] for c in clients]
+    assert set(firsts) == set(replicas)  # over many clients, every replica is someone's first
+    for client in clients:
+        first = replicas[client.preference(replicas)]
+        assert all(replicas[client.preference(replicas)] == first for _ in range(5))
+        # The same server first whatever order the partition lists its replicas in.
+        shuffled = (replicas[2], replicas[0], replicas[1])
+        assert shuffled[client.preference(shuffled)] == first

@@ -121,17 +121,25 @@ class ReplicaHealth:
         rotated = list(replicas[start:]) + list(replicas[:start])
         now = self._clock()
         stale, penalty, table = self._stale_after_s, self._penalty_s, self._stats
-        stats = [table.get(url) for url in rotated]
-        # An unknown (or stale) estimate counts as 0 and slows nobody down.
-        ewmas = [0.0 if s is None or now - s.measured_at >= stale else s.ewma_s for s in stats]
-        fastest = min((e for e in ewmas if e > 0.0), default=0.0)
-        slow_above = 2 * fastest + 0.001 if fastest > 0.0 else math.inf
+        # One pass: each replica's stats and latency estimate (an unknown or stale one is 0
+        # and slows nobody down), and the fastest estimate.
+        found: list[tuple[_Stats | None, float]] = []
+        fastest = math.inf
+        for url in rotated:
+            s = table.get(url)
+            ewma = 0.0 if s is None or now - s.measured_at >= stale else s.ewma_s
+            if 0.0 < ewma < fastest:
+                fastest = ewma
+            found.append((s, ewma))
+        slow_above = 2 * fastest + 0.001
         # (recently failed, in flight // 4, clearly slower) as one integer, compared the same way.
-        ranks = [
-            0 if s is None else (_FAILED_RANK if now - s.failed_at < penalty else 0) + (s.in_flight // 4) * 2 + (ewma > slow_above)
-            for s, ewma in zip(stats, ewmas, strict=True)
-        ]
-        if not any(ranks):
+        ranks: list[int] = []
+        plain = True
+        for s, ewma in found:
+            rank = 0 if s is None else (_FAILED_RANK if now - s.failed_at < penalty else 0) + (s.in_flight // 4) * 2 + (ewma > slow_above)
+            plain = plain and rank == 0
+            ranks.append(rank)
+        if plain:
             return rotated  # all alike: the rotation is the order
         order = sorted(range(count), key=ranks.__getitem__)  # stable: equals keep their rotation
         return [rotated[i] for i in order]
