@@ -14,6 +14,7 @@ are answered with one JSON body; every error has the shape of
                                    controller's generation / long-poll contract (direct clients)
     POST /compute/{store}          {"keys": [...], "project": [...], "compute": [...]}
                                    -> {"results": [...]} in key order, computed on the servers
+    GET  /changes/{store}          the store's changes as Server-Sent Events (router/changes.py)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
 
+from router.changes import ChangeStreams
 from router.replicas import ReplicaReader
 from venice.compute import ComputeSpec
 from venice.errors import (
@@ -58,6 +60,7 @@ MAX_BATCH_KEYS = 10_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
 _STORAGE_PREFIX = b"/storage/"
 _COMPUTE_PREFIX = b"/compute/"
+_CHANGES_PREFIX = b"/changes/"
 _HEALTH_BODY = orjson.dumps({"status": "ok"})
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -76,6 +79,7 @@ class RouterApp:
         hedge_after_s: float | None = None,
     ) -> None:
         self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s)
+        self.changes = ChangeStreams(controller_url, self.cache)
         self.reader = ReplicaReader(hedge_after_s=hedge_after_s, on_stale_routing=self.cache.request_refresh)
         self.deadline_s = deadline_s
         # Shared rotation counter: consecutive requests start on different replicas.
@@ -114,6 +118,14 @@ class RouterApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: bytes = scope.get("raw_path") or scope["path"].encode()
+        if path.startswith(_CHANGES_PREFIX) and scope["method"] == "GET":
+            try:
+                store = _path_text(path[len(_CHANGES_PREFIX) :], "store name", RequestError)
+            except VeniceError as exc:
+                await self._send_json(send, exc.http_status, error_body(exc))
+                return
+            await self.changes.serve(store, scope.get("query_string", b""), list(scope.get("headers", [])), receive, send)
+            return
         try:
             status, body = await self._dispatch(scope["method"], path, scope.get("query_string", b""), receive)
         except VeniceError as exc:
@@ -121,6 +133,10 @@ class RouterApp:
         except Exception:
             logger.exception("unexpected error serving %s %r", scope["method"], path)
             status, body = 500, error_body(InternalError("unexpected error in the router"))
+        await self._send_json(send, status, body)
+
+    @staticmethod
+    async def _send_json(send: Send, status: int, body: bytes) -> None:
         await send(
             {
                 "type": "http.response.start",

@@ -368,3 +368,149 @@ def test_venice_tail_prints_json_lines_and_refuses_bad_positions(hybrid: Hybrid)
             capture_output=True, text=True, timeout=60,
         )
         assert refused.returncode != 0 and "position token" in refused.stderr and "Traceback" not in refused.stderr
+
+
+# -- Server-Sent Events through the router ----------------------------------------------------------
+
+
+@dataclass
+class SseRouter:
+    app: Any
+    url: str
+
+
+@pytest.fixture(scope="module")
+def sse_router(hybrid: Hybrid) -> Iterator[SseRouter]:
+    """The router app on an ASGI server that streams (uvicorn here: the platform's own
+    HTTP server streams answers once the HTTP hardening lands)."""
+    import uvicorn
+
+    from router.main import RouterConfig, build_app
+
+    app = build_app(RouterConfig(controller_url=hybrid.controller_url))
+    app.changes.heartbeat_s = 0.3
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+    with serve_in_thread(config) as url:
+        wait_for(lambda: httpx.get(f"{url}/routing", timeout=5).status_code == 200, 30, "the router's routing table")
+        yield SseRouter(app, url)
+
+
+@dataclass
+class Sse:
+    event: str
+    id: str | None
+    data: Any
+
+
+def read_events(lines: Iterator[str], count: int, *, comments: list[str] | None = None) -> list[Sse]:
+    """``count`` events of an SSE stream (comments collected aside)."""
+    events: list[Sse] = []
+    fields: dict[str, str] = {}
+    for line in lines:
+        if line.startswith(":"):
+            if comments is not None:
+                comments.append(line)
+            continue
+        if line == "":
+            if "data" in fields:
+                events.append(Sse(fields.get("event", "message"), fields.get("id"), orjson.loads(fields["data"])))
+                if len(events) == count:
+                    return events
+            fields = {}
+            continue
+        name, _, value = line.partition(": ")
+        fields[name] = value
+    raise AssertionError(f"the stream ended after {len(events)} of {count} events")
+
+
+def test_sse_stream_resumes_with_last_event_id_and_shows_swaps(hybrid: Hybrid, sse_router: SseRouter) -> None:
+    keys = list(range(300, 306))
+    with httpx.Client(timeout=60) as http, http.stream("GET", f"{sse_router.url}/changes/{STORE}") as stream:
+        assert stream.status_code == 200 and stream.headers["content-type"] == "text/event-stream"
+        lines = stream.iter_lines()
+        comments: list[str] = []
+        [start] = read_events(lines, 1, comments=comments)
+        assert start.event == "position" and start.id and start.data == {"version": hybrid.controller.current}
+        write(hybrid, [(k, {"seq": k, "source": "sse", "hits": 0}) for k in keys] + [(keys[0], None)])
+        events = read_events(lines, len(keys) + 1, comments=comments)
+        assert sorted((e.data["key"], orjson.dumps(e.data["value"])) for e in events) == sorted(
+            [(k, orjson.dumps({"seq": k, "source": "sse", "hits": 0})) for k in keys] + [(keys[0], b"null")])
+        assert all(e.event == "message" and e.id for e in events)
+        last_id = events[-1].id
+        assert next(line for line in lines if line.startswith(":")) == ": keep-alive"  # nothing happens: a heartbeat
+    assert comments and comments[0] == ": connected"
+
+    # Reconnect as EventSource does: from the last id on, nothing again, the new writes only.
+    write(hybrid, [(k, {"seq": 1000 + k, "source": "sse2", "hits": 0}) for k in keys[:2]])
+    with httpx.Client(timeout=60) as http, http.stream(
+        "GET", f"{sse_router.url}/changes/{STORE}", headers={"Last-Event-ID": last_id or ""}
+    ) as stream:
+        lines = stream.iter_lines()
+        read_events(lines, 1)  # the position event
+        again = read_events(lines, 2)
+        assert sorted(e.data["key"] for e in again) == keys[:2]
+        assert {e.data["value"]["source"] for e in again} == {"sse2"}
+        # A push swaps in: the stream says so.
+        current = hybrid.controller.current
+        assert current is not None
+        hybrid.push(current + 20, {k: {"seq": 0, "source": "push", "hits": 0} for k in keys})
+        try:
+            [swap] = read_events(lines, 1)
+            assert swap.event == "version-swap" and swap.data == {"old": current, "new": current + 20} and swap.id
+        finally:
+            hybrid.controller.swap(current)
+    # ?since= does what Last-Event-ID does.
+    with httpx.Client(timeout=60) as http, http.stream("GET", f"{sse_router.url}/changes/{STORE}", params={"since": last_id}) as stream:
+        lines = stream.iter_lines()
+        read_events(lines, 1)
+        assert sorted(e.data["key"] for e in read_events(lines, 2)) == keys[:2]
+
+
+def test_sse_hostile_clients(hybrid: Hybrid, sse_router: SseRouter) -> None:
+    url = f"{sse_router.url}/changes/{STORE}"
+    for params, headers in (({"since": "garbage!"}, {}), ({}, {"Last-Event-ID": "AAAA"}),
+                            ({"since": Position(store_tag("other", "x"), {0: 1}).token()}, {}),
+                            ({}, {"Last-Event-ID": "A" * 70_000})):
+        answer = httpx.get(url, params=params, headers=headers, timeout=30)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["code"] == "BAD_REQUEST"
+    assert httpx.get(f"{sse_router.url}/changes/nope", timeout=30).status_code == 404
+    assert httpx.get(f"{sse_router.url}/changes/%FF", timeout=30).status_code == 400
+
+    # A vanishing client: its stream (and its reads of the change logs) end.
+    import socket
+
+    host, port = sse_router.url[len("http://"):].split(":")
+    for _ in range(5):
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(f"GET /changes/{STORE} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert b"text/event-stream" in sock.recv(4096)
+        sock.close()
+    wait_for(lambda: sse_router.app.changes.active == 0, 30, "streams of vanished clients to end")
+
+    # A slow client: it stops reading while many changes happen, then reads them all, in order.
+    slow = socket.create_connection((host, int(port)))
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.sendall(f"GET /changes/{STORE} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    wait_for(lambda: sse_router.app.changes.active == 1, 30, "the slow stream to start")
+    keys = list(range(400, 1400))
+    write(hybrid, [(k, {"seq": k, "source": "x" * 200, "hits": 0}) for k in keys])
+    received = b""
+    slow.settimeout(60)
+    while received.count(b"\ndata: {\"key\"") < len(keys):
+        chunk = slow.recv(65536)
+        assert chunk, "the stream ended early"
+        received += chunk
+    slow.close()
+    got = [orjson.loads(line[len(b"data: "):])["key"] for line in received.split(b"\n") if line.startswith(b'data: {"key"')]
+    assert sorted(got) == keys
+
+    # Too many streams at once: the next one is refused, not queued.
+    sse_router.app.changes.max_streams = 1
+    try:
+        with httpx.Client(timeout=30) as http, http.stream("GET", url) as first:
+            assert first.status_code == 200
+            refused = httpx.get(url, timeout=30)
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "UNAVAILABLE"
+    finally:
+        sse_router.app.changes.max_streams = 64
