@@ -293,6 +293,7 @@ class RouterApp:
         if len(keys) > MAX_BATCH_KEYS:
             raise RequestError(f"a compute request may hold at most {MAX_BATCH_KEYS} keys, got {len(keys)}")
         spec = ComputeSpec.from_json({k: v for k, v in payload.items() if k != "keys"})
+        spec.check_cost(len(keys))
         spec_json = spec.to_bytes()
         route = self.cache.table.store(store)
         version = route.resolve_version(_version_param(query))

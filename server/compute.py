@@ -47,6 +47,7 @@ class ComputeEndpoint:
         if len(items) > MAX_COMPUTE_KEYS:
             raise RequestError(f"a compute request may hold at most {MAX_COMPUTE_KEYS} keys, got {len(items)}")
         computer = self._computer(store, version, spec_json)
+        computer.spec.check_cost(len(items))
         storage = None
         for partition in {p for p, _ in items}:
             storage = self.host.ready(store, version, partition)

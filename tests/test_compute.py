@@ -245,5 +245,15 @@ class TestHostileSpecs:
         with pytest.raises(RequestError):
             ComputeSpec.from_bytes(raw)
 
+    def test_costly_requests_are_refused_before_running(self) -> None:
+        dot = spec(compute=[{"op": "dot_product", "field": "e", "vector": [1.0] * 5000, "as": "d"}])
+        dot.check_cost(10_000)  # 50,000,000 multiplications: the most allowed
+        with pytest.raises(RequestError, match="multiplications"):
+            dot.check_cost(10_001)
+        product = spec(compute=[{"op": "hadamard_product", "field": "e", "vector": [1.0] * 1000, "as": "h"}])
+        product.check_cost(5000)
+        with pytest.raises(RequestError, match="return"):
+            product.check_cost(5001)
+
     def test_round_trip_of_the_wire_form(self) -> None:
         assert ComputeSpec.from_bytes(ALL_OPS.to_bytes()) == ALL_OPS

@@ -42,7 +42,9 @@ from venice.evolution import ValueDecoder
 __all__ = [
     "MAX_OPS",
     "MAX_PROJECT",
+    "MAX_RESULT_NUMBERS",
     "MAX_VECTOR_LENGTH",
+    "MAX_WORK",
     "OPS",
     "ComputeOp",
     "ComputeSpec",
@@ -58,6 +60,11 @@ MAX_VECTOR_LENGTH = 65_536
 MAX_TOTAL_VECTOR = 262_144
 """Most numbers all the vectors of one spec may carry together."""
 MAX_NAME = 255
+MAX_WORK = 50_000_000
+"""Most numbers one request may multiply: keys x the vectors' lengths (a vector op over
+10,000 keys takes vectors of up to 5,000 numbers; fewer keys, longer vectors)."""
+MAX_RESULT_NUMBERS = 5_000_000
+"""Most numbers element-wise products may return for one request (keys x their lengths)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,21 @@ class ComputeSpec:
         if sum(len(op.vector) for op in ops) > MAX_TOTAL_VECTOR:
             raise RequestError(f"the vectors of one spec may hold at most {MAX_TOTAL_VECTOR} numbers together")
         return cls(tuple(project), ops)
+
+    def check_cost(self, keys: int) -> None:
+        """RequestError when ``keys`` keys would make this spec too costly to run or answer."""
+        work = keys * sum(len(op.vector) for op in self.ops)
+        if work > MAX_WORK:
+            raise RequestError(
+                f"{keys} keys x {work // max(keys, 1)} vector numbers is {work:,} multiplications; "
+                f"a request may do at most {MAX_WORK:,} (send fewer keys or shorter vectors)"
+            )
+        out = keys * sum(len(op.vector) for op in self.ops if op.op == "hadamard_product")
+        if out > MAX_RESULT_NUMBERS:
+            raise RequestError(
+                f"hadamard_product over {keys} keys would return {out:,} numbers; a request may return at most "
+                f"{MAX_RESULT_NUMBERS:,}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         ops: list[dict[str, Any]] = []

@@ -204,10 +204,12 @@ class DirectCore:
         return [(order, [(p, kb) for p in partitions for kb in by_partition[p]]) for order, partitions in plan.items()]
 
     @staticmethod
-    def compute_spec(spec: Mapping[str, Any]) -> bytes:
+    def compute_spec(spec: Mapping[str, Any], keys: int) -> bytes:
         """The spec checked here (a bad one is a RequestError before any request) and
         serialized as the servers read it."""
-        return ComputeSpec.from_json(dict(spec)).to_bytes()
+        checked = ComputeSpec.from_json(dict(spec))
+        checked.check_cost(keys)
+        return checked.to_bytes()
 
     @staticmethod
     def computed(encoded: Sequence[bytes], found: dict[bytes, Hit | None]) -> list[Any]:
@@ -352,7 +354,7 @@ class DirectReader(DirectCore):
 
     def compute(self, store: str, keys: Sequence[Any], spec: Mapping[str, Any], version: int | None = None) -> list[Any]:
         """Read compute on the replicas (one request per group of partitions)."""
-        spec_json = self.compute_spec(spec)
+        spec_json = self.compute_spec(spec, len(keys))
         route, number = self.plan(store, version)
         encoded = [self.key_bytes(route, k) for k in keys]
         groups = self.batch_calls(route, number, encoded)
@@ -492,7 +494,7 @@ class AsyncDirectReader(DirectCore):
 
     async def compute(self, store: str, keys: Sequence[Any], spec: Mapping[str, Any], version: int | None = None) -> list[Any]:
         await self.ensure_started()
-        spec_json = self.compute_spec(spec)
+        spec_json = self.compute_spec(spec, len(keys))
         route, number = self.plan(store, version)
         encoded = [self.key_bytes(route, k) for k in keys]
         path = replica_compute_path(store, number)

@@ -149,6 +149,7 @@ class DaVinciClient:
         of the ``project`` fields and one entry per ``compute`` op (as
         :meth:`venice.Client.compute`; values as :meth:`get` returns them)."""
         spec = ComputeSpec.from_json({"project": list(project), "compute": [dict(op) for op in compute]})
+        spec.check_cost(len(keys))
         while True:
             served = self._view()
             encoded = [served.key_bytes(k) for k in keys]
