@@ -1,60 +1,39 @@
-"""Change capture on real storage server processes, the real Kafka broker and LMDB, with a
-hybrid store handed out by tests/hybrid_harness.py (the controller's hybrid side is being
-built elsewhere): every nearline write comes out once, in order per partition, across a
-push that swaps in while writes flow, a rollback and a storage server killed while
-reading; positions resume exactly; hostile positions are refused."""
+"""Change capture, Da Vinci, ``venice tail`` and the router's SSE stream on real storage
+server processes, the real Kafka broker and LMDB, with a hybrid store handed out by
+tests/hybrid_harness.py, whose controller the test steers (version openings with chosen
+real-time offsets, swaps, rollbacks, a version of another start): every nearline write
+comes out once, in order per partition, across a push that swaps in while writes flow, a
+rollback and a storage server killed while reading; positions resume exactly; hostile
+positions are refused. tests/e2e/test_hybrid_clients.py runs the same on the real controller."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import httpx
 import orjson
 import pytest
 
 import venice
+from tests.changes.tools import KEYS, SCHEMA, VALUES, Writer, collect, model, read_events, sequences, write
 from tests.hybrid_harness import HybridController, router_process, server_process
-from tests.ingestion.helpers import send_rt, write_push
+from tests.ingestion.helpers import write_push
 from tests.router.fakes import serve_in_thread
 from venice.changes import Position, store_tag
 from venice.cluster import ManagedProcess, wait_for
 from venice.httpserver import HttpServer
 from venice.pubsub import connect
-from venice.schema import AvroCodec
-from venice.wire import data_headers, update_headers
-from venice.writecompute import ops_to_update, update_schema
 
 pytestmark = pytest.mark.kafka
 
 STORE = "feed"
 P = 3
-SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "Event",
-    "fields": [
-        {"name": "seq", "type": "long", "default": 0},
-        {"name": "source", "type": "string", "default": ""},
-        {"name": "hits", "type": "long", "default": 0},
-    ],
-}
-KEYS = AvroCodec("long", kind="key")
-VALUES = AvroCodec(SCHEMA)
-
-
-def update_bytes(ops: Any) -> bytes:
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, fastavro.parse_schema(update_schema(SCHEMA)), ops_to_update(ops, SCHEMA))
-    return buf.getvalue()
 
 
 @dataclass
@@ -115,81 +94,10 @@ def hybrid(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 process.stop()
 
 
-class Writer:
-    """Nearline writes on a thread: puts, deletes and increments of keys 0..39, each one
-    carrying (or, for a delete, recorded under) a global sequence number."""
-
-    def __init__(self, hybrid: Hybrid, start: int) -> None:
-        self.hybrid = hybrid
-        self.next = start
-        self.written: dict[int, tuple[int, Any]] = {}
-        """seq -> (key, value after it: a dict, None for a delete, "update" for an increment)."""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def __enter__(self) -> Writer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-    async def _run(self) -> None:
-        async with connect(self.hybrid.pubsub_url) as pubsub:
-            async with await pubsub.producer() as producer:
-                while not self._stop.is_set():
-                    seq = self.next
-                    key = seq % 40
-                    if seq % 11 == 0:
-                        await send_rt(producer, f"{STORE}_rt", P, KEYS.encode(key), None)
-                        self.written[seq] = (key, None)
-                    elif seq % 7 == 0:
-                        await send_rt(producer, f"{STORE}_rt", P, KEYS.encode(key),
-                                      update_bytes({"set": {"seq": seq}, "increment": {"hits": 1}}), update_headers(1))
-                        self.written[seq] = (key, "update")
-                    else:
-                        value = {"seq": seq, "source": "nearline", "hits": 0}
-                        await send_rt(producer, f"{STORE}_rt", P, KEYS.encode(key), VALUES.encode(value), data_headers(1))
-                        self.written[seq] = (key, value)
-                    await producer.flush()
-                    self.next += 1
-                    await asyncio.sleep(0.005)
-
-
-def collect(consumer: venice.ChangeConsumer, until: Any, timeout_s: float = 120.0) -> list[Any]:
-    events: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    while not until(events):
-        assert time.monotonic() < deadline, f"timed out with {len(events)} events"
-        event = consumer.poll(timeout=0.5)
-        if event is not None:
-            events.append(event)
-    return events
-
-
-def sequences(events: list[Any], written: dict[int, tuple[int, Any]]) -> list[int]:
-    """The sequence number of each change, from its value (puts and updates) or, for a
-    delete, from the key and the order of that key's deletes."""
-    deletes: dict[int, list[int]] = {}
-    for seq, (key, value) in sorted(written.items()):
-        if value is None:
-            deletes.setdefault(key, []).append(seq)
-    out = []
-    for event in events:
-        if not isinstance(event, venice.Change):
-            continue
-        if event.value is not None:
-            out.append(event.value["seq"])
-        else:
-            out.append(deletes[event.key].pop(0))
-    return out
-
-
 def test_every_write_once_in_order_across_a_push_a_rollback_and_a_killed_server(hybrid: Hybrid) -> None:
     with venice.ChangeConsumer(hybrid.controller_url, STORE, since=None) as consumer:
         start_position = consumer.position
-        with Writer(hybrid, start=1) as writer:
+        with Writer(hybrid.pubsub_url, STORE, P, start=1) as writer:
             wait_for(lambda: writer.next > 60, 60, "writes to flow")
             hybrid.push(2, {k: {"seq": -2, "source": "push2", "hits": 0} for k in range(40)})
             wait_for(lambda: writer.next > 160, 60, "more writes")
@@ -277,35 +185,6 @@ def test_server_endpoint_refuses_hostile_queries(hybrid: Hybrid) -> None:
         assert expired.status_code == 410 and expired.json()["error"]["code"] == "POSITION_EXPIRED"
 
 
-def model(base: dict[int, Any], writes: list[tuple[int, Any]]) -> dict[int, Any]:
-    """What a replica holds after ``writes`` (in order) on ``base``: the second answer."""
-    state = dict(base)
-    for key, op in writes:
-        if op is None:
-            state[key] = None
-        elif isinstance(op, dict) and "increment" in op:
-            current = state.get(key) or {"seq": 0, "source": "", "hits": 0}
-            state[key] = {**current, **op["set"], "hits": current["hits"] + op["increment"]["hits"]}
-        else:
-            state[key] = op
-    return state
-
-
-def write(hybrid: Hybrid, writes: list[tuple[int, Any]]) -> None:
-    async def send() -> None:
-        async with connect(hybrid.pubsub_url) as pubsub:
-            async with await pubsub.producer() as producer:
-                for key, op in writes:
-                    if op is None:
-                        await send_rt(producer, f"{STORE}_rt", P, KEYS.encode(key), None)
-                    elif "increment" in op:
-                        await send_rt(producer, f"{STORE}_rt", P, KEYS.encode(key), update_bytes(op), update_headers(1))
-                    else:
-                        await send_rt(producer, f"{STORE}_rt", P, KEYS.encode(key), VALUES.encode(op), data_headers(1))
-
-    hybrid.run(send())
-
-
 def test_davinci_applies_nearline_writes_by_the_servers_rules(hybrid: Hybrid, tmp_path: Path) -> None:
     """The embedded client ingests the same hybrid versions: after nearline writes and a
     push (rewind 0: writes before it are in the pushed data), it holds what the model
@@ -318,7 +197,7 @@ def test_davinci_applies_nearline_writes_by_the_servers_rules(hybrid: Hybrid, tm
     with venice.DaVinciClient(hybrid.controller_url, STORE, data_dir=tmp_path / "dv", start_timeout_s=120) as dv, \
             venice.Client(hybrid.router.url) as client:
         assert dv.version == current
-        write(hybrid, first)
+        write(hybrid.pubsub_url, STORE, P, first)
         expected = model(dict.fromkeys(keys), first)
         wait_for(lambda: dv.batch_get(keys) == [expected[k] for k in keys], 60, "the client to apply the writes")
         wait_for(lambda: client.batch_get(STORE, keys) == [expected[k] for k in keys], 60, "the servers to apply them")
@@ -327,7 +206,7 @@ def test_davinci_applies_nearline_writes_by_the_servers_rules(hybrid: Hybrid, tm
         hybrid.push(3, pushed)
         wait_for(lambda: dv.version == 3, 60, "the client to swap to v3")
         second = [(k, {"set": {"seq": 2000 + k}, "increment": {"hits": 1}}) for k in keys[::2]] + [(keys[1], None)]
-        write(hybrid, second)
+        write(hybrid.pubsub_url, STORE, P, second)
         expected = model(pushed, second)
         wait_for(lambda: dv.batch_get(keys) == [expected[k] for k in keys], 60, "v3 with the new writes")
         wait_for(lambda: client.batch_get(STORE, keys) == [expected[k] for k in keys], 60, "the servers' v3")
@@ -339,7 +218,7 @@ def test_venice_tail_prints_json_lines_and_refuses_bad_positions(hybrid: Hybrid)
     with venice.ChangeConsumer(hybrid.controller_url, STORE) as consumer:
         start = consumer.position
         writes = [(k, {"seq": k, "source": "tail", "hits": 0}) for k in keys] + [(keys[0], None)]
-        write(hybrid, writes)
+        write(hybrid.pubsub_url, STORE, P, writes)
         events = collect(consumer, lambda evs: len(evs) >= len(writes))
     result = subprocess.run(
         [sys.executable, "-m", "venice", "tail", "--controller", hybrid.controller_url, "--store", STORE, "--since", start,
@@ -395,34 +274,6 @@ def sse_router(hybrid: Hybrid) -> Iterator[SseRouter]:
         yield SseRouter(app, url)
 
 
-@dataclass
-class Sse:
-    event: str
-    id: str | None
-    data: Any
-
-
-def read_events(lines: Iterator[str], count: int, *, comments: list[str] | None = None) -> list[Sse]:
-    """``count`` events of an SSE stream (comments collected aside)."""
-    events: list[Sse] = []
-    fields: dict[str, str] = {}
-    for line in lines:
-        if line.startswith(":"):
-            if comments is not None:
-                comments.append(line)
-            continue
-        if line == "":
-            if "data" in fields:
-                events.append(Sse(fields.get("event", "message"), fields.get("id"), orjson.loads(fields["data"])))
-                if len(events) == count:
-                    return events
-            fields = {}
-            continue
-        name, _, value = line.partition(": ")
-        fields[name] = value
-    raise AssertionError(f"the stream ended after {len(events)} of {count} events")
-
-
 def test_sse_stream_resumes_with_last_event_id_and_shows_swaps(hybrid: Hybrid, sse_router: SseRouter) -> None:
     keys = list(range(300, 306))
     with httpx.Client(timeout=60) as http, http.stream("GET", f"{sse_router.url}/changes/{STORE}") as stream:
@@ -431,7 +282,7 @@ def test_sse_stream_resumes_with_last_event_id_and_shows_swaps(hybrid: Hybrid, s
         comments: list[str] = []
         [start] = read_events(lines, 1, comments=comments)
         assert start.event == "position" and start.id and start.data == {"version": hybrid.controller.current}
-        write(hybrid, [(k, {"seq": k, "source": "sse", "hits": 0}) for k in keys] + [(keys[0], None)])
+        write(hybrid.pubsub_url, STORE, P, [(k, {"seq": k, "source": "sse", "hits": 0}) for k in keys] + [(keys[0], None)])
         events = read_events(lines, len(keys) + 1, comments=comments)
         assert sorted((e.data["key"], orjson.dumps(e.data["value"])) for e in events) == sorted(
             [(k, orjson.dumps({"seq": k, "source": "sse", "hits": 0})) for k in keys] + [(keys[0], b"null")])
@@ -441,7 +292,7 @@ def test_sse_stream_resumes_with_last_event_id_and_shows_swaps(hybrid: Hybrid, s
     assert comments and comments[0] == ": connected"
 
     # Reconnect as EventSource does: from the last id on, nothing again, the new writes only.
-    write(hybrid, [(k, {"seq": 1000 + k, "source": "sse2", "hits": 0}) for k in keys[:2]])
+    write(hybrid.pubsub_url, STORE, P, [(k, {"seq": 1000 + k, "source": "sse2", "hits": 0}) for k in keys[:2]])
     with httpx.Client(timeout=60) as http, http.stream(
         "GET", f"{sse_router.url}/changes/{STORE}", headers={"Last-Event-ID": last_id or ""}
     ) as stream:
@@ -494,7 +345,7 @@ def test_sse_hostile_clients(hybrid: Hybrid, sse_router: SseRouter) -> None:
     slow.sendall(f"GET /changes/{STORE} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     wait_for(lambda: sse_router.app.changes.active == 1, 30, "the slow stream to start")
     keys = list(range(400, 1400))
-    write(hybrid, [(k, {"seq": k, "source": "x" * 200, "hits": 0}) for k in keys])
+    write(hybrid.pubsub_url, STORE, P, [(k, {"seq": k, "source": "x" * 200, "hits": 0}) for k in keys])
     received = b""
     slow.settimeout(60)
     while received.count(b"\ndata: {\"key\"") < len(keys):
