@@ -1,11 +1,12 @@
-"""A hybrid store on real storage servers, before the controller's hybrid side exists.
+"""A hybrid store on real storage servers, with a controller the test steers.
 
 :class:`HybridController` speaks the controller's HTTP contracts (docs/api.md) for one
-hybrid store: it answers real storage servers' heartbeats with hybrid
+hybrid store, so a test can decide what the real controller decides by its own rules
+(when a version opens and with which real-time start offsets, when it swaps, a rollback
+at any moment): it answers real storage servers' heartbeats with hybrid
 :class:`~venice.protocol.Assignment` entries (real-time start offsets, ``consume_rt`` by
 the controller's rule), serves ``GET /routing`` (with long polls), ``GET /stores/{store}``
-and ``GET /cluster``. The test decides what the controller would: when a version opens
-(with which start offsets), and when it swaps in. Everything else is real: storage server
+and ``GET /cluster``. Everything else is real: storage server
 processes, the Kafka broker, LMDB, the router. Pushes and nearline writes are written to
 the topics the way the push job and any producer write them (tests/ingestion/helpers.py).
 """
