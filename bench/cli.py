@@ -34,6 +34,9 @@ from bench.tools import ensure_tools, version_of
 __all__ = ["main"]
 
 _T0 = time.monotonic()
+GROUPS = ("http", "sdk", "direct", "davinci", "compute", "memory", "spark")
+"""What ``--only`` chooses from: the wrk/redis-benchmark figures, the router SDK loop, the
+clients of issue 9, memory, and the Spark push."""
 
 
 def log(message: str) -> None:
@@ -56,10 +59,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="afterwards, profile each venice hot path with py-spy under the same load; stacks go to DIR",
     )
     parser.add_argument("--no-spark", action="store_true", help="skip the Spark push figures")
+    parser.add_argument(
+        "--only", metavar="GROUPS",
+        help=f"measure only these groups, comma-separated, of: {', '.join(GROUPS)} (the push is always measured)",
+    )
     parser.add_argument("--spark-rows", help="input sizes of the Spark push, comma-separated (default 1000000,4000000; "
                         "100000,400000 with --quick): records/s from the first, driver memory from each")
     parser.add_argument("--spark-master", default="local[2]", help="Spark master of the Spark push (default local[2])")
     args = parser.parse_args(argv)
+    chosen = [g.strip() for g in (args.only or ",".join(GROUPS)).split(",") if g.strip()]
+    unknown = sorted(set(chosen) - set(GROUPS))
+    if unknown:
+        parser.error(f"--only: unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    args.groups = set(chosen)
+    if "spark" not in args.groups:
+        args.no_spark = True
     args.spark_rows = [int(n) for n in (args.spark_rows or ("100000,400000" if args.quick else "1000000,4000000")).split(",")]
     args.keys = args.keys or (100_000 if args.quick else 1_000_000)
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
@@ -357,9 +371,19 @@ class Bench:
         self.sanity_check()
         self.busy_before = _cpu_busy_pct()
         log(f"measuring (machine {self.busy_before}% busy with other work just before)")
-        self.measure_http()
-        self.measure_sdk()
-        memory = self.measure_memory()
+        from bench import clients
+
+        groups = self.args.groups
+        if "http" in groups:
+            self.measure_http()
+        if "sdk" in groups:
+            self.measure_sdk()
+        if "direct" in groups:
+            clients.measure_direct(self, log)
+        davinci = clients.measure_davinci(self, log) if "davinci" in groups else None
+        if "compute" in groups:
+            clients.measure_compute(self, log)
+        memory = self.measure_memory() if "memory" in groups else None
         spark = self.measure_spark() if not self.args.no_spark else None
         profiles = self.profile(self.args.profile) if self.args.profile is not None else None
         generators = {
@@ -369,6 +393,11 @@ class Bench:
             "batch100": f"wrk -t1 -c{self.args.connections} POST 100 keys vs redis-benchmark "
             f"-c{self.args.connections} MGET of 100 random keys",
             "sdk_get": "one Python thread: venice.Client.get loop vs redis-py Redis.get loop",
+            "sdk_direct_get": "one Python thread: venice.Client(direct=True).get loop (straight to the storage servers) "
+            "vs redis-py Redis.get loop",
+            "davinci_get": "one Python thread: venice.DaVinciClient.get loop (local LMDB copy) vs redis-py Redis.get loop",
+            "compute100": "one Python thread: Client.compute of 100 keys (64-float dot product on the servers, through "
+            "the router) vs Client.batch_get of the same keys + numpy in the client; items are keys",
             "push": "wall clock of `venice push` vs `redis-cli --pipe`",
             "memory": "VmRSS from /proc of the storage server vs redis-server",
             "spark": "wall clock of `venice push` vs a Spark push (bench/spark.py) of the same member-feature records",
@@ -388,6 +417,8 @@ class Bench:
             self.runs, push=push, memory=memory, machine=machine, config=config, generators=generators,
         )
         report["cpu_pct"] = self.cpu_report()
+        if davinci is not None:
+            report["davinci"] = davinci
         if spark is not None:
             report["spark"] = spark
         if profiles is not None:

@@ -27,6 +27,8 @@ __all__ = [
 
 VENICE = "venice"
 REDIS = "redis"
+CLIENT_SIDE = "client_side"
+"""The other side of compute100: the same work done in the client after a batch get."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ TARGETS: dict[str, Target] = {
     "batch100_vs_mget": Target(">=", 0.3),
     "push_vs_redis_pipe": Target(">=", 0.5),
     "memory_vs_redis": Target("<=", 1.5),
+    "sdk_direct_get_vs_redispy": Target(">=", 1.0),
+    "davinci_get_vs_redispy": Target(">=", 10.0),
+    "compute100_vs_client_side": Target(">=", 1.5),
 }
 RATIO_NAMES = tuple(TARGETS)
 
@@ -64,6 +69,10 @@ DESCRIPTIONS: dict[str, str] = {
     "batch100_vs_mget": "keys/s of 100-key batch gets through the router / keys/s of Redis MGET of 100 keys",
     "push_vs_redis_pipe": "records/s of `venice push` to ONLINE at R=2 / records/s of `redis-cli --pipe`",
     "memory_vs_redis": "resident bytes of one storage server holding the data / Redis's resident bytes",
+    "sdk_direct_get_vs_redispy": "sync venice.Client(direct=True).get loop (no router hop) / redis-py get loop, one thread (ops/s)",
+    "davinci_get_vs_redispy": "DaVinciClient.get loop (in-process LMDB) / redis-py get loop, one thread (ops/s)",
+    "compute100_vs_client_side": "keys/s of Client.compute of 100 keys (dot product of 64 floats on the servers) / keys/s of "
+    "Client.batch_get of the same 100 keys + the dot product with numpy in the client",
 }
 
 
@@ -154,12 +163,12 @@ def summarise(runs: Sequence[Run]) -> dict[str, dict[str, SideSummary]]:
     return out
 
 
-def _ratio(summary: Mapping[str, Mapping[str, SideSummary]], metric: str) -> float | None:
+def _ratio(summary: Mapping[str, Mapping[str, SideSummary]], metric: str, base: str = REDIS) -> float | None:
     sides = summary.get(metric, {})
-    venice, redis = sides.get(VENICE), sides.get(REDIS)
-    if venice is None or redis is None or redis.items_per_s <= 0:
+    venice, other = sides.get(VENICE), sides.get(base)
+    if venice is None or other is None or other.items_per_s <= 0:
         return None
-    return venice.items_per_s / redis.items_per_s
+    return venice.items_per_s / other.items_per_s
 
 
 def compute_ratios(
@@ -168,7 +177,7 @@ def compute_ratios(
     push: Mapping[str, float] | None = None,
     memory: Mapping[str, float] | None = None,
 ) -> dict[str, float | None]:
-    """The seven figures of the issue; ``None`` where a side is missing.
+    """The figures of the issues; ``None`` where a side is missing.
 
     ``push`` holds ``venice_records_per_s`` and ``redis_records_per_s``; ``memory``
     holds ``venice_bytes`` and ``redis_bytes``.
@@ -182,6 +191,9 @@ def compute_ratios(
         "batch100_vs_mget": _ratio(summary, "batch100"),
         "push_vs_redis_pipe": None,
         "memory_vs_redis": None,
+        "sdk_direct_get_vs_redispy": _ratio(summary, "sdk_direct_get"),
+        "davinci_get_vs_redispy": _ratio(summary, "davinci_get"),
+        "compute100_vs_client_side": _ratio(summary, "compute100", CLIENT_SIDE),
     }
     if push and push.get("redis_records_per_s"):
         ratios["push_vs_redis_pipe"] = push["venice_records_per_s"] / push["redis_records_per_s"]

@@ -10,6 +10,11 @@ are answered with one JSON body; every error has the shape of
     GET  /storage/{store}/{key}    the value as JSON, in the store's newest value schema
                                    (?version=N reads version N)
     POST /storage/{store}          {"keys": [...]} -> {"results": [...]} in key order
+    GET  /routing                  the router's copy of the routing table, with the
+                                   controller's generation / long-poll contract (direct clients)
+    POST /compute/{store}          {"keys": [...], "project": [...], "compute": [...]}
+                                   -> {"results": [...]} in key order, computed on the servers
+    GET  /changes/{store}          the store's changes as Server-Sent Events (router/changes.py)
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
 
+from router.changes import ChangeStreams
 from router.replicas import ReplicaReader
+from venice.compute import ComputeSpec
 from venice.errors import (
     InternalError,
     InvalidKeyError,
@@ -51,6 +59,8 @@ DEFAULT_DEADLINE_S = 2.0
 MAX_BATCH_KEYS = 10_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
 _STORAGE_PREFIX = b"/storage/"
+_COMPUTE_PREFIX = b"/compute/"
+_CHANGES_PREFIX = b"/changes/"
 _HEALTH_BODY = orjson.dumps({"status": "ok"})
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -69,6 +79,7 @@ class RouterApp:
         hedge_after_s: float | None = None,
     ) -> None:
         self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s)
+        self.changes = ChangeStreams(controller_url, self.cache)
         self.reader = ReplicaReader(hedge_after_s=hedge_after_s, on_stale_routing=self.cache.request_refresh)
         self.deadline_s = deadline_s
         # Shared rotation counter: consecutive requests start on different replicas.
@@ -107,6 +118,14 @@ class RouterApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: bytes = scope.get("raw_path") or scope["path"].encode()
+        if path.startswith(_CHANGES_PREFIX) and scope["method"] == "GET":
+            try:
+                store = _path_text(path[len(_CHANGES_PREFIX) :], "store name", RequestError)
+            except VeniceError as exc:
+                await self._send_json(send, exc.http_status, error_body(exc))
+                return
+            await self.changes.serve(store, scope.get("query_string", b""), list(scope.get("headers", [])), receive, send)
+            return
         try:
             status, body = await self._dispatch(scope["method"], path, scope.get("query_string", b""), receive)
         except VeniceError as exc:
@@ -114,6 +133,10 @@ class RouterApp:
         except Exception:
             logger.exception("unexpected error serving %s %r", scope["method"], path)
             status, body = 500, error_body(InternalError("unexpected error in the router"))
+        await self._send_json(send, status, body)
+
+    @staticmethod
+    async def _send_json(send: Send, status: int, body: bytes) -> None:
         await send(
             {
                 "type": "http.response.start",
@@ -134,6 +157,15 @@ class RouterApp:
             return _method_not_allowed(method, path)
         if path == b"/health":
             return 200, _HEALTH_BODY
+        if path.startswith(_COMPUTE_PREFIX):
+            if method != "POST":
+                return _method_not_allowed(method, path)
+            store = _path_text(path[len(_COMPUTE_PREFIX) :], "store name", RequestError)
+            return 200, await self.compute(store, await _read_body(receive), query)
+        if path == b"/routing":
+            if method != "GET":
+                return _method_not_allowed(method, path)
+            return await self.routing(query)
         raise NotFoundError(f"no route {method} {path.decode('latin-1')}")
 
     def fast_path(
@@ -246,6 +278,60 @@ class RouterApp:
 
         return decode
 
+    async def compute(self, store: str, body: bytes, query: bytes) -> bytes:
+        """JSON ``{"results": [...]}``: each key's read-compute result, computed by the
+        storage servers (one request per group of partitions), in the caller's key order."""
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(f"compute body is not valid JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise RequestError('compute body must be a JSON object {"keys": [...], "project": [...], "compute": [...]}')
+        keys = payload.get("keys")
+        if not isinstance(keys, list):
+            raise InvalidKeyError('compute body needs "keys": [...]')
+        if len(keys) > MAX_BATCH_KEYS:
+            raise RequestError(f"a compute request may hold at most {MAX_BATCH_KEYS} keys, got {len(keys)}")
+        spec = ComputeSpec.from_json({k: v for k, v in payload.items() if k != "keys"})
+        spec.check_cost(len(keys))
+        spec_json = spec.to_bytes()
+        route = self.cache.table.store(store)
+        version = route.resolve_version(_version_param(query))
+        codec = route.key_codec
+        encoded = [codec.encode(_key_datum(codec, key)) for key in keys]
+        by_partition: dict[int, list[bytes]] = {}
+        for key_bytes in dict.fromkeys(encoded):
+            by_partition.setdefault(route.partition_of(key_bytes), []).append(key_bytes)
+        plan = plan_batch(route, version, by_partition, next(self._spread))
+        deadline_at = self._deadline_at()
+        found: dict[bytes, Hit | None] = {}
+
+        async def group(replicas: tuple[str, ...], partitions: list[int]) -> None:
+            items = [(p, key_bytes) for p in partitions for key_bytes in by_partition[p]]
+            hits = await self.reader.compute(self.reader.order(replicas, 0), store, version, spec_json, items, deadline_at=deadline_at)
+            found.update(zip((key_bytes for _, key_bytes in items), hits, strict=True))
+
+        await _all_or_nothing([group(replicas, partitions) for replicas, partitions in plan.items()])
+        results: list[dict[str, Any]] = []
+        for key, key_bytes in zip(keys, encoded, strict=True):
+            hit = found[key_bytes]
+            if hit is None:
+                results.append({"key": key, "found": False})
+            else:  # the server's JSON, passed through as it is
+                results.append({"key": key, "found": True, "value": orjson.Fragment(hit[1])})
+        return _dumps({"results": results})
+
+    async def routing(self, query: bytes) -> tuple[int, bytes]:
+        """``GET /routing[?generation=G[&wait_s=W]]`` from the cache: the table, or 304 while
+        it is still at G (after waiting up to W seconds, at most 30, for a change)."""
+        generation, wait_s = _routing_params(query)
+        current, body = self.cache.payload_json()
+        if generation is not None and current == generation:
+            if wait_s <= 0 or not await self.cache.wait_change(generation, wait_s):
+                return 304, b""
+            current, body = self.cache.payload_json()
+        return 200, body
+
     def _deadline_at(self) -> float:
         return asyncio.get_running_loop().time() + self.deadline_s
 
@@ -317,6 +403,32 @@ def _version_param(query: bytes) -> int | None:
             except ValueError:
                 raise RequestError(f"version must be an integer, got {value!r}") from None
     return None
+
+
+MAX_ROUTING_WAIT_S = 30.0
+
+
+def _routing_params(query: bytes) -> tuple[int | None, float]:
+    """``generation`` and ``wait_s`` of a routing request; RequestError naming a bad one."""
+    generation: int | None = None
+    wait_s = 0.0
+    for name, value in parse_qsl(query.decode("latin-1")):
+        if name == "generation":
+            try:
+                generation = parse_integer(value)
+            except ValueError:
+                raise RequestError(f"generation must be an integer, got {value[:40]!r}") from None
+            if generation < 0:
+                raise RequestError("generation must not be negative")
+        elif name == "wait_s":
+            try:
+                wait_s = float(value)
+            except ValueError:
+                raise RequestError(f"wait_s must be a number of seconds, got {value[:40]!r}") from None
+            if not math.isfinite(wait_s) or wait_s < 0:
+                raise RequestError(f"wait_s must be a finite number of seconds >= 0, got {value[:40]!r}")
+            wait_s = min(wait_s, MAX_ROUTING_WAIT_S)
+    return generation, wait_s
 
 
 def _method_not_allowed(method: str, path: bytes) -> tuple[int, bytes]:

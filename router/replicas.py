@@ -29,7 +29,9 @@ from venice.protocol import (
     Hit,
     decode_batch_response,
     encode_batch_request,
+    encode_compute_request,
     replica_batch_path,
+    replica_compute_path,
     replica_get_path,
 )
 from venice.replica_health import ReplicaHealth, RetryBudget
@@ -103,6 +105,29 @@ class ReplicaReader:
             raise self._replica_error(url, response)
 
         what = f"batch of {len(items)} key(s) of store {store!r} v{version}"
+        return await self._first_success(replicas, attempt, deadline_at, what)
+
+    async def compute(
+        self,
+        replicas: Sequence[str],
+        store: str,
+        version: int,
+        spec_json: bytes,
+        items: Sequence[tuple[int, bytes]],
+        *,
+        deadline_at: float,
+    ) -> list[Hit | None]:
+        """Read-compute results (JSON bytes per found key) of ``items`` from one replica, in order."""
+        path = replica_compute_path(store, version)
+        body = encode_compute_request(spec_json, items)
+
+        async def attempt(url: str, timeout: float) -> list[Hit | None]:
+            response = await self._send(url, "POST", path, body, timeout)
+            if response.status == 200:
+                return decode_batch_response(response.body, len(items))
+            raise self._replica_error(url, response)
+
+        what = f"compute over {len(items)} key(s) of store {store!r} v{version}"
         return await self._first_success(replicas, attempt, deadline_at, what)
 
     def order(self, replicas: Sequence[str], spread: int) -> list[str]:

@@ -5,6 +5,8 @@ Paths (see docs/api.md):
 
 * ``GET  /v1/{store}/{version}/{partition}/{key_b64url}``
 * ``POST /v1/batch/{store}/{version}``
+* ``POST /v1/compute/{store}/{version}`` (read compute; through ASGI, beside the fast paths)
+* ``GET  /v1/changes/{store}/{version}?partition=P&from=N`` (a page of a change log; ASGI, may wait)
 * ``GET  /health``, ``GET /admin/replicas``
 """
 
@@ -18,6 +20,8 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
+from server.changes import ChangesEndpoint
+from server.compute import ComputeEndpoint
 from server.service import StorageService
 from venice.errors import KeyNotFoundError, NotFoundError, RequestError, VeniceError, error_body
 from venice.ingestion import decode_stored
@@ -61,6 +65,8 @@ class StorageApp:
         self.service = service
         self._ready = service.host.ready
         self._heartbeat: asyncio.Task[None] | None = None
+        self._compute = ComputeEndpoint(service.host)
+        self._changes = ChangesEndpoint(service.host, lambda: service.draining)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -100,6 +106,11 @@ class StorageApp:
             return await _respond(send, 200, body, _JSON)
         if method == "GET" and path == "/admin/replicas":
             return await _respond(send, 200, orjson.dumps(self._replicas()), _JSON)
+        if method == "GET" and raw_path.startswith(b"/v1/changes/"):
+            page = await self._changes.answer(raw_path, scope.get("query_string", b""))
+            return await _respond(send, 200, page, [_OCTETS])
+        if method == "POST" and raw_path.startswith(b"/v1/compute/"):
+            return await _respond(send, 200, self._compute.answer(raw_path, body), [_OCTETS])
         raise NotFoundError(f"no such endpoint: {method} {path}")
 
     def fast_path(

@@ -1,15 +1,55 @@
 """Venice: a derived-data key-value serving platform.
 
-The public SDK is :class:`Client` and :class:`AsyncClient`; every error is a
+The public SDK is :class:`Client` and :class:`AsyncClient` (through the router, or
+``direct=True``), :class:`DaVinciClient` (the store held locally) and
+:class:`ChangeConsumer` (change capture); every error is a
 :class:`VeniceError` (the tree is drawn in :mod:`venice.errors`). Importing this package
 pulls in neither server code, LMDB nor FastAPI.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from venice.client import AsyncClient, Client
 from venice.errors import *  # noqa: F403 - the error tree is public API
 from venice.errors import __all__ as _errors_all
 from venice.partitioner import partition_for
 
-__all__ = ["AsyncClient", "Client", "partition_for", *_errors_all]
+if TYPE_CHECKING:
+    from venice.changes import AsyncChangeConsumer, Change, ChangeConsumer, VersionSwap
+    from venice.davinci import AsyncDaVinciClient, DaVinciClient
+
+__all__ = [
+    "AsyncChangeConsumer",
+    "AsyncClient",
+    "AsyncDaVinciClient",
+    "Change",
+    "ChangeConsumer",
+    "Client",
+    "DaVinciClient",
+    "VersionSwap",
+    "partition_for",
+    *_errors_all,
+]
+
+_LAZY = {
+    "DaVinciClient": "venice.davinci",
+    "AsyncDaVinciClient": "venice.davinci",
+    "ChangeConsumer": "venice.changes",
+    "AsyncChangeConsumer": "venice.changes",
+    "Change": "venice.changes",
+    "VersionSwap": "venice.changes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Embedded clients (LMDB) and change capture (codecs): imported on first use, not with the SDK."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'venice' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,8 +1,15 @@
-"""The Python SDK: read a store through the router.
+"""The Python SDK: read a store through the router, or straight from storage servers.
 
     with venice.Client("http://127.0.0.1:7777") as client:
         client.get("members", 42)                # the value, or None when missing
         client.batch_get("members", [1, 2, 3])   # values aligned with the keys
+
+    with venice.Client("http://127.0.0.1:7777", direct=True) as client:
+        client.get("members", 42)                # one hop: this process routes itself
+
+With ``direct=True`` reads skip the router: :mod:`venice.direct` keeps the router's
+routing table, partitions keys and reads replicas itself, and hands a read back to the
+router only when no replica answers (the router's answer is then the one returned).
 
 :class:`Client` and :class:`AsyncClient` are thin twins over :class:`BaseClient`,
 which holds all the logic that does no I/O (URLs, key encoding, answer decoding,
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
@@ -60,12 +67,25 @@ class BaseClient:
         path = f"/storage/{quote(store, safe='')}/{encode_key(key)}"
         return path if version is None else f"{path}?version={int(version)}"
 
-    def _batch_url(self, store: str) -> str:
-        return f"{self.router_url}/storage/{quote(store, safe='')}"
+    def _batch_url(self, store: str, version: int | None = None) -> str:
+        url = f"{self.router_url}/storage/{quote(store, safe='')}"
+        return url if version is None else f"{url}?version={int(version)}"
 
     @staticmethod
     def _batch_body(keys: Sequence[Any]) -> bytes:
         return orjson.dumps({"keys": list(keys)})
+
+    def _compute_url(self, store: str, version: int | None) -> str:
+        url = f"{self.router_url}/compute/{quote(store, safe='')}"
+        return url if version is None else f"{url}?version={int(version)}"
+
+    @staticmethod
+    def _compute_spec(project: Sequence[str], compute: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return {"project": list(project), "compute": [dict(op) for op in compute]}
+
+    @staticmethod
+    def _compute_body(keys: Sequence[Any], spec: Mapping[str, Any]) -> bytes:
+        return orjson.dumps({"keys": list(keys), **spec})
 
     @staticmethod
     def _get_result(status: int, content: bytes) -> Any:
@@ -93,15 +113,41 @@ class BaseClient:
 
 
 class Client(BaseClient):
-    """Blocking client. Thread-safe; reuse one instance (it pools connections)."""
+    """Blocking client. Thread-safe; reuse one instance (it pools connections).
 
-    def __init__(self, router_url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    ``direct=True``: read from storage servers without the router hop (see the module
+    docstring); ``hedge_after_s`` then fixes the hedge delay (default: from observed
+    latency) and ``direct_deadline_s`` is how long a direct read may take, failover
+    included, before the router is asked instead.
+    """
+
+    def __init__(
+        self,
+        router_url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        direct: bool = False,
+        hedge_after_s: float | None = None,
+        direct_deadline_s: float = 2.0,
+    ) -> None:
         super().__init__(router_url, timeout=timeout)
         self._http = httpx.Client(timeout=timeout)
         self._fast = _KeepAlivePool.for_url(self.router_url, timeout)
+        self._direct: Any = None
+        self._fallback: type[Exception] = _NeverRaised
+        if direct:
+            from venice import direct as _direct  # routing, codecs and fastavro: only when asked for
+
+            self._direct = _direct.DirectReader(self.router_url, hedge_after_s=hedge_after_s, deadline_s=direct_deadline_s)
+            self._fallback = _direct.Fallback
 
     def get(self, store: str, key: Any, *, version: int | None = None) -> Any:
         """The value stored under ``key`` (dict or primitive), or ``None`` when missing."""
+        if self._direct is not None:
+            try:
+                return self._direct.get(store, key, version)
+            except self._fallback as fallback:
+                version = version if version is not None else fallback.version  # type: ignore[attr-defined]
         if self._fast is not None:
             status, content = self._fast.get(self._get_path(store, key, version))
             return self._get_result(status, content)
@@ -109,13 +155,43 @@ class Client(BaseClient):
             response = self._http.get(self._get_url(store, key, version))
         return self._get_result(response.status_code, response.content)
 
-    def batch_get(self, store: str, keys: Sequence[Any]) -> list[Any]:
+    def batch_get(self, store: str, keys: Sequence[Any], *, version: int | None = None) -> list[Any]:
         """Values of ``keys`` in the same order, ``None`` for each missing key."""
+        if self._direct is not None:
+            try:
+                return list(self._direct.batch_get(store, keys, version))
+            except self._fallback as fallback:
+                version = version if version is not None else fallback.version  # type: ignore[attr-defined]
         with _mapped_errors():
-            response = self._http.post(self._batch_url(store), content=self._batch_body(keys), headers=_JSON_HEADERS)
+            response = self._http.post(self._batch_url(store, version), content=self._batch_body(keys), headers=_JSON_HEADERS)
+        return self._batch_result(response.status_code, response.content, len(keys))
+
+    def compute(
+        self,
+        store: str,
+        keys: Sequence[Any],
+        *,
+        project: Sequence[str] = (),
+        compute: Sequence[Mapping[str, Any]] = (),
+        version: int | None = None,
+    ) -> list[Any]:
+        """Read compute, run on the storage servers: per key (in order; ``None`` when
+        missing) a dict of the ``project`` fields and one entry per ``compute`` op, e.g.
+        ``{"op": "dot_product", "field": "embedding", "vector": [...], "as": "score"}``
+        (docs/clients.md lists the ops)."""
+        spec = self._compute_spec(project, compute)
+        if self._direct is not None:
+            try:
+                return list(self._direct.compute(store, keys, spec, version))
+            except self._fallback as fallback:
+                version = version if version is not None else fallback.version  # type: ignore[attr-defined]
+        with _mapped_errors():
+            response = self._http.post(self._compute_url(store, version), content=self._compute_body(keys, spec), headers=_JSON_HEADERS)
         return self._batch_result(response.status_code, response.content, len(keys))
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         if self._fast is not None:
             self._fast.close()
         self._http.close()
@@ -132,25 +208,74 @@ class Client(BaseClient):
 class AsyncClient(BaseClient):
     """asyncio twin of :class:`Client`."""
 
-    def __init__(self, router_url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        router_url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        direct: bool = False,
+        hedge_after_s: float | None = None,
+        direct_deadline_s: float = 2.0,
+    ) -> None:
         super().__init__(router_url, timeout=timeout)
         self._http = httpx.AsyncClient(timeout=timeout)
+        self._direct: Any = None
+        self._fallback: type[Exception] = _NeverRaised
+        if direct:
+            from venice import direct as _direct
+
+            self._direct = _direct.AsyncDirectReader(self.router_url, hedge_after_s=hedge_after_s, deadline_s=direct_deadline_s)
+            self._fallback = _direct.Fallback
 
     async def get(self, store: str, key: Any, *, version: int | None = None) -> Any:
         """The value stored under ``key`` (dict or primitive), or ``None`` when missing."""
+        if self._direct is not None:
+            try:
+                return await self._direct.get(store, key, version)
+            except self._fallback as fallback:
+                version = version if version is not None else fallback.version  # type: ignore[attr-defined]
         with _mapped_errors():
             response = await self._http.get(self._get_url(store, key, version))
         return self._get_result(response.status_code, response.content)
 
-    async def batch_get(self, store: str, keys: Sequence[Any]) -> list[Any]:
+    async def batch_get(self, store: str, keys: Sequence[Any], *, version: int | None = None) -> list[Any]:
         """Values of ``keys`` in the same order, ``None`` for each missing key."""
+        if self._direct is not None:
+            try:
+                return list(await self._direct.batch_get(store, keys, version))
+            except self._fallback as fallback:
+                version = version if version is not None else fallback.version  # type: ignore[attr-defined]
         with _mapped_errors():
             response = await self._http.post(
-                self._batch_url(store), content=self._batch_body(keys), headers=_JSON_HEADERS
+                self._batch_url(store, version), content=self._batch_body(keys), headers=_JSON_HEADERS
+            )
+        return self._batch_result(response.status_code, response.content, len(keys))
+
+    async def compute(
+        self,
+        store: str,
+        keys: Sequence[Any],
+        *,
+        project: Sequence[str] = (),
+        compute: Sequence[Mapping[str, Any]] = (),
+        version: int | None = None,
+    ) -> list[Any]:
+        """Read compute on the storage servers (see :meth:`Client.compute`)."""
+        spec = self._compute_spec(project, compute)
+        if self._direct is not None:
+            try:
+                return list(await self._direct.compute(store, keys, spec, version))
+            except self._fallback as fallback:
+                version = version if version is not None else fallback.version  # type: ignore[attr-defined]
+        with _mapped_errors():
+            response = await self._http.post(
+                self._compute_url(store, version), content=self._compute_body(keys, spec), headers=_JSON_HEADERS
             )
         return self._batch_result(response.status_code, response.content, len(keys))
 
     async def close(self) -> None:
+        if self._direct is not None:
+            await self._direct.aclose()
         await self._http.aclose()
 
     async def __aenter__(self) -> AsyncClient:
@@ -287,6 +412,10 @@ class _KeepAlivePool:
             idle, self._idle = self._idle, []
         for sock in idle:
             sock.close()
+
+
+class _NeverRaised(Exception):
+    """Stands for the direct reader's fallback signal when there is no direct reader."""
 
 
 class _StaleConnection(Exception):

@@ -11,6 +11,7 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     │   ├── SchemaError              INVALID_SCHEMA       400
     │   ├── InvalidInputError        INVALID_INPUT        400   (a push input file)
     │   ├── NoCurrentVersionError    NO_CURRENT_VERSION   400   (push data first)
+    │   ├── NotSubscribedError       NOT_SUBSCRIBED       400   (an embedded client does not hold that partition)
     │   └── ConflictError            CONFLICT             409
     │       ├── StoreExistsError     STORE_EXISTS         409
     │       └── PushInProgressError  PUSH_IN_PROGRESS     409   (kill it or wait)
@@ -18,6 +19,7 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     │   ├── StoreNotFoundError       STORE_NOT_FOUND      404
     │   ├── VersionNotFoundError     VERSION_NOT_FOUND    404
     │   │   └── VersionRetiredError  VERSION_RETIRED      410   (was served, now deleted)
+    │   ├── PositionExpiredError     POSITION_EXPIRED     410   (a change-capture position older than the log keeps)
     │   ├── KeyNotFoundError         KEY_NOT_FOUND        404
     │   └── TopicNotFoundError       TOPIC_NOT_FOUND      404
     ├── UnavailableError             UNAVAILABLE          503   retry (elsewhere)
@@ -66,7 +68,9 @@ __all__ = [
     "NoReplicaError",
     "NotEnoughServersError",
     "NotFoundError",
+    "NotSubscribedError",
     "OffsetOutOfRangeError",
+    "PositionExpiredError",
     "PubSubError",
     "PushError",
     "PushInProgressError",
@@ -144,6 +148,12 @@ class NoCurrentVersionError(RequestError):
     code = "NO_CURRENT_VERSION"
 
 
+class NotSubscribedError(RequestError):
+    """A key of a partition an embedded client was not told to hold (``partitions=``)."""
+
+    code = "NOT_SUBSCRIBED"
+
+
 class ConflictError(RequestError):
     code = "CONFLICT"
     http_status = 409
@@ -178,6 +188,15 @@ class VersionRetiredError(VersionNotFoundError):
     """The version existed but its data has been deleted (retention, kill, failure)."""
 
     code = "VERSION_RETIRED"
+    http_status = 410
+
+
+class PositionExpiredError(NotFoundError):
+    """A change-capture position the change log no longer reaches: entries after it were
+    trimmed (or never kept by the version now current). Start again from a newer position
+    (``since=None`` is the tail); nothing is skipped silently."""
+
+    code = "POSITION_EXPIRED"
     http_status = 410
 
 

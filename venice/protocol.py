@@ -3,10 +3,12 @@
 * Enums: :class:`ReplicaStatus`, :class:`VersionStatus`.
 * Storage-server read paths and headers: :func:`replica_get_path`,
   :func:`replica_batch_path`, :data:`SCHEMA_ID_HEADER`, key encoding in paths.
-* Batch frames (binary; see :func:`encode_batch_request`).
+* Batch frames (binary; see :func:`encode_batch_request`), read-compute requests
+  (:func:`encode_compute_request`) and change-log pages (:class:`ChangeLogPage`).
 * Payloads between servers and the controller (:class:`Heartbeat`,
   :class:`ReplicaReport`, :class:`HeartbeatAnswer`, :class:`Assignment`) and the routing
-  table routers and clients read (:class:`RoutingTable`, :class:`StoreRouting`).
+  table routers and clients read (:class:`RoutingTable`, :class:`StoreRouting`), and the
+  controller's store description as embedded clients read it (:class:`StoreDescription`).
 
 Every payload is a frozen dataclass with ``to_json()`` (plain JSON-able dicts, the
 shape documented in docs/api.md) and ``from_json()``, which checks types and bounds and
@@ -29,11 +31,15 @@ from urllib.parse import quote
 from venice.errors import RequestError, UnavailableError
 
 __all__ = [
+    "COMPUTE_FOUND",
+    "DELETED_SCHEMA_ID",
     "MAX_PARTITIONS",
     "MAX_REASON_CHARS",
     "MISSING_SCHEMA_ID",
     "SCHEMA_ID_HEADER",
     "Assignment",
+    "ChangeEntry",
+    "ChangeLogPage",
     "Heartbeat",
     "HeartbeatAnswer",
     "Hit",
@@ -41,15 +47,23 @@ __all__ = [
     "ReplicaReport",
     "ReplicaStatus",
     "RoutingTable",
+    "StoreDescription",
     "StoreRouting",
+    "VersionDescription",
     "VersionStatus",
     "decode_batch_request",
     "decode_batch_response",
+    "decode_changes_response",
+    "decode_compute_request",
     "decode_key_segment",
     "encode_batch_request",
     "encode_batch_response",
+    "encode_changes_response",
+    "encode_compute_request",
     "encode_key_segment",
     "replica_batch_path",
+    "replica_changes_path",
+    "replica_compute_path",
     "replica_get_path",
 ]
 
@@ -112,6 +126,23 @@ def replica_get_path(store: str, version: int, partition: int, key: bytes) -> st
 def replica_batch_path(store: str, version: int) -> str:
     """``/v1/batch/{store}/{version}``: many keys from a storage server (binary frames)."""
     return f"/v1/batch/{quote(store, safe='')}/{version}"
+
+
+def replica_compute_path(store: str, version: int) -> str:
+    """``/v1/compute/{store}/{version}``: read compute on a storage server (:func:`encode_compute_request`)."""
+    return f"/v1/compute/{quote(store, safe='')}/{version}"
+
+
+def replica_changes_path(
+    store: str, version: int, partition: int, start: int | None = None, *, limit: int = 1000, wait_s: float = 0.0
+) -> str:
+    """``/v1/changes/{store}/{version}?partition=P[&from=N]&limit=L&wait_s=W``: a page of a
+    partition's change log from position ``start`` (``None``: the tail's position only),
+    waiting up to ``wait_s`` for an entry (answer :class:`ChangeLogPage`)."""
+    query = f"partition={partition}&limit={limit}&wait_s={wait_s:g}"
+    if start is not None:
+        query += f"&from={start}"
+    return f"/v1/changes/{quote(store, safe='')}/{version}?{query}"
 
 
 # -- batch frames -------------------------------------------------------------------------
@@ -192,6 +223,111 @@ def decode_batch_response(body: bytes, count: int) -> list[Hit | None]:
     if offset != size:
         raise UnavailableError(f"batch answer has {size - offset} unexpected trailing bytes")
     return results
+
+
+# -- read compute ---------------------------------------------------------------------------
+# Request: ``u32 spec length, spec (JSON: the compute spec without keys), batch request
+# frames``. Answer: batch answer frames, one per key in order, whose schema-id slot is
+# :data:`COMPUTE_FOUND` (the bytes are the key's result as a JSON object) or
+# :data:`MISSING_SCHEMA_ID`.
+
+COMPUTE_FOUND = 1
+MAX_COMPUTE_SPEC_BYTES = 4 << 20
+_SPEC_HEAD = struct.Struct(">I")
+
+
+def encode_compute_request(spec_json: bytes, items: Iterable[tuple[int, bytes]]) -> bytes:
+    """A read-compute request: the spec (JSON bytes), then ``(partition, key bytes)`` frames."""
+    return _SPEC_HEAD.pack(len(spec_json)) + spec_json + encode_batch_request(items)
+
+
+def decode_compute_request(body: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
+    """``(spec JSON bytes, items)``; RequestError when malformed."""
+    if len(body) < _SPEC_HEAD.size:
+        raise RequestError("malformed compute body: no spec length")
+    (length,) = _SPEC_HEAD.unpack_from(body)
+    if length > MAX_COMPUTE_SPEC_BYTES or _SPEC_HEAD.size + length > len(body):
+        raise RequestError(f"malformed compute body: a spec of {length} bytes does not fit")
+    end = _SPEC_HEAD.size + length
+    return body[_SPEC_HEAD.size : end], decode_batch_request(body[end:])
+
+
+# -- change-log pages ---------------------------------------------------------------------------
+# ``u8 flags (1 = consuming real-time writes, 2 = hybrid version), i64 next, i64 start,
+# u32 count``, then per entry ``i64 offset, i32 schema id (-1 = deleted), u32 key length,
+# u32 value length, key, value``. Positions are real-time offsets (see docs/clients.md).
+
+_PAGE_HEAD = struct.Struct(">BqqI")
+_ENTRY_HEAD = struct.Struct(">qiII")
+DELETED_SCHEMA_ID = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEntry:
+    """One change-log entry: the value of ``key`` after the real-time record at ``offset``."""
+
+    offset: int
+    key: bytes
+    schema_id: int
+    """:data:`DELETED_SCHEMA_ID` when the record deleted the key."""
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeLogPage:
+    """A storage server's answer to ``GET /v1/changes/...``."""
+
+    consuming: bool
+    """The version still applies real-time writes (a backup does not: once read past,
+    its log is exhausted)."""
+    hybrid: bool
+    """The version has a real-time topic at all (batch-only versions have no change log)."""
+    next: int | None
+    """The next real-time offset the version will apply (``None`` before end-of-push): the
+    position of the tail."""
+    start: int | None
+    """The lowest position readable without a gap (older entries were trimmed, or the
+    version started consuming later); ``None`` when unknown."""
+    entries: tuple[ChangeEntry, ...] = ()
+
+
+def encode_changes_response(page: ChangeLogPage) -> bytes:
+    flags = (1 if page.consuming else 0) | (2 if page.hybrid else 0)
+    parts = [_PAGE_HEAD.pack(flags, -1 if page.next is None else page.next, -1 if page.start is None else page.start, len(page.entries))]
+    for entry in page.entries:
+        parts.append(_ENTRY_HEAD.pack(entry.offset, entry.schema_id, len(entry.key), len(entry.value)))
+        parts.append(entry.key)
+        parts.append(entry.value)
+    return b"".join(parts)
+
+
+def decode_changes_response(body: bytes) -> ChangeLogPage:
+    """The page; a malformed body is a broken replica: a retriable UnavailableError."""
+    size = len(body)
+    if size < _PAGE_HEAD.size:
+        raise UnavailableError("change-log answer shorter than its header")
+    flags, next_offset, start, count = _PAGE_HEAD.unpack_from(body)
+    pos = _PAGE_HEAD.size
+    entries: list[ChangeEntry] = []
+    for index in range(count):
+        if pos + _ENTRY_HEAD.size > size:
+            raise UnavailableError(f"change-log answer truncated at entry {index} of {count}")
+        offset, schema_id, key_len, value_len = _ENTRY_HEAD.unpack_from(body, pos)
+        pos += _ENTRY_HEAD.size
+        end = pos + key_len + value_len
+        if end > size:
+            raise UnavailableError(f"change-log answer truncated inside entry {index} of {count}")
+        entries.append(ChangeEntry(offset, body[pos : pos + key_len], schema_id, body[pos + key_len : end]))
+        pos = end
+    if pos != size:
+        raise UnavailableError(f"change-log answer has {size - pos} unexpected trailing bytes")
+    return ChangeLogPage(
+        consuming=bool(flags & 1),
+        hybrid=bool(flags & 2),
+        next=None if next_offset < 0 else next_offset,
+        start=None if start < 0 else start,
+        entries=tuple(entries),
+    )
 
 
 # -- JSON payload checking ---------------------------------------------------------------
@@ -594,3 +730,106 @@ class RoutingTable:
             stores={str(name): StoreRouting.from_json(entry, f"routing.stores.{name}") for name, entry in stores.items()},
         )
 
+
+
+# -- the controller's store description, as embedded clients read it ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VersionDescription:
+    """The part of a version description (``GET /stores/{store}``) that a client hosting
+    the version itself needs (docs/api.md has the whole description)."""
+
+    version: int
+    topic: str
+    partitions: int
+    status: VersionStatus
+    rt_start_offsets: Mapping[int, int] = field(default_factory=dict)
+    """Hybrid stores: per partition, the real-time offset this version applies from."""
+    consume_rt: bool | None = None
+    """Whether the version applies real-time writes now, when the controller says;
+    ``None`` when it does not (then :meth:`StoreDescription.consumes_rt` applies its rule)."""
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "version") -> VersionDescription:
+        obj = _object(value, where)
+        partitions = _int(obj, "partitions", where, low=1, high=MAX_PARTITIONS)
+        starts = _object(obj.get("rt_start_offsets") or {}, f"{where}.rt_start_offsets")
+        consume = obj.get("consume_rt")
+        return cls(
+            version=_int(obj, "version", where, low=1),
+            topic=_str(obj, "topic", where, max_len=255),
+            partitions=partitions,
+            status=_enum(obj, "status", where, VersionStatus),
+            rt_start_offsets={
+                _id_key(p, f"{where}.rt_start_offsets"): _int(starts, p, f"{where}.rt_start_offsets") for p in starts
+            },
+            consume_rt=None if consume is None else _bool(obj, "consume_rt", where),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDescription:
+    """The part of ``GET /stores/{store}`` an embedded (Da Vinci) client follows."""
+
+    name: str
+    incarnation: str
+    key_schema: Any
+    value_schemas: Mapping[int, Any]
+    partitions: int
+    current_version: int | None
+    versions: tuple[VersionDescription, ...]
+    hybrid: HybridConfig | None = None
+
+    @classmethod
+    def from_json(cls, value: Any) -> StoreDescription:
+        obj = _object(value, "store")
+        versions = _list(obj.get("versions") or [], "store.versions", max_len=10_000)
+        hybrid_raw = obj.get("hybrid")
+        return cls(
+            name=_str(obj, "name", "store", max_len=255),
+            incarnation=_str(obj, "incarnation", "store", max_len=64, default=""),
+            key_schema=obj.get("key_schema"),
+            value_schemas=_schemas(obj.get("value_schemas"), "store.value_schemas"),
+            partitions=_int(obj, "partitions", "store", low=1, high=MAX_PARTITIONS),
+            current_version=_opt_int(obj, "current_version", "store", low=1),
+            versions=tuple(VersionDescription.from_json(v, f"store.versions[{i}]") for i, v in enumerate(versions)),
+            hybrid=None if hybrid_raw is None else HybridConfig.from_json(hybrid_raw, "store.hybrid"),
+        )
+
+    def version(self, number: int) -> VersionDescription | None:
+        for version in self.versions:
+            if version.version == number:
+                return version
+        return None
+
+    def consumes_rt(self, version: VersionDescription) -> bool:
+        """Whether ``version`` applies real-time writes now: what the controller says, or
+        its rule (docs/hybrid.md): the current version, a push in progress and an ONLINE
+        version newer than the current one do; backups do not."""
+        if self.hybrid is None:
+            return False
+        if version.consume_rt is not None:
+            return version.consume_rt
+        if version.status is VersionStatus.STARTED:
+            return True
+        if version.status is not VersionStatus.ONLINE:
+            return False
+        return self.current_version is None or version.version >= self.current_version
+
+    def assignment(self, version: VersionDescription, partitions: Sequence[int], *, consume_rt: bool | None = None) -> Assignment:
+        """The :class:`Assignment` a storage server would get for ``partitions`` of ``version``
+        (``consume_rt`` overrides the controller's rule)."""
+        return Assignment(
+            store=self.name,
+            version=version.version,
+            topic=version.topic,
+            partitions_total=version.partitions,
+            partitions=tuple(sorted(set(partitions))),
+            key_schema=self.key_schema,
+            value_schemas=dict(self.value_schemas),
+            incarnation=self.incarnation,
+            hybrid=self.hybrid,
+            rt_start_offsets=dict(version.rt_start_offsets) if self.hybrid is not None else {},
+            consume_rt=self.consumes_rt(version) if consume_rt is None else (consume_rt and self.hybrid is not None),
+        )

@@ -21,11 +21,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from venice.routing import rotate
-
 __all__ = ["ReplicaHealth", "RetryBudget"]
 
 Clock = Callable[[], float]
+_FAILED_RANK = 1 << 50
+"""Ranks a recent failure above any number of requests in flight."""
 
 
 @dataclass
@@ -114,23 +114,35 @@ class ReplicaHealth:
         estimate plus 1 ms). Never relative to fixed latency bands, where two replicas
         either side of a band's edge would not share at all.
         """
-        if not replicas:
-            return []
-        rotated = rotate(tuple(replicas), spread)
+        count = len(replicas)
+        if count <= 1:
+            return list(replicas)
+        start = spread % count
+        rotated = list(replicas[start:]) + list(replicas[:start])
         now = self._clock()
-        stats = [self._stats.get(url) for url in rotated]
-        ewmas = [self._current_ewma(s, now) for s in stats]
-        known = [e for e in ewmas if e > 0.0]  # an unknown (or stale) estimate slows nobody down
-        slow_above = 2 * min(known) + 0.001 if known else math.inf
-        ranks = {
-            url: (
-                0 if s is None else 1 if now - s.failed_at < self._penalty_s else 0,
-                0 if s is None else s.in_flight // 4,
-                1 if ewma > slow_above else 0,
-            )
-            for url, s, ewma in zip(rotated, stats, ewmas, strict=True)
-        }
-        return sorted(rotated, key=ranks.__getitem__)
+        stale, penalty, table = self._stale_after_s, self._penalty_s, self._stats
+        # One pass: each replica's stats and latency estimate (an unknown or stale one is 0
+        # and slows nobody down), and the fastest estimate.
+        found: list[tuple[_Stats | None, float]] = []
+        fastest = math.inf
+        for url in rotated:
+            s = table.get(url)
+            ewma = 0.0 if s is None or now - s.measured_at >= stale else s.ewma_s
+            if 0.0 < ewma < fastest:
+                fastest = ewma
+            found.append((s, ewma))
+        slow_above = 2 * fastest + 0.001
+        # (recently failed, in flight // 4, clearly slower) as one integer, compared the same way.
+        ranks: list[int] = []
+        plain = True
+        for s, ewma in found:
+            rank = 0 if s is None else (_FAILED_RANK if now - s.failed_at < penalty else 0) + (s.in_flight // 4) * 2 + (ewma > slow_above)
+            plain = plain and rank == 0
+            ranks.append(rank)
+        if plain:
+            return rotated  # all alike: the rotation is the order
+        order = sorted(range(count), key=ranks.__getitem__)  # stable: equals keep their rotation
+        return [rotated[i] for i in order]
 
     def hedge_after_s(self) -> float:
         return self._hedge_s

@@ -8,6 +8,10 @@ as the table moves past generation G (a new version, a swap, a replica change), 
 refreshed early when a replica says the reader's view is stale (``refresh_routing``
 errors). When the source is down the last table keeps serving, and the cache retries
 every ``refresh_interval_s``: reads must not depend on the controller being up.
+
+A router serves its copy onwards (:meth:`RoutingCache.payload_json`,
+:meth:`RoutingCache.wait_change`) with the same generations and long-poll contract, so
+direct clients follow the cluster through the router.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import contextlib
 import logging
 import time
 
+import orjson
+
+from venice import protocol
 from venice.controller_client import AsyncControllerClient
 from venice.errors import UnavailableError, VeniceError
 from venice.routing import RoutingTable
@@ -45,6 +52,10 @@ class RoutingCache:
         self._last_on_demand = 0.0
         self._failing_since: float | None = None
         self._last_outage_log = 0.0
+        self._payload: protocol.RoutingTable | None = None
+        self._payload_json: tuple[int, bytes] | None = None
+        self._moved: asyncio.Event | None = None
+        """Set (and replaced) whenever a newer table arrives; long polls wait on it."""
 
     @property
     def table(self) -> RoutingTable:
@@ -79,8 +90,42 @@ class RoutingCache:
         payload = await self._client.routing(generation, wait_s=wait_s)
         if payload is None:
             return False
+        if self._table is not None and payload.generation < self._table.generation:
+            return False  # an answer overtaken by a newer one (two refreshes crossed)
         self._table = RoutingTable.from_payload(payload, previous=self._table)
+        self._payload = payload
+        if self._moved is not None:
+            self._moved.set()
+            self._moved = None
         return True
+
+    def payload_json(self) -> tuple[int, bytes]:
+        """``(generation, JSON of GET /routing)`` of the newest table, serialized once per
+        generation; UnavailableError before the first one arrived."""
+        payload = self._payload
+        if payload is None:
+            raise UnavailableError("no routing table yet: the controller has not answered")
+        cached = self._payload_json
+        if cached is None or cached[0] != payload.generation:
+            cached = self._payload_json = (payload.generation, orjson.dumps(payload.to_json()))
+        return cached
+
+    async def wait_change(self, generation: int, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a table newer than ``generation``; True when there is one."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            payload = self._payload
+            if payload is not None and payload.generation != generation:
+                return True
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            if self._moved is None:
+                self._moved = asyncio.Event()
+            moved = self._moved
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await moved.wait()
 
     async def aclose(self) -> None:
         if self._task is not None:

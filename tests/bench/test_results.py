@@ -32,6 +32,12 @@ def sample_runs() -> list[Run]:
     runs.append(run("batch100", "redis", 10_000, items=100, errors=2))
     runs.append(run("sdk_get", "venice", 8_000, seconds=2.0))
     runs.append(run("sdk_get", "redis", 10_000, seconds=2.0))
+    runs.append(run("sdk_direct_get", "venice", 12_000))
+    runs.append(run("sdk_direct_get", "redis", 10_000))
+    runs.append(run("davinci_get", "venice", 150_000))
+    runs.append(run("davinci_get", "redis", 10_000))
+    runs.append(run("compute100", "venice", 300, items=100))
+    runs.append(run("compute100", "client_side", 150, items=100))
     return runs
 
 
@@ -72,6 +78,9 @@ class TestRatios:
         assert ratios["batch100_vs_mget"] == pytest.approx(0.06)
         assert ratios["push_vs_redis_pipe"] == pytest.approx(0.05)
         assert ratios["memory_vs_redis"] == pytest.approx(1.5)
+        assert ratios["sdk_direct_get_vs_redispy"] == pytest.approx(1.2)
+        assert ratios["davinci_get_vs_redispy"] == pytest.approx(15.0)
+        assert ratios["compute100_vs_client_side"] == pytest.approx(2.0)
 
     def test_missing_sides_are_none_not_zero(self) -> None:
         only_venice = [r for r in sample_runs() if r.side == "venice"]
@@ -85,6 +94,8 @@ class TestRatios:
         assert TARGETS["router_p99_ms_c32"].met(2.0) and not TARGETS["router_p99_ms_c32"].met(2.01)
         assert TARGETS["memory_vs_redis"].met(1.2)
         assert TARGETS["batch100_vs_mget"].met(None) is None
+        assert TARGETS["davinci_get_vs_redispy"].met(10.0) and not TARGETS["davinci_get_vs_redispy"].met(9.9)
+        assert TARGETS["compute100_vs_client_side"].met(1.5) and TARGETS["sdk_direct_get_vs_redispy"].met(1.0)
 
 
 class TestReport:

@@ -8,6 +8,7 @@ from venice.cli.push import push
 from venice.cli.quickstart import quickstart
 from venice.cli.services import controller, router, server
 from venice.cli.store import store
+from venice.cli.tail import tail
 from venice.cli.version import version
 
 __all__ = ["main"]
@@ -19,5 +20,5 @@ def main() -> None:
     """Venice: serve derived data by key, replaced whole by versioned pushes."""
 
 
-for command in (quickstart, controller, server, router, store, version, push):
+for command in (quickstart, controller, server, router, store, version, push, tail):
     main.add_command(command)

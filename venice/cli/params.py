@@ -34,7 +34,7 @@ class Integer(click.ParamType):  # type: ignore[type-arg]  # generic only in new
             self.fail(f"{number} is not in the range {self.low}..{self.high}", param, ctx)
         return number
 
-    def get_metavar(self, param: click.Parameter, *args: Any) -> str:
+    def get_metavar(self, param: click.Parameter, *args: Any, **kwargs: Any) -> str:  # click >= 8.2 passes ctx=
         return f"INTEGER {self.low}..{self.high}"
 
 
@@ -58,5 +58,5 @@ class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic only in new
             self.fail(f"{number:g} is not in the range {self.low:g}..{self.high:g} seconds", param, ctx)
         return number
 
-    def get_metavar(self, param: click.Parameter, *args: Any) -> str:
+    def get_metavar(self, param: click.Parameter, *args: Any, **kwargs: Any) -> str:  # click >= 8.2 passes ctx=
         return f"SECONDS {self.low:g}..{self.high:g}"

@@ -6,7 +6,7 @@ Databases in the environment:
 * ``__checkpoints__``: per partition, its :class:`~venice.ingestion.records.Checkpoint`;
 * ``c{N}``: partition N's change log (real-time writes, so hybrid versions only), real-time offset (8-byte
   big-endian) -> :class:`~venice.ingestion.records.Change`, newest ``changelog_size``
-  entries kept.
+  entries kept; the highest offset trimmed is kept in ``__checkpoints__`` under ``t{N}``.
 
 A batch's data, its checkpoint and its change-log entries are written in ONE write
 transaction (:meth:`VersionStorage.write_batch`), so a crash never loses or
@@ -53,6 +53,11 @@ def _lmdb_errors(what: str) -> Iterator[None]:
 
 
 Reader = Callable[[bytes], bytes | None]
+
+
+def _trim_key(partition: int) -> bytes:
+    """Key (in ``__checkpoints__``) of the highest change-log offset trimmed from a partition."""
+    return b"t%d" % partition
 
 
 class VersionStorage:
@@ -126,6 +131,7 @@ class VersionStorage:
             if log is not None:
                 txn.drop(log, delete=False)
             txn.delete(b"%d" % partition, db=self._checkpoints)
+            txn.delete(_trim_key(partition), db=self._checkpoints)
 
     # -- writes ----------------------------------------------------------------------------
     def write_batch(self, partition: int, decide: Callable[[Reader], Outcome]) -> Outcome:
@@ -139,6 +145,8 @@ class VersionStorage:
                 log = self._logs.get(partition)
                 if log is not None:
                     txn.drop(log, delete=False)
+                # The old epoch's trim mark would make every position of the new one look expired.
+                txn.delete(_trim_key(partition), db=self._checkpoints)
             for key, value in outcome.writes:
                 if value is None:
                     txn.delete(key, db=db)
@@ -163,8 +171,12 @@ class VersionStorage:
         if excess > 0:
             cursor = txn.cursor(db=log)
             cursor.first()
+            trimmed = b""
             for _ in range(excess):
+                trimmed = bytes(cursor.key())
                 cursor.delete()
+            # Remembered so a reader asking for a trimmed position is told, never given a gap.
+            txn.put(_trim_key(partition), trimmed, db=self._checkpoints)
 
     # -- reads -----------------------------------------------------------------------------
     def checkpoint(self, partition: int) -> Checkpoint:
@@ -181,6 +193,25 @@ class VersionStorage:
         with _lmdb_errors("read"), self.env.begin(buffers=False) as txn:
             return [txn.get(key, db=self._db(partition)) for partition, key in items]
 
+    def getter(self, partition: int) -> Callable[[bytes], bytes | None]:
+        """A function reading one key of ``partition``: :meth:`get` without its per-call
+        lookups (an embedded client's hot path). The caller keeps it from running once
+        the storage is closed."""
+        db = self._db(partition)
+        begin = self.env.begin
+
+        def get(key: bytes) -> bytes | None:
+            try:
+                txn = begin(db=db, buffers=False)
+                try:
+                    return txn.get(key)
+                finally:
+                    txn.abort()
+            except lmdb.Error as exc:
+                raise StorageError(f"LMDB read failed: {exc}") from exc
+
+        return get
+
     def changes(self, partition: int, after: int | None = None, limit: int = 1000) -> list[Change]:
         """Up to ``limit`` change-log entries with offsets above ``after`` (all kept ones
         when ``None``), oldest first."""
@@ -195,6 +226,13 @@ class VersionStorage:
                 out.append(Change.decode(_OFFSET.unpack(cursor.key())[0], cursor.value()))
                 found = cursor.next()
         return out
+
+    def changelog_trimmed(self, partition: int) -> int | None:
+        """The highest offset trimmed from ``partition``'s change log (``None``: none yet):
+        a reader needing an entry at or below it has lost entries."""
+        with _lmdb_errors("read change log"), self.env.begin(db=self._checkpoints, buffers=False) as txn:
+            raw = txn.get(_trim_key(partition))
+        return None if raw is None else int(_OFFSET.unpack(raw)[0])
 
     def count(self, partition: int) -> int:
         with _lmdb_errors("stat"), self.env.begin() as txn:
