@@ -122,6 +122,20 @@ class TestChangeLog:
         assert storage.changes(1) == [Change(11, b"k", 1, b"v")]  # other partitions untouched
         storage.close()
 
+    def test_a_new_real_time_epoch_forgets_the_old_epochs_trim_mark(self, tmp_path: Path) -> None:
+        """The trim mark is an offset of the old topic: kept, it would make every position of
+        the new topic (which starts again at 0) look older than the log reaches."""
+        storage = VersionStorage(tmp_path / "v1", 1, [0], changelog_size=2)
+        old = Checkpoint(3, True, True, 1, rt_offset=504, rt_epoch=1)
+        changes = [Change(500 + i, b"k%d" % i, 1, b"v") for i in range(4)]
+        storage.write_batch(0, lambda _r: Outcome(old, [], changes))
+        assert storage.changelog_trimmed(0) == 501
+        adopted = rt_adopt(old, epoch=2, start=0)
+        storage.write_batch(0, lambda _r: Outcome(adopted.checkpoint, [], [Change(0, b"n", 1, b"w")], clear_changes=True))
+        assert storage.changelog_trimmed(0) is None
+        assert [c.offset for c in storage.changes(0)] == [0]
+        storage.close()
+
 
 class TestCheckpoint:
     def test_reads_checkpoints_written_before_real_time_fields(self) -> None:
