@@ -12,6 +12,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from router.app import DEFAULT_MAX_ANSWER_BYTES
 from tests.rawhttp import connect, read_response, read_until_close
 from tests.router.fakes import refused_url
 from venice.cli import main
@@ -53,8 +54,8 @@ def test_the_connection_cap_is_set_by_flag_or_variable(tmp_path: Path, part: str
         assert orjson.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "TOO_MANY_CONNECTIONS"
 
 
-def test_the_router_takes_its_body_limit(tmp_path: Path) -> None:
-    with running(tmp_path, "router", "--max-body-bytes", "1000") as url:
+def test_the_router_starts_with_an_answer_cap_and_takes_its_body_limit(tmp_path: Path) -> None:
+    with running(tmp_path, "router", "--max-body-bytes", "1000", "--max-answer-bytes", "5000") as url:
         response = httpx.post(url + "/storage/any", content=b"[" * 2000, timeout=10)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "BODY_TOO_LARGE"
@@ -75,3 +76,8 @@ def test_limits_out_of_range_are_refused_before_starting() -> None:
     assert "--max-connections" in result.output
     result = CliRunner().invoke(main, ["server", "--head-timeout", "0"])
     assert result.exit_code == 2
+
+
+def test_the_cli_default_answer_cap_is_the_routers() -> None:
+    result = CliRunner().invoke(main, ["router", "--help"])
+    assert f"{DEFAULT_MAX_ANSWER_BYTES}" in result.output.replace("\n", " ").replace(" ", "")

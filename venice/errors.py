@@ -14,6 +14,7 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     │   ├── NotSubscribedError       NOT_SUBSCRIBED       400   (an embedded client does not hold that partition)
     │   ├── RequestTimeoutError      REQUEST_TIMEOUT      408   (head or body too slow)
     │   ├── BodyTooLargeError        BODY_TOO_LARGE       413
+    │   ├── AnswerTooLargeError      ANSWER_TOO_LARGE     413   (ask for fewer or smaller values)
     │   ├── UrlTooLongError          URL_TOO_LONG         414
     │   ├── HeadersTooLargeError     HEADERS_TOO_LARGE    431
     │   └── ConflictError            CONFLICT             409
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from venice.structs import TopicPartition
 
 __all__ = [
+    "AnswerTooLargeError",
     "BodyTooLargeError",
     "ConflictError",
     "DeadlineExceededError",
@@ -176,6 +178,13 @@ class BodyTooLargeError(RequestError):
     before any of it is read)."""
 
     code = "BODY_TOO_LARGE"
+    http_status = 413
+
+
+class AnswerTooLargeError(RequestError):
+    """The answer would be over the server's limit: ask for fewer keys or smaller values."""
+
+    code = "ANSWER_TOO_LARGE"
     http_status = 413
 
 

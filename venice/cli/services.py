@@ -173,9 +173,11 @@ def server(
 @click.option("--port", default=7777, show_default=True, envvar="VENICE_PORT", type=int)
 @controller_option
 @click.option("--deadline", default=2.0, show_default=True, envvar="VENICE_DEADLINE_S", help="Seconds a read may take, failovers included.")
+@click.option("--max-answer-bytes", default=16 * 1024 * 1024, show_default=True, envvar="VENICE_MAX_ANSWER_BYTES", type=click.IntRange(min=1), help="Stored bytes of the values one answer may carry (duplicate keys count each time); beyond: 413 ANSWER_TOO_LARGE.")
 @http_limit_options()
-def router(host: str, port: int, controller_url: str, deadline: float, http: HttpLimits) -> None:
+def router(host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits) -> None:
     """Run a router: key -> partition -> ready replica, with failover."""
     from router.main import RouterConfig, run
 
-    run(RouterConfig(host=host, port=port, controller_url=controller_url, deadline_s=deadline, http=http))
+    run(RouterConfig(host=host, port=port, controller_url=controller_url, deadline_s=deadline,
+                     max_answer_bytes=max_answer_bytes, http=http))
