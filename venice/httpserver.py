@@ -324,7 +324,7 @@ class _Connection(asyncio.Protocol):
         self.head_bytes = 0
         """Bytes received while inside the current head (an upper bound of its size)."""
         self.head_size = 0
-        """Bytes of the URL and headers parsed so far (exact, for heads the parser completed)."""
+        """Bytes of the headers parsed so far (exact; the URL is added when the head is complete)."""
         self.body_bytes = 0
         self.raw_body_left = 0
         """Bytes of an upgrade request's body still to read past the parser (see _upgraded)."""
@@ -344,7 +344,6 @@ class _Connection(asyncio.Protocol):
         """Lingering, or reading an upgrade request's body: data_received's slow path."""
         self.linger_left = 0
         self.linger_timer: asyncio.TimerHandle | None = None
-        self.over_cap = False
         self.last_active = time.monotonic()
         self.client: tuple[str, int] | None = None
         self.sockname: tuple[str, int] | None = None
@@ -355,7 +354,6 @@ class _Connection(asyncio.Protocol):
         self.transport = tcp
         server = self.server
         if len(server.connections) >= server.max_connections:
-            self.over_cap = True
             server.refused.add(self)
             error = TooManyConnectionsError(f"this server holds its maximum of {server.max_connections} connections")
             tcp.write(_encode(error.http_status, [_JSON], error_body(error), keep_alive=False))
