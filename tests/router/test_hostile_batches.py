@@ -14,7 +14,7 @@ import pytest
 
 from router.main import RouterConfig, build_server
 from tests.router.fakes import PAIR_SCHEMA, FakeController, FakeStorage, load, serve_in_thread, store_entry
-from venice.routing import gather_results
+from venice.routing import answer_size, gather_results
 
 BIG = "v" * (1024 * 1024)
 """A 1 MiB string value (1 MiB + 4 bytes stored: Avro's length prefix)."""
@@ -138,3 +138,9 @@ class TestGatherResults:
         ]
         assert sorted(decoded) == [(1, b"AAA"), (2, b"BB")]
         assert results[0]["value"] is results[2]["value"] is results[4]["value"]
+
+    def test_answer_size_counts_every_requested_key(self) -> None:
+        hits = {b"a": (1, b"xxx"), b"b": None, b"c": (2, b"yyyyy")}
+        assert answer_size([b"a", b"b", b"c"], hits) == 8
+        assert answer_size([b"a", b"a", b"b", b"c", b"a"], hits) == 14
+        assert answer_size([b"b", b"b"], {b"b": None}) == 0
