@@ -148,6 +148,21 @@ class TestSizes:
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "BODY_TOO_LARGE"
 
+    def test_a_path_with_its_own_body_limit(self) -> None:
+        """body_limits_by_path: one route takes more than the rest, on the same connection
+        (the limit is decided per request, both from Content-Length and as chunks arrive)."""
+        with serve(max_body_bytes=1000, body_limits_by_path=((b"/big/", 3000),)) as url:
+            with httpx.Client(base_url=url, timeout=10) as http:
+                assert http.post("/big/x", content=b"b" * 2500).json() == {"echo": "b" * 100}
+                assert http.post("/x", content=b"s" * 900).json() == {"echo": "s" * 100}
+            refused = httpx.post(url + "/x", content=b"s" * 2500, timeout=10)
+            assert refused.status_code == 413 and refused.json()["error"]["code"] == "BODY_TOO_LARGE"
+            with connect(url) as sock:
+                sock.sendall(b"POST /big/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + (b"400\r\n" + b"b" * 1024 + b"\r\n") * 3 + b"0\r\n\r\n")
+                answer = read_until_close(sock)
+            assert_rejected(answer, 413, "BODY_TOO_LARGE")
+
     def test_a_malformed_content_length_is_400(self) -> None:
         with serve(max_body_bytes=1000) as url, connect(url) as sock:
             sock.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
@@ -228,6 +243,7 @@ class TestConnectionCap:
 
 def test_limits_are_validated() -> None:
     for bad in ({"max_connections": 0}, {"head_timeout_s": 0}, {"max_head_bytes": 10},
-                {"max_url_bytes": 0}, {"max_body_bytes": -1}, {"keepalive_s": -1}):
+                {"max_url_bytes": 0}, {"max_body_bytes": -1}, {"keepalive_s": -1},
+                {"body_limits_by_path": ((b"/x", -1),)}):
         with pytest.raises(ValueError):
             HttpLimits(**bad)

@@ -140,6 +140,11 @@ class HttpLimits:
     """The request target (path and query); beyond: 414 (it counts toward the head too)."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """A request body; beyond: 413, from Content-Length before the body is read."""
+    body_limits_by_path: tuple[tuple[bytes, int], ...] = ()
+    """``(path prefix, limit)`` pairs: a request whose target starts with a prefix may
+    send a body up to that limit instead of ``max_body_bytes`` (the first match wins).
+    For the rare route whose contract needs more than the rest, e.g. the controller's
+    heartbeats, without raising the limit of every other route."""
 
     def __post_init__(self) -> None:
         if self.max_connections < 1:
@@ -150,7 +155,7 @@ class HttpLimits:
             raise ValueError("max_head_bytes must be at least 256")
         if self.max_url_bytes < 16:
             raise ValueError("max_url_bytes must be at least 16")
-        if self.max_body_bytes < 0:
+        if self.max_body_bytes < 0 or any(limit < 0 for _, limit in self.body_limits_by_path):
             raise ValueError("max_body_bytes must not be negative")
 
 
@@ -312,7 +317,10 @@ class _Connection(asyncio.Protocol):
         limits = server.limits
         self.max_head = limits.max_head_bytes
         self.max_url = limits.max_url_bytes
-        self.max_body = limits.max_body_bytes
+        self.max_body_default = limits.max_body_bytes
+        self.body_limits_by_path = limits.body_limits_by_path
+        self.max_body = self.max_body_default
+        """The body limit of the request being parsed (see HttpLimits.body_limits_by_path)."""
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.request: _Request | None = None
@@ -513,8 +521,16 @@ class _Connection(asyncio.Protocol):
         if self.head_size + len(request.url) > self.max_head:
             raise _Refusal(HeadersTooLargeError(f"request head over {self.max_head} bytes"))
         self.head_size = 0
+        if self.body_limits_by_path:
+            self.max_body = self._body_limit(request.url)
         if request.framing is not None:
             self._check_framing(request.framing)
+
+    def _body_limit(self, url: bytes) -> int:
+        for prefix, limit in self.body_limits_by_path:
+            if url.startswith(prefix):
+                return limit
+        return self.max_body_default
 
     def _check_framing(self, framing: _Framing) -> None:
         """Refuse an announced body over the limit before reading it; answer ``Expect:

@@ -88,3 +88,23 @@ def test_sigterm_answers_a_long_poll_in_flight_and_exits_cleanly(controller: Man
     assert head.startswith(b"HTTP/1.1 304 ")
     assert controller.popen is not None
     assert controller.popen.wait(30) == 0
+
+
+def test_a_heartbeat_over_the_metadata_limit_still_arrives(controller: ManagedProcess) -> None:
+    """A heartbeat lists every replica of a server and may take up to 64 MiB (the app's own
+    bound): the 4 MiB metadata limit must not refuse it, or a big server would be taken for
+    dead. Other routes keep the 4 MiB limit, and a heartbeat announced over 64 MiB is 413."""
+    padded = orjson.dumps({"url": "http://127.0.0.1:7001", "replicas": []}) + b" " * (5 << 20)
+    answer = httpx.post(controller.url + "/servers/big-server/heartbeat", content=padded,
+                        headers={"content-type": "application/json"}, timeout=30)
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.json()["assignment"] == []
+    with connect(controller.url) as sock:
+        sock.sendall(b"POST /servers/big-server/heartbeat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % ((64 << 20) + 1))
+        refused = read_until_close(sock)
+    assert refused.startswith(b"HTTP/1.1 413 ")
+    assert orjson.loads(refused.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "BODY_TOO_LARGE"
+    store = httpx.post(controller.url + "/stores", content=b'{"name": "x"}' + b" " * (5 << 20),
+                       headers={"content-type": "application/json"}, timeout=30)
+    assert store.status_code == 413
