@@ -19,8 +19,9 @@ are answered with one JSON body; every error has the shape of
 What a request may cost is bounded before the work is done: at most ``MAX_BATCH_KEYS``
 keys, each nested at most ``MAX_KEY_DEPTH`` deep (checked before any key is encoded:
 the encoder recurses), and an answer of at most ``max_answer_bytes`` of stored values
-(summed over the requested keys, duplicates included, before anything is decoded:
-413 ``ANSWER_TOO_LARGE``). A value asked for many times is decoded once.
+or computed results (summed over the requested keys, duplicates included, before
+anything is decoded: 413 ``ANSWER_TOO_LARGE``); batches and read compute alike. A
+value asked for many times is decoded once.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from router.replicas import ReplicaReader
 from venice.compute import ComputeSpec
 from venice.errors import (
     AnswerTooLargeError,
+    BodyTooLargeError,
     InternalError,
     InvalidKeyError,
     InvalidValueError,
@@ -200,7 +202,7 @@ class RouterApp:
             return self._answer(self.single_get(store, _path_text(key_part, "key", InvalidKeyError), query))
         if not slash and method == "POST":
             if len(body) > MAX_BODY_BYTES:
-                raise RequestError(f"request body larger than {MAX_BODY_BYTES} bytes")
+                raise BodyTooLargeError(f"request body larger than {MAX_BODY_BYTES} bytes")
             return self._answer(self.batch_get(_path_text(store_part, "store name", RequestError), body, query))
         return None
 
@@ -311,6 +313,7 @@ class RouterApp:
             raise InvalidKeyError('compute body needs "keys": [...]')
         if len(keys) > MAX_BATCH_KEYS:
             raise RequestError(f"a compute request may hold at most {MAX_BATCH_KEYS} keys, got {len(keys)}")
+        _check_key_depths(body, keys)
         spec = ComputeSpec.from_json({k: v for k, v in payload.items() if k != "keys"})
         spec.check_cost(len(keys))
         spec_json = spec.to_bytes()
@@ -331,6 +334,12 @@ class RouterApp:
             found.update(zip((key_bytes for _, key_bytes in items), hits, strict=True))
 
         await _all_or_nothing([group(replicas, partitions) for replicas, partitions in plan.items()])
+        size = answer_size(encoded, found)
+        if size > self.max_answer_bytes:
+            raise AnswerTooLargeError(
+                f"the answer would carry {size} bytes of results, over the limit of {self.max_answer_bytes} bytes: "
+                "ask for fewer keys or less per key"
+            )
         results: list[dict[str, Any]] = []
         for key, key_bytes in zip(keys, encoded, strict=True):
             hit = found[key_bytes]
@@ -379,7 +388,7 @@ async def _read_body(receive: Receive) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise RequestError(f"request body larger than {MAX_BODY_BYTES} bytes")
+            raise BodyTooLargeError(f"request body larger than {MAX_BODY_BYTES} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -395,11 +404,16 @@ def _parse_keys(body: bytes) -> list[Any]:
         raise InvalidKeyError('batch body must be a JSON object {"keys": [...]}')
     if len(keys) > MAX_BATCH_KEYS:
         raise RequestError(f"a batch may hold at most {MAX_BATCH_KEYS} keys, got {len(keys)}")
+    _check_key_depths(body, keys)
+    return keys
+
+
+def _check_key_depths(body: bytes, keys: list[Any]) -> None:
+    """InvalidKeyError for a key of ``keys`` (parsed from ``body``) nested too deep."""
     if body.count(b"[") + body.count(b"{") > MAX_KEY_DEPTH + 1:  # else no key can nest that deep
         for key in keys:
             if type(key) is dict or type(key) is list:
                 _check_depth(key)
-    return keys
 
 
 def _check_depth(key: Any) -> None:

@@ -100,6 +100,13 @@ class TestKeyDepth:
         message = assert_error(http.post(f"/storage/{store}", content=body), 400, "INVALID_KEY")
         assert "nested" in message
 
+    @pytest.mark.parametrize("key", [nested_list(1000), nested_record(1000)], ids=["list1000", "record1000"])
+    def test_a_compute_key_nested_too_deep_is_400(self, http: httpx.Client, key: bytes) -> None:
+        """Read compute takes its keys like a batch: the same bound, before any encoding."""
+        body = b'{"keys": [{"a": 1, "b": "x"}, ' + key + b'], "project": ["a"]}'
+        message = assert_error(http.post("/compute/pairs", content=body), 400, "INVALID_KEY")
+        assert "nested" in message
+
     def test_a_url_key_nested_too_deep_is_400(self, http: httpx.Client) -> None:
         key = quote(nested_list(1000), safe="")  # ~6 KB: within the URL limit
         message = assert_error(http.get(f"/storage/pairs/{key}"), 400, "INVALID_KEY")
