@@ -15,6 +15,13 @@ are answered with one JSON body; every error has the shape of
     POST /compute/{store}          {"keys": [...], "project": [...], "compute": [...]}
                                    -> {"results": [...]} in key order, computed on the servers
     GET  /changes/{store}          the store's changes as Server-Sent Events (router/changes.py)
+
+What a request may cost is bounded before the work is done: at most ``MAX_BATCH_KEYS``
+keys, each nested at most ``MAX_KEY_DEPTH`` deep (checked before any key is encoded:
+the encoder recurses), and an answer of at most ``max_answer_bytes`` of stored values
+or computed results (summed over the requested keys, duplicates included, before
+anything is decoded: 413 ``ANSWER_TOO_LARGE``); batches and read compute alike. A
+value asked for many times is decoded once.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from router.changes import ChangeStreams
 from router.replicas import ReplicaReader
 from venice.compute import ComputeSpec
 from venice.errors import (
+    AnswerTooLargeError,
+    BodyTooLargeError,
     InternalError,
     InvalidKeyError,
     InvalidValueError,
@@ -43,12 +52,12 @@ from venice.errors import (
     VeniceError,
     error_body,
 )
-from venice.protocol import Hit
-from venice.routing import StoreRoute, plan_batch
+from venice.protocol import BATCH_FRAME_BYTES, Hit
+from venice.routing import StoreRoute, answer_size, gather_results, plan_batch
 from venice.routing_cache import DEFAULT_REFRESH_INTERVAL_S, RoutingCache
 from venice.schema import AvroCodec, json_default, key_from_text, parse_integer
 
-__all__ = ["DEFAULT_DEADLINE_S", "MAX_BATCH_KEYS", "RouterApp"]
+__all__ = ["DEFAULT_DEADLINE_S", "DEFAULT_MAX_ANSWER_BYTES", "MAX_BATCH_KEYS", "MAX_KEY_DEPTH", "RouterApp"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -56,7 +65,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 DEFAULT_DEADLINE_S = 2.0
+DEFAULT_MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""Stored bytes of the values one answer may carry (see the module docstring)."""
 MAX_BATCH_KEYS = 10_000
+MAX_KEY_DEPTH = 32
+"""How deeply a key given as JSON may nest lists and objects (no key schema needs more)."""
 MAX_BODY_BYTES = 16 * 1024 * 1024
 _STORAGE_PREFIX = b"/storage/"
 _COMPUTE_PREFIX = b"/compute/"
@@ -77,11 +90,19 @@ class RouterApp:
         deadline_s: float = DEFAULT_DEADLINE_S,
         refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
         hedge_after_s: float | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s)
         self.changes = ChangeStreams(controller_url, self.cache)
-        self.reader = ReplicaReader(hedge_after_s=hedge_after_s, on_stale_routing=self.cache.request_refresh)
+        # A replica's batch answer holds distinct keys only, plus framing: more than
+        # this and the caller's answer is over the limit anyway.
+        self.reader = ReplicaReader(
+            hedge_after_s=hedge_after_s,
+            on_stale_routing=self.cache.request_refresh,
+            max_answer_bytes=max_answer_bytes + BATCH_FRAME_BYTES * MAX_BATCH_KEYS,
+        )
         self.deadline_s = deadline_s
+        self.max_answer_bytes = max_answer_bytes
         # Shared rotation counter: consecutive requests start on different replicas.
         self._spread = itertools.count()
 
@@ -181,7 +202,7 @@ class RouterApp:
             return self._answer(self.single_get(store, _path_text(key_part, "key", InvalidKeyError), query))
         if not slash and method == "POST":
             if len(body) > MAX_BODY_BYTES:
-                raise RequestError(f"request body larger than {MAX_BODY_BYTES} bytes")
+                raise BodyTooLargeError(f"request body larger than {MAX_BODY_BYTES} bytes")
             return self._answer(self.batch_get(_path_text(store_part, "store name", RequestError), body, query))
         return None
 
@@ -193,12 +214,17 @@ class RouterApp:
         """JSON of the value of one key, read from the first replica that answers."""
         route = self.cache.table.store(store)
         version = route.resolve_version(_version_param(query))
-        key_bytes = route.key_codec.encode(key_from_text(route.key_codec, key_text))
+        datum = key_from_text(route.key_codec, key_text)
+        if type(datum) is dict or type(datum) is list:
+            _check_depth(datum)
+        key_bytes = route.key_codec.encode(datum)
         partition = route.partition_of(key_bytes)
         replicas = self.reader.order(route.replicas(version, partition), next(self._spread))
         hit = await self.reader.get(replicas, store, version, partition, key_bytes, deadline_at=self._deadline_at())
         if hit is None:
             raise KeyNotFoundError(f"key {_shorten(key_text)} not found in store {store!r} (version {version})")
+        if len(hit[1]) > self.max_answer_bytes:
+            raise AnswerTooLargeError(f"the value is {len(hit[1])} bytes, over the limit of {self.max_answer_bytes} bytes")
         return _dumps(self._decode(route, hit))
 
     async def batch_get(self, store: str, body: bytes, query: bytes) -> bytes:
@@ -216,18 +242,13 @@ class RouterApp:
         else:
             encoded = [codec.encode(key) for key in keys]
         hits = await self._read_batch(route, version, encoded)
-        results: list[dict[str, Any]] = []
-        append = results.append
-        decoders: dict[int, Callable[[bytes], Any]] = {}  # one lookup per schema id, not per key
-        for key, kb in zip(keys, encoded, strict=True):
-            hit = hits[kb]
-            if hit is None:
-                append({"key": key, "found": False})
-                continue
-            decode = decoders.get(hit[0])
-            if decode is None:
-                decode = decoders[hit[0]] = self._decoder(route, hit[0])
-            append({"key": key, "found": True, "value": decode(hit[1])})
+        size = answer_size(encoded, hits)
+        if size > self.max_answer_bytes:
+            raise AnswerTooLargeError(
+                f"the answer would carry {size} bytes of values, over the limit of {self.max_answer_bytes} bytes: "
+                "ask for fewer keys per batch"
+            )
+        results = gather_results(keys, encoded, hits, lambda schema_id: self._decoder(route, schema_id))
         return _dumps({"results": results})
 
     async def _read_batch(self, route: StoreRoute, version: int, encoded: list[bytes]) -> dict[bytes, Hit | None]:
@@ -292,6 +313,7 @@ class RouterApp:
             raise InvalidKeyError('compute body needs "keys": [...]')
         if len(keys) > MAX_BATCH_KEYS:
             raise RequestError(f"a compute request may hold at most {MAX_BATCH_KEYS} keys, got {len(keys)}")
+        _check_key_depths(body, keys)
         spec = ComputeSpec.from_json({k: v for k, v in payload.items() if k != "keys"})
         spec.check_cost(len(keys))
         spec_json = spec.to_bytes()
@@ -312,6 +334,12 @@ class RouterApp:
             found.update(zip((key_bytes for _, key_bytes in items), hits, strict=True))
 
         await _all_or_nothing([group(replicas, partitions) for replicas, partitions in plan.items()])
+        size = answer_size(encoded, found)
+        if size > self.max_answer_bytes:
+            raise AnswerTooLargeError(
+                f"the answer would carry {size} bytes of results, over the limit of {self.max_answer_bytes} bytes: "
+                "ask for fewer keys or less per key"
+            )
         results: list[dict[str, Any]] = []
         for key, key_bytes in zip(keys, encoded, strict=True):
             hit = found[key_bytes]
@@ -360,7 +388,7 @@ async def _read_body(receive: Receive) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise RequestError(f"request body larger than {MAX_BODY_BYTES} bytes")
+            raise BodyTooLargeError(f"request body larger than {MAX_BODY_BYTES} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -376,7 +404,33 @@ def _parse_keys(body: bytes) -> list[Any]:
         raise InvalidKeyError('batch body must be a JSON object {"keys": [...]}')
     if len(keys) > MAX_BATCH_KEYS:
         raise RequestError(f"a batch may hold at most {MAX_BATCH_KEYS} keys, got {len(keys)}")
+    _check_key_depths(body, keys)
     return keys
+
+
+def _check_key_depths(body: bytes, keys: list[Any]) -> None:
+    """InvalidKeyError for a key of ``keys`` (parsed from ``body``) nested too deep."""
+    if body.count(b"[") + body.count(b"{") > MAX_KEY_DEPTH + 1:  # else no key can nest that deep
+        for key in keys:
+            if type(key) is dict or type(key) is list:
+                _check_depth(key)
+
+
+def _check_depth(key: Any) -> None:
+    """InvalidKeyError for a key nested deeper than MAX_KEY_DEPTH (without recursing)."""
+    stack: list[tuple[Any, int]] = [(key, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if type(item) is dict:
+            children: Any = item.values()
+        elif type(item) is list:
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > MAX_KEY_DEPTH:
+            raise InvalidKeyError(f"key nested more than {MAX_KEY_DEPTH} levels deep")
+        stack.extend((child, depth) for child in children)
 
 
 def _key_datum(codec: AvroCodec, key: Any) -> Any:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from router.app import DEFAULT_DEADLINE_S, RouterApp
-from venice.httpserver import HttpServer
+from router.app import DEFAULT_DEADLINE_S, DEFAULT_MAX_ANSWER_BYTES, RouterApp
+from venice.httpserver import DEFAULT_LIMITS, HttpLimits, HttpServer
 from venice.routing_cache import DEFAULT_REFRESH_INTERVAL_S
 
 __all__ = ["DEFAULT_PORT", "RouterConfig", "build_app", "build_server", "run"]
@@ -35,6 +35,10 @@ class RouterConfig:
     """A replica silent this long gets a parallel read sent to the next replica;
     ``None``: three times the recent p95 latency, between 10 and 250 ms."""
     graceful_shutdown_s: float = 5.0
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+    """Stored bytes of the values one answer may carry; beyond: 413 ``ANSWER_TOO_LARGE``."""
+    http: HttpLimits = DEFAULT_LIMITS
+    """What the router accepts from its clients (sizes, timeouts, connections)."""
 
 
 def build_app(config: RouterConfig) -> RouterApp:
@@ -43,6 +47,7 @@ def build_app(config: RouterConfig) -> RouterApp:
         deadline_s=config.deadline_s,
         refresh_interval_s=config.refresh_interval_s,
         hedge_after_s=config.hedge_after_s,
+        max_answer_bytes=config.max_answer_bytes,
     )
 
 
@@ -53,6 +58,7 @@ def build_server(config: RouterConfig, app: RouterApp | None = None) -> HttpServ
         host=config.host,
         port=config.port,
         graceful_shutdown_s=config.graceful_shutdown_s,
+        limits=config.http,
     )
 
 

@@ -14,8 +14,9 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from router.upstream import Response, UpstreamClient, UpstreamError, UpstreamTimeout
+from router.upstream import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, Response, UpstreamClient, UpstreamError, UpstreamTimeout
 from venice.errors import (
+    AnswerTooLargeError,
     DeadlineExceededError,
     KeyNotFoundError,
     TransportError,
@@ -58,6 +59,7 @@ class ReplicaReader:
         on_stale_routing: Callable[[], None] = lambda: None,
         health: ReplicaHealth | None = None,
         budget: RetryBudget | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self._hedge_after_s = hedge_after_s
         """A fixed hedge delay, or ``None``: derived from observed latency (see ReplicaHealth)."""
@@ -67,9 +69,12 @@ class ReplicaReader:
         # One pool of keep-alive connections per server, so one slow server cannot
         # starve the connections to the others. One TLS context for all (replicas
         # speak plain http, but an https URL still works).
+        # A replica's answer over ``max_answer_bytes`` is refused as it arrives (a 413
+        # for the caller, not worth another replica: each holds the same values).
         self._upstream = UpstreamClient(
             max_connections=MAX_CONNECTIONS_PER_REPLICA,
             idle_expiry_s=KEEPALIVE_EXPIRY_S,
+            max_answer_bytes=max_answer_bytes,
             ssl_context=ssl.create_default_context(),
         )
 
@@ -181,6 +186,8 @@ class ReplicaReader:
             return await self._upstream.request(url, method, path, body, timeout=timeout, headers=_BATCH_HEADERS)
         except UpstreamTimeout as exc:
             raise DeadlineExceededError(f"replica {url} did not answer in {timeout:.3f}s") from exc
+        except AnswerTooLarge as exc:
+            raise AnswerTooLargeError(f"the answer is too large: {exc}") from exc
         except UpstreamError as exc:
             raise TransportError(f"replica {url}: {exc}") from exc
 

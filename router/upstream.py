@@ -13,11 +13,19 @@ httptools' C parser (as the server side, venice/httpserver.py):
   retried once on a new connection, since every call the router makes is a read;
 * one timeout covers connecting and the whole exchange; a timed-out, cancelled or
   broken exchange closes its connection (its answer may still come);
+* an answer over ``max_answer_bytes`` is an error and its connection is closed: by
+  its content-length before any of the body is read, else (chunked, or delimited by
+  the close of the connection) as soon as it passes the cap;
+* an answer without a length is complete when the server closes the connection;
+* a pool closed with :meth:`HostPool.aclose` takes no connection back: one whose
+  request was in flight is closed when its answer has come;
 * errors are :class:`UpstreamError` subclasses: :class:`ConnectFailed`,
-  :class:`UpstreamTimeout`, :class:`ConnectionLost`, :class:`ProtocolError`.
+  :class:`UpstreamTimeout`, :class:`ConnectionLost`, :class:`ProtocolError`,
+  :class:`AnswerTooLarge`.
 
 Answers are read whole into memory (storage server answers are small, or a batch
-the router needs whole anyway): status, lower-cased headers, body.
+the router needs whole anyway): status, lower-cased headers (a header sent more than
+once has its values joined with ``", "``, as RFC 9110 5.3 allows), body.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from urllib.parse import urlsplit
 import httptools
 
 __all__ = [
+    "AnswerTooLarge",
     "ConnectFailed",
     "ConnectionLost",
     "HostPool",
@@ -44,6 +53,8 @@ __all__ = [
 DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_IDLE_EXPIRY_S = 30.0
 """Idle connections older than this are closed instead of reused."""
+DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
+"""Largest answer body read; a larger one is an :class:`AnswerTooLarge` error."""
 
 
 class UpstreamError(Exception):
@@ -64,6 +75,14 @@ class ConnectionLost(UpstreamError):
 
 class ProtocolError(UpstreamError):
     """The server sent something that is not a valid HTTP/1.1 answer."""
+
+
+class AnswerTooLarge(UpstreamError):
+    """The answer's body is over the pool's ``max_answer_bytes``."""
+
+
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing an answer already given up on."""
 
 
 class Response:
@@ -87,8 +106,8 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection; httptools calls the ``on_*`` methods while parsing."""
 
     __slots__ = (
-        "_body", "_headers", "_loop", "_parser", "_pool", "_timer", "_waiter", "closed", "got_bytes",
-        "idle_since", "transport",
+        "_body", "_body_size", "_framed", "_headers", "_headers_done", "_loop", "_parser", "_pool", "_timer",
+        "_waiter", "closed", "got_bytes", "idle_since", "transport",
     )
 
     def __init__(self, pool: HostPool) -> None:
@@ -100,6 +119,10 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
+        self._body_size = 0
+        self._headers_done = False
+        self._framed = False
+        """The answer has a content-length or is chunked (else the close of the connection ends it)."""
         self.closed = False
         self.got_bytes = False
         """Whether any byte of the current answer arrived (a retry would then be unsafe)."""
@@ -122,6 +145,10 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def eof_received(self) -> bool | None:
+        # The parser cannot be told about the end of the input (httptools has no
+        # finish()), so an answer delimited by the close of the connection is completed here.
+        if self._waiter is not None and self._headers_done and not self._framed:
+            self._complete()
         return None  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -133,16 +160,39 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.lower()] = value
+        name = name.lower()
+        seen = self._headers.get(name)
+        self._headers[name] = value if seen is None else seen + b", " + value
+        if name == b"content-length" or name == b"transfer-encoding":
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        length = self._headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self._pool.max_answer_bytes:
+            self._too_large(f"announces {int(length)} bytes")
 
     def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._pool.max_answer_bytes:
+            self._too_large(f"passed {self._body_size} bytes")
         self._body.append(body)
 
+    def _too_large(self, what: str) -> None:
+        self._fail(AnswerTooLarge(f"{self._pool.url}: the answer {what}, over the limit of {self._pool.max_answer_bytes}"))
+        self.close()
+        raise _Stop
+
     def on_message_complete(self) -> None:
+        if self._waiter is not None:
+            self._complete()
+
+    def _complete(self) -> None:
         waiter = self._waiter
-        if waiter is None:
-            return
+        assert waiter is not None
         status = self._parser.get_status_code()
+        self._headers_done = self._framed = False
+        self._body_size = 0
         if status < 200:  # an interim 1xx answer: the real one follows
             self._headers = {}
             self._body = []
@@ -203,6 +253,7 @@ class HostPool:
         *,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         idle_expiry_s: float = DEFAULT_IDLE_EXPIRY_S,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         ssl_context: ssl.SSLContext | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
@@ -222,6 +273,7 @@ class HostPool:
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
         self._idle_expiry_s = idle_expiry_s
+        self.max_answer_bytes = max_answer_bytes
         self._closed = False
         self.opened = 0
         """Connections opened so far (tests and stats)."""
@@ -284,7 +336,9 @@ class HostPool:
             conn._fail(ConnectionLost("request abandoned"))
             conn.close()
             raise
-        if not conn.closed:
+        if self._closed:
+            conn.close()  # the pool was closed while this request was in flight
+        elif not conn.closed:
             conn.idle_since = self.loop.time()
             self._idle.append(conn)
         return response
@@ -343,10 +397,12 @@ class UpstreamClient:
         *,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         idle_expiry_s: float = DEFAULT_IDLE_EXPIRY_S,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._options: dict[str, Any] = {
-            "max_connections": max_connections, "idle_expiry_s": idle_expiry_s, "ssl_context": ssl_context,
+            "max_connections": max_connections, "idle_expiry_s": idle_expiry_s,
+            "max_answer_bytes": max_answer_bytes, "ssl_context": ssl_context,
         }
         self._pools: dict[str, HostPool] = {}
 

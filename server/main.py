@@ -26,7 +26,12 @@ def build_server(config: ServerConfig) -> HttpServer:
         await service.drain()
 
     return HttpServer(
-        StorageApp(service), host=config.host, port=config.port, graceful_shutdown_s=5.0, before_shutdown=drain
+        StorageApp(service),
+        host=config.host,
+        port=config.port,
+        graceful_shutdown_s=5.0,
+        limits=config.http,
+        before_shutdown=drain,
     )
 
 

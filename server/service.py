@@ -19,6 +19,7 @@ from typing import Any
 
 from venice.controller_client import AsyncControllerClient
 from venice.errors import InternalError, StoreNotFoundError, UnavailableError, VeniceError
+from venice.httpserver import DEFAULT_LIMITS, HttpLimits
 from venice.ingestion import DEFAULT_MAP_SIZE, IngestionHost
 from venice.protocol import Heartbeat, HeartbeatAnswer
 from venice.pubsub import connect
@@ -44,6 +45,8 @@ class ServerConfig:
     routing to this server (routers long-poll, so they move within milliseconds)."""
     lmdb_map_size: int = DEFAULT_MAP_SIZE
     """Largest size one store-version's LMDB may grow to; writes beyond it fail."""
+    http: HttpLimits = DEFAULT_LIMITS
+    """What the server accepts from its clients (sizes, timeouts, connections)."""
 
     @property
     def url(self) -> str:

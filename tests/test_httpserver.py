@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -13,20 +15,31 @@ import httpx
 import orjson
 import pytest
 
+from tests.rawhttp import connect, header, read_response, read_until, read_until_close
 from tests.router.fakes import read_body, serve_in_thread
 from venice.errors import KeyNotFoundError
-from venice.httpserver import HttpServer
+from venice.httpserver import HttpLimits, HttpServer
+
+FIXED = b"a fixed answer"
+NO_BODY = b"this body must never be sent"
 
 
 class App:
     """ASGI app with a fast path: ``/fast/<text>`` (sync), ``/io/<text>`` (awaited),
-    everything else through ASGI (echo, slow, boom, nothing)."""
+    ``/code/<status>`` (sync, any status); everything else through ASGI (echo, slow,
+    boom, nothing, fixed, status, stream, burst, sse)."""
 
     def __init__(self) -> None:
         self.asgi_calls = 0
         self.fast_calls = 0
         self.events: list[str] = []
         self.fail_startup = False
+        self.acks = [threading.Event() for _ in range(8)]
+        """``/stream/N`` sends chunk i+1 only once the test has set ``acks[i]``."""
+        self.stream_done = threading.Event()
+        self.disconnected = threading.Event()
+        """Set when ``/sse`` saw ``http.disconnect`` from ``receive()``."""
+        self.sse_sent = 0
 
     def fast_path(self, method: str, path: bytes, query: bytes, body: bytes) -> Any:
         if path.startswith(b"/fast/"):
@@ -37,6 +50,9 @@ class App:
         if path.startswith(b"/io/"):
             self.fast_calls += 1
             return self._io(path[4:])
+        if path.startswith(b"/code/"):
+            self.fast_calls += 1
+            return int(path[6:]), [(b"content-length", b"%d" % len(NO_BODY))], NO_BODY
         return None
 
     async def _io(self, text: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -67,12 +83,64 @@ class App:
             return
         if path.startswith("/slow/"):
             await asyncio.sleep(float(path[6:]))
+        if path == "/fixed":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", b"%d" % len(FIXED))]})
+            await send({"type": "http.response.body", "body": FIXED})
+            return
+        if path.startswith("/status/"):
+            await send({"type": "http.response.start", "status": int(path[8:]),
+                        "headers": [(b"content-length", b"%d" % len(NO_BODY))]})
+            await send({"type": "http.response.body", "body": NO_BODY})
+            return
+        if path.startswith("/stream/"):
+            await self._stream(int(path[8:]), send)
+            return
+        if path == "/burst":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for i in range(3):
+                await send({"type": "http.response.body", "body": b"part %d;" % i, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if path == "/sse":
+            await self._sse(receive, send)
+            return
         body = await read_body(receive)
         answer = orjson.dumps({"method": scope["method"], "path": path, "raw_path": scope["raw_path"].decode(),
                                "query": scope["query_string"].decode(), "body": body.decode()})
         await send({"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": answer[:5], "more_body": True})
         await send({"type": "http.response.body", "body": answer[5:]})
+
+
+    async def _stream(self, count: int, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for i in range(count):
+            await send({"type": "http.response.body", "body": b"chunk %d\n" % i, "more_body": True})
+            # The next chunk only once the client has the previous one: a server that
+            # buffers the stream leaves the client waiting (and the test failing).
+            await asyncio.to_thread(self.acks[i].wait, 10)
+        await send({"type": "http.response.body", "body": b""})
+        self.stream_done.set()
+
+    async def _sse(self, receive: Any, send: Any) -> None:
+        """Events until the client leaves, as Starlette's StreamingResponse runs them."""
+        assert (await receive())["type"] == "http.request"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+
+        async def events() -> None:
+            while True:
+                self.sse_sent += 1
+                await send({"type": "http.response.body", "body": b"data: %d\n\n" % self.sse_sent, "more_body": True})
+                await asyncio.sleep(0.01)
+
+        streaming = asyncio.ensure_future(events())
+        try:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected.set()
+        finally:
+            streaming.cancel()
 
 
 @pytest.fixture
@@ -82,7 +150,7 @@ def app() -> App:
 
 @pytest.fixture
 def url(app: App) -> Iterator[str]:
-    with serve_in_thread(HttpServer(app, port=0, max_body_bytes=1000)) as base:
+    with serve_in_thread(HttpServer(app, port=0, limits=HttpLimits(max_body_bytes=1000))) as base:
         yield base
 
 
@@ -109,7 +177,8 @@ def test_asgi_requests_with_bodies_over_one_keep_alive_connection(url: str, app:
         for i in range(3):
             response = http.post(f"/echo/a%2Fb?x={i}", content=b"payload %d" % i)
             assert response.status_code == 201
-            assert response.headers["content-length"] == str(len(response.content))
+            # The app sends its answer in two parts: each is written as it comes.
+            assert response.headers["transfer-encoding"] == "chunked"
             assert response.json() == {"method": "POST", "path": "/echo/a/b", "raw_path": "/echo/a%2Fb",
                                        "query": f"x={i}", "body": f"payload {i}"}
     assert app.asgi_calls == 3 and app.fast_calls == 0
@@ -234,3 +303,147 @@ def test_a_client_that_does_not_read_is_not_answered_without_bound(app: App) -> 
                 received += len(chunk)
             assert received == count * answer_bytes
         assert app.fast_calls == count
+
+
+# -- protocol details a keep-alive client depends on (issue 8, item 8) -------------------------------
+
+
+def _http_client(url: str) -> http.client.HTTPConnection:
+    host, port = url.removeprefix("http://").split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=5)
+
+
+@pytest.mark.parametrize(("path", "body"), [("/fast/hello?q", b"hello?q"), ("/fixed", FIXED)])
+def test_head_answers_have_the_gets_length_and_no_body(url: str, path: str, body: bytes) -> None:
+    """http.client knows a HEAD answer has no body: a server that sends one anyway makes
+    the next answer on the connection unreadable."""
+    client = _http_client(url)
+    try:
+        client.request("HEAD", path)
+        head = client.getresponse()
+        assert head.status == 200
+        assert head.getheader("content-length") == str(len(body))
+        assert head.read() == b""
+        client.request("GET", path)
+        get = client.getresponse()
+        assert (get.status, get.read()) == (200, body)
+    finally:
+        client.close()
+    with connect(url) as sock:
+        sock.sendall(b"HEAD %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
+        answer = read_until_close(sock)
+    assert answer.endswith(b"\r\n\r\n") and header(answer, b"content-length") == b"%d" % len(body)
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(url: str) -> None:
+    with connect(url) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        buffer = bytearray()
+        assert read_until(sock, b"\r\n\r\n", buffer) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        head, body = read_response(sock, buffer)
+    assert head.startswith(b"HTTP/1.1 201 ")
+    assert orjson.loads(body)["body"] == "hello"
+
+
+def test_100_continue_comes_after_the_answers_before_its_request(url: str) -> None:
+    """Pipelined behind a slow request, the interim answer must not cut into that answer."""
+    with connect(url) as sock:
+        sock.sendall(b"GET /slow/0.2 HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        buffer = bytearray()
+        head, body = read_response(sock, buffer)
+        assert head.startswith(b"HTTP/1.1 201 ") and orjson.loads(body)["path"] == "/slow/0.2"
+        assert read_until(sock, b"\r\n\r\n", buffer) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"12345")
+        head, body = read_response(sock, buffer)
+    assert head.startswith(b"HTTP/1.1 201 ") and orjson.loads(body)["body"] == "12345"
+
+
+@pytest.mark.parametrize("expect", [b"Expect: 100-continue\r\n", b""])
+def test_a_body_announced_over_the_limit_gets_a_413_before_it_is_sent(url: str, app: App, expect: bytes) -> None:
+    with connect(url) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n" + expect + b"\r\n")
+        answer = read_until_close(sock)  # no byte of the body was sent
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in answer
+    assert header(answer, b"connection") == b"close"
+    error = orjson.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["code"] == "BODY_TOO_LARGE" and "1000 bytes" in error["message"]
+    assert app.asgi_calls == 0
+
+
+@pytest.mark.parametrize("path", ["/status/204", "/status/304", "/code/204", "/code/304"])
+def test_204_and_304_answers_have_no_length_and_no_body(url: str, path: str) -> None:
+    with connect(url) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\nGET /fast/next HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+        buffer = bytearray()
+        head, _ = read_response(sock, buffer, head_only=True)
+        assert head.split(b" ")[1] == path[-3:].encode()
+        assert header(head, b"content-length") is None and header(head, b"transfer-encoding") is None
+        head, body = read_response(sock, buffer)
+    # The next answer follows the empty line at once: no body came in between.
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b"next?"
+
+
+H2C_UPGRADE = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+
+
+@pytest.mark.parametrize("path", ["/fast/up", "/fixed"])
+def test_an_upgrade_request_is_answered_as_plain_http_1_1(url: str, path: str) -> None:
+    """What ``curl --http2`` sends to an http:// URL; the server keeps speaking HTTP/1.1."""
+    with connect(url) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path.encode(), H2C_UPGRADE)
+                     + b"GET /fast/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = read_until_close(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 200 ") == 2
+    assert b"101" not in answer.split(b"\r\n", 1)[0] and answer.endswith(b"next?")
+
+
+def test_an_upgrade_request_with_a_body_keeps_its_body(url: str) -> None:
+    with connect(url) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n%sContent-Length: 5\r\n\r\nhello" % H2C_UPGRADE
+                     + b"GET /fast/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        buffer = bytearray()
+        head, body = read_response(sock, buffer)
+        assert head.startswith(b"HTTP/1.1 201 ")
+        assert orjson.loads(body)["body"] == "hello"
+        head, body = read_response(sock, buffer)
+    assert body == b"next?"
+
+
+# -- streamed answers (issue 8, item 10) -----------------------------------------------------------
+
+
+def test_streamed_answers_are_written_as_they_come(url: str, app: App) -> None:
+    with httpx.Client(base_url=url, timeout=5) as client, client.stream("GET", "/stream/3") as response:
+        assert response.status_code == 200
+        assert response.headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in response.headers
+        received = b""
+        chunks = response.iter_raw()
+        for i in range(3):
+            while not received.endswith(b"chunk %d\n" % i):
+                received += next(chunks)
+            app.acks[i].set()
+        assert b"".join(chunks) == b""
+    assert received == b"chunk 0\nchunk 1\nchunk 2\n"
+    assert app.stream_done.wait(5)
+
+
+def test_a_stream_to_an_http_1_0_client_ends_with_the_connection(url: str) -> None:
+    with connect(url) as sock:
+        sock.sendall(b"GET /burst HTTP/1.0\r\n\r\n")
+        answer = read_until_close(sock)
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert header(head, b"transfer-encoding") is None and header(head, b"connection") == b"close"
+    assert body == b"part 0;part 1;part 2;"
+
+
+def test_a_client_leaving_mid_stream_ends_receive_with_disconnect(url: str, app: App) -> None:
+    with connect(url) as sock:
+        sock.sendall(b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n")
+        buffer = bytearray()
+        head = read_until(sock, b"\r\n\r\n", buffer)
+        assert header(head, b"content-type") == b"text/event-stream"
+        read_until(sock, b"data: 2\n\n", buffer)
+    assert app.disconnected.wait(10)

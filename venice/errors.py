@@ -12,6 +12,11 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     │   ├── InvalidInputError        INVALID_INPUT        400   (a push input file)
     │   ├── NoCurrentVersionError    NO_CURRENT_VERSION   400   (push data first)
     │   ├── NotSubscribedError       NOT_SUBSCRIBED       400   (an embedded client does not hold that partition)
+    │   ├── RequestTimeoutError      REQUEST_TIMEOUT      408   (head or body too slow)
+    │   ├── BodyTooLargeError        BODY_TOO_LARGE       413
+    │   ├── AnswerTooLargeError      ANSWER_TOO_LARGE     413   (ask for fewer or smaller values)
+    │   ├── UrlTooLongError          URL_TOO_LONG         414
+    │   ├── HeadersTooLargeError     HEADERS_TOO_LARGE    431
     │   └── ConflictError            CONFLICT             409
     │       ├── StoreExistsError     STORE_EXISTS         409
     │       └── PushInProgressError  PUSH_IN_PROGRESS     409   (kill it or wait)
@@ -26,6 +31,7 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     │   ├── ReplicaNotReadyError     REPLICA_NOT_READY    503
     │   ├── NoReplicaError           NO_REPLICA           503
     │   ├── NotEnoughServersError    NOT_ENOUGH_SERVERS   503
+    │   ├── TooManyConnectionsError  TOO_MANY_CONNECTIONS 503   (a process's connection cap)
     │   ├── TransportError           TRANSPORT            503   (connect error, reset)
     │   ├── DeadlineExceededError    DEADLINE_EXCEEDED    504
     │   ├── UnknownSchemaError       UNKNOWN_SCHEMA       503   (a value schema id the caller does not know yet)
@@ -56,8 +62,11 @@ if TYPE_CHECKING:
     from venice.structs import TopicPartition
 
 __all__ = [
+    "AnswerTooLargeError",
+    "BodyTooLargeError",
     "ConflictError",
     "DeadlineExceededError",
+    "HeadersTooLargeError",
     "IncompleteUpdateError",
     "InternalError",
     "InvalidInputError",
@@ -76,13 +85,16 @@ __all__ = [
     "PushInProgressError",
     "ReplicaNotReadyError",
     "RequestError",
+    "RequestTimeoutError",
     "SchemaError",
     "StoreExistsError",
     "StoreNotFoundError",
+    "TooManyConnectionsError",
     "TopicNotFoundError",
     "TransportError",
     "UnavailableError",
     "UnknownSchemaError",
+    "UrlTooLongError",
     "VeniceError",
     "VersionNotFoundError",
     "VersionRetiredError",
@@ -152,6 +164,40 @@ class NotSubscribedError(RequestError):
     """A key of a partition an embedded client was not told to hold (``partitions=``)."""
 
     code = "NOT_SUBSCRIBED"
+
+
+class RequestTimeoutError(RequestError):
+    """The request's head (or body) did not arrive in time; the connection is closed."""
+
+    code = "REQUEST_TIMEOUT"
+    http_status = 408
+
+
+class BodyTooLargeError(RequestError):
+    """The request body is over the server's limit (checked against Content-Length
+    before any of it is read)."""
+
+    code = "BODY_TOO_LARGE"
+    http_status = 413
+
+
+class AnswerTooLargeError(RequestError):
+    """The answer would be over the server's limit: ask for fewer keys or smaller values."""
+
+    code = "ANSWER_TOO_LARGE"
+    http_status = 413
+
+
+class UrlTooLongError(RequestError):
+    code = "URL_TOO_LONG"
+    http_status = 414
+
+
+class HeadersTooLargeError(RequestError):
+    """The request line and headers together are over the server's limit."""
+
+    code = "HEADERS_TOO_LARGE"
+    http_status = 431
 
 
 class ConflictError(RequestError):
@@ -228,6 +274,12 @@ class NoReplicaError(UnavailableError):
 
 class NotEnoughServersError(UnavailableError):
     code = "NOT_ENOUGH_SERVERS"
+
+
+class TooManyConnectionsError(UnavailableError):
+    """The process holds as many connections as it may: retry later or elsewhere."""
+
+    code = "TOO_MANY_CONNECTIONS"
 
 
 class TransportError(UnavailableError):

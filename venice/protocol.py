@@ -31,6 +31,7 @@ from urllib.parse import quote
 from venice.errors import RequestError, UnavailableError
 
 __all__ = [
+    "BATCH_FRAME_BYTES",
     "COMPUTE_FOUND",
     "DELETED_SCHEMA_ID",
     "MAX_PARTITIONS",
@@ -155,6 +156,8 @@ MISSING_SCHEMA_ID = -1
 _REQUEST_HEAD = struct.Struct(">II")
 _ANSWER_HEAD = struct.Struct(">iI")
 _MISSING_FRAME = _ANSWER_HEAD.pack(MISSING_SCHEMA_ID, 0)
+BATCH_FRAME_BYTES = _ANSWER_HEAD.size
+"""Bytes of framing per key in a batch (or compute) answer, besides the value."""
 
 Hit = tuple[int, bytes]
 """``(value schema id, value bytes)`` of a found key."""

@@ -6,12 +6,13 @@ value of any registered value schema as the newest (:class:`venice.evolution.Val
 direct client both read through it. Everything here is I/O-free so that lookups,
 replica ordering and batch planning are unit-tested without a network, and a table is
 immutable so a request keeps one consistent view even while the cache swaps in a newer
-table.
+table. The step from a batch's hits back to an answer is here too (:func:`answer_size`
+bounds it before anything is decoded; :func:`gather_results` decodes a repeated key once).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ from venice.evolution import ValueDecoder
 from venice.partitioner import partition_for
 from venice.schema import AvroCodec
 
-__all__ = ["RoutingTable", "StoreRoute", "plan_batch", "rotate"]
+__all__ = ["RoutingTable", "StoreRoute", "answer_size", "gather_results", "plan_batch", "rotate"]
 
 Replicas = tuple[str, ...]
 """Base URLs of the ready replicas of one partition, e.g. ``("http://127.0.0.1:7001",)``."""
@@ -184,3 +185,72 @@ def plan_batch(route: StoreRoute, version: int, partitions: Iterable[int], offse
         order = rotate(route.replicas(version, partition), offset + partition)
         plan.setdefault(order, []).append(partition)
     return plan
+
+
+def answer_size(encoded: Sequence[bytes], hits: Mapping[bytes, protocol.Hit | None]) -> int:
+    """Stored bytes of the values an answer would carry: each requested key counts, a
+    key asked for twice counts twice (the answer repeats its value). ``hits`` holds each
+    distinct key of ``encoded`` once."""
+    size = 0
+    if len(hits) == len(encoded):  # no key repeated (the usual case): no lookups
+        for hit in hits.values():
+            if hit is not None:
+                size += len(hit[1])
+        return size
+    for key_bytes in encoded:
+        hit = hits[key_bytes]
+        if hit is not None:
+            size += len(hit[1])
+    return size
+
+
+Decoder = Callable[[bytes], Any]
+
+
+def gather_results(
+    keys: Sequence[Any],
+    encoded: Sequence[bytes],
+    hits: Mapping[bytes, protocol.Hit | None],
+    decoder_for: Callable[[int], Decoder],
+) -> list[dict[str, Any]]:
+    """``[{"key", "found", "value"}]`` in the caller's key order.
+
+    ``hits`` holds each distinct key once; a key the caller repeated shares one decoded
+    value (a big value asked for 40 times is decoded once, not 40 times: 40 copies of a
+    20 MB value took a router from 66 MB to 1.74 GB RSS). ``decoder_for`` is asked once
+    per value schema id."""
+    if len(hits) < len(encoded):
+        return _gather_with_duplicates(keys, encoded, hits, decoder_for)
+    results: list[dict[str, Any]] = []
+    append = results.append
+    decoders: dict[int, Decoder] = {}  # one lookup per schema id, not per key
+    for key, key_bytes in zip(keys, encoded, strict=True):
+        hit = hits[key_bytes]
+        if hit is None:
+            append({"key": key, "found": False})
+            continue
+        decode = decoders.get(hit[0])
+        if decode is None:
+            decode = decoders[hit[0]] = decoder_for(hit[0])
+        append({"key": key, "found": True, "value": decode(hit[1])})
+    return results
+
+
+def _gather_with_duplicates(
+    keys: Sequence[Any],
+    encoded: Sequence[bytes],
+    hits: Mapping[bytes, protocol.Hit | None],
+    decoder_for: Callable[[int], Decoder],
+) -> list[dict[str, Any]]:
+    decoders: dict[int, Decoder] = {}
+    values: dict[bytes, Any] = {}
+    for key_bytes, hit in hits.items():
+        if hit is not None:
+            decode = decoders.get(hit[0])
+            if decode is None:
+                decode = decoders[hit[0]] = decoder_for(hit[0])
+            values[key_bytes] = decode(hit[1])
+    return [
+        {"key": key, "found": True, "value": values[key_bytes]} if key_bytes in values else {"key": key, "found": False}
+        for key, key_bytes in zip(keys, encoded, strict=True)
+    ]

@@ -24,10 +24,12 @@ import venice
 from tests.changes.tools import KEYS, SCHEMA, VALUES, Writer, collect, model, read_events, sequences, write
 from tests.hybrid_harness import HybridController, router_process, server_process
 from tests.ingestion.helpers import write_push
+from tests.rawhttp import connect as raw_connect
+from tests.rawhttp import header, read_until, read_until_close
 from tests.router.fakes import serve_in_thread
 from venice.changes import Position, store_tag
 from venice.cluster import ManagedProcess, wait_for
-from venice.httpserver import HttpServer
+from venice.httpserver import HttpLimits, HttpServer
 from venice.pubsub import connect
 
 pytestmark = pytest.mark.kafka
@@ -261,16 +263,17 @@ class SseRouter:
 
 @pytest.fixture(scope="module")
 def sse_router(hybrid: Hybrid) -> Iterator[SseRouter]:
-    """The router app on an ASGI server that streams (uvicorn here: the platform's own
-    HTTP server streams answers once the HTTP hardening lands)."""
-    import uvicorn
+    """The router app on the platform's own HTTP server (venice/httpserver.py, as
+    ``venice router`` runs it), in this process so tests can tune and watch its streams.
+    Its keep-alive timeout is shorter than the stream heartbeat: a stream being answered
+    is not an idle connection."""
+    from router.main import RouterConfig, build_app, build_server
 
-    from router.main import RouterConfig, build_app
-
-    app = build_app(RouterConfig(controller_url=hybrid.controller_url))
+    config = RouterConfig(port=0, controller_url=hybrid.controller_url, graceful_shutdown_s=1.0,
+                          http=HttpLimits(keepalive_s=0.2))
+    app = build_app(config)
     app.changes.heartbeat_s = 0.3
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=1)
-    with serve_in_thread(config) as url:
+    with serve_in_thread(build_server(config, app)) as url:
         wait_for(lambda: httpx.get(f"{url}/routing", timeout=5).status_code == 200, 30, "the router's routing table")
         yield SseRouter(app, url)
 
@@ -321,11 +324,21 @@ def test_sse_stream_resumes_with_last_event_id_and_shows_swaps(hybrid: Hybrid, s
 def test_sse_hostile_clients(hybrid: Hybrid, sse_router: SseRouter) -> None:
     url = f"{sse_router.url}/changes/{STORE}"
     for params, headers in (({"since": "garbage!"}, {}), ({}, {"Last-Event-ID": "AAAA"}),
-                            ({"since": Position(store_tag("other", "x"), {0: 1}).token()}, {}),
-                            ({}, {"Last-Event-ID": "A" * 70_000})):
+                            ({"since": Position(store_tag("other", "x"), {0: 1}).token()}, {})):
         answer = httpx.get(url, params=params, headers=headers, timeout=30)
         assert answer.status_code == 400, answer.text
         assert answer.json()["error"]["code"] == "BAD_REQUEST"
+    # Positions too long for the server's limits are refused before the app sees them.
+    for params, headers, status, code in (({}, {"Last-Event-ID": "A" * 70_000}, 431, "HEADERS_TOO_LARGE"),
+                                          ({"since": "A" * 9000}, {}, 414, "URL_TOO_LONG")):
+        answer = httpx.get(url, params=params, headers=headers, timeout=30)
+        assert answer.status_code == status, answer.text
+        assert answer.json()["error"]["code"] == code
+    # A body on the stream's GET is read within the body limit (and ignored), not a way around it.
+    with raw_connect(sse_router.url, timeout=30) as sock:
+        sock.sendall(f"GET /changes/{STORE} HTTP/1.1\r\nHost: x\r\nContent-Length: {(16 << 20) + 1}\r\n\r\n".encode())
+        refused = read_until_close(sock)
+    assert refused.startswith(b"HTTP/1.1 413 ") and b"BODY_TOO_LARGE" in refused
     assert httpx.get(f"{sse_router.url}/changes/nope", timeout=30).status_code == 404
     assert httpx.get(f"{sse_router.url}/changes/%FF", timeout=30).status_code == 400
 
@@ -344,11 +357,12 @@ def test_sse_hostile_clients(hybrid: Hybrid, sse_router: SseRouter) -> None:
     slow = socket.create_connection((host, int(port)))
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.sendall(f"GET /changes/{STORE} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    wait_for(lambda: sse_router.app.changes.active == 1, 30, "the slow stream to start")
+    slow.settimeout(60)
+    # The stream starts at the tail it found: write only once its position is out.
+    pending = bytearray()
+    received = read_until(slow, b"event: position", pending) + bytes(pending)
     keys = list(range(400, 1400))
     write(hybrid.pubsub_url, STORE, P, [(k, {"seq": k, "source": "x" * 200, "hits": 0}) for k in keys])
-    received = b""
-    slow.settimeout(60)
     while received.count(b"\ndata: {\"key\"") < len(keys):
         chunk = slow.recv(65536)
         assert chunk, "the stream ended early"
@@ -366,3 +380,25 @@ def test_sse_hostile_clients(hybrid: Hybrid, sse_router: SseRouter) -> None:
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "UNAVAILABLE"
     finally:
         sse_router.app.changes.max_streams = 64
+
+
+def test_the_router_process_streams_each_event_as_it_happens(hybrid: Hybrid) -> None:
+    """``venice router`` (a real process on venice/httpserver.py) writes each SSE event as
+    it is produced, chunked: the first events arrive over a raw socket while the stream is
+    open, and a change written afterwards arrives on the same open stream. (When the
+    server buffered answers, nothing arrived until the stream ended.)"""
+    with raw_connect(hybrid.router.url, timeout=60) as sock:
+        sock.sendall(f"GET /changes/{STORE} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+        buffer = bytearray()
+        head = read_until(sock, b"\r\n\r\n", buffer)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert header(head, b"content-type") == b"text/event-stream"
+        assert header(head, b"transfer-encoding") == b"chunked" and header(head, b"content-length") is None
+        first = read_until(sock, b"\n\n", buffer) + read_until(sock, b"\n\n", buffer)
+        assert b": connected\n\n" in first and b"event: position\nid: " in first
+        assert b'data: {"version":%d}' % hybrid.controller.current in first
+        key = 777_001
+        write(hybrid.pubsub_url, STORE, P, [(key, {"seq": key, "source": "raw", "hits": 0})])
+        change = read_until(sock, b'"source":"raw"', buffer)
+        assert b'data: {"key":%d,' % key in change
+        assert b"\r\n0\r\n\r\n" not in bytes(buffer) + change  # the stream has not ended

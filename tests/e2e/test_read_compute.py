@@ -188,3 +188,28 @@ def test_other_methods_and_stores(cluster: tuple[LocalCluster, dict[int, dict[st
     # The storage server's own endpoint refuses a malformed body (direct callers are hostile too).
     assert httpx.post(f"{server}/v1/compute/docs/1", content=b"\x00\x00\x10\x00{}", timeout=10).status_code == 400
     assert httpx.post(f"{server}/v1/compute/docs/x", content=b"", timeout=10).status_code == 400
+
+
+def test_a_compute_answer_over_the_routers_answer_limit_is_413(cluster: tuple[LocalCluster, dict[int, dict[str, Any]]]) -> None:
+    """Read compute shares the router's answer limit with batches: the results' bytes,
+    a key asked for twice counting twice, decided before the answer is built."""
+    from router.main import RouterConfig, build_server
+    from tests.router.fakes import serve_in_thread
+
+    running, docs = cluster
+    key = next(iter(docs))
+    spec = {"compute": [{"op": "hadamard_product", "field": "embedding", "vector": [1.0] * DIM, "as": "h"}]}
+    limit = 20_000
+    config = RouterConfig(port=0, controller_url=running.controller_url, max_answer_bytes=limit, graceful_shutdown_s=0.5)
+    with serve_in_thread(build_server(config)) as url:
+        wait_router_serves(url, "docs", key)
+        one = httpx.post(f"{url}/compute/docs", json={"keys": [key], **spec}, timeout=30)
+        assert one.status_code == 200, one.text
+        [result] = one.json()["results"]
+        assert result["value"]["h"] == pytest.approx([f32(x) for x in docs[key]["embedding"]])
+        size = len(orjson.dumps(result["value"]))
+        fits = max(1, limit // (2 * size))
+        assert httpx.post(f"{url}/compute/docs", json={"keys": [key] * fits, **spec}, timeout=30).status_code == 200
+        over = httpx.post(f"{url}/compute/docs", json={"keys": [key] * (2 * limit // size + 1), **spec}, timeout=30)
+        assert over.status_code == 413, over.text[:300]
+        assert over.json()["error"]["code"] == "ANSWER_TOO_LARGE"

@@ -17,6 +17,7 @@ import uvicorn
 import uvloop
 
 from router.upstream import (
+    AnswerTooLarge,
     ConnectFailed,
     ConnectionLost,
     HostPool,
@@ -332,3 +333,155 @@ async def test_rejects_non_http_urls() -> None:
 async def test_runs_on_the_parametrized_loop(event_loop_policy: asyncio.AbstractEventLoopPolicy) -> None:
     on_uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
     assert on_uvloop == isinstance(event_loop_policy, uvloop.EventLoopPolicy)
+
+
+# -- hostile or unusual answers (issue 8, item 14) ---------------------------------------------------
+
+
+async def _closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    """Whether the client closed the connection (EOF or reset) within 10 s."""
+    try:
+        return await asyncio.wait_for(reader.read(65536), 10) == b""
+    except ConnectionError:
+        return True
+
+
+async def test_an_answer_announced_over_the_cap_is_an_error_and_closes_the_connection() -> None:
+    closed: list[bool] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000000\r\n\r\n" + b"x" * 1000)
+        await writer.drain()
+        closed.append(await _closed_by_peer(reader))
+
+    async with raw_server(handler) as (url, _):
+        pool = HostPool(url, max_answer_bytes=4096)
+        try:
+            with pytest.raises(AnswerTooLarge, match="4096"):
+                await pool.request("GET", "/", timeout=5)
+            assert pool.idle_connections == 0
+        finally:
+            await pool.aclose()
+        for _ in range(100):
+            if closed:
+                break
+            await asyncio.sleep(0.05)
+    assert closed == [True]
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+async def test_an_unannounced_answer_is_cut_at_the_cap(framing: str) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await read_request(reader)
+        if framing == "chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            for _ in range(100):
+                writer.write(b"400\r\n" + b"y" * 1024 + b"\r\n")
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + b"y" * 100_000)
+        await writer.drain()
+        await _closed_by_peer(reader)
+
+    async with raw_server(handler) as (url, _):
+        pool = HostPool(url, max_answer_bytes=4096)
+        try:
+            with pytest.raises(AnswerTooLarge):
+                await pool.request("GET", "/", timeout=5)
+        finally:
+            await pool.aclose()
+
+
+async def test_an_answer_at_the_cap_is_read() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4096\r\n\r\n" + b"z" * 4096)
+        await writer.drain()
+        await read_request(reader)
+
+    async with raw_server(handler) as (url, _):
+        pool = HostPool(url, max_answer_bytes=4096)
+        try:
+            assert (await pool.request("GET", "/", timeout=5)).body == b"z" * 4096
+        finally:
+            await pool.aclose()
+
+
+async def test_repeated_headers_are_kept() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-a: 1\r\nX-A: 2\r\nx-b: only\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)
+
+    async with raw_server(handler) as (url, _):
+        pool = HostPool(url)
+        try:
+            response = await pool.request("GET", "/", timeout=5)
+            assert response.header(b"x-a") == b"1, 2"
+            assert response.header(b"x-b") == b"only"
+        finally:
+            await pool.aclose()
+
+
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+async def test_an_answer_delimited_by_the_close_of_the_connection(version: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/" + version + b" 200 OK\r\nconnection: close\r\nx-h: 1\r\n\r\nhello, ")
+        await writer.drain()
+        writer.write(b"until the end")
+        await writer.drain()
+
+    async with raw_server(handler) as (url, connections):
+        pool = HostPool(url)
+        try:
+            response = await pool.request("GET", "/", timeout=5)
+            assert (response.status, response.body, response.header(b"x-h")) == (200, b"hello, until the end", b"1")
+            assert pool.idle_connections == 0
+            assert (await pool.request("GET", "/", timeout=5)).body == b"hello, until the end"
+            assert len(connections) == 2
+        finally:
+            await pool.aclose()
+
+
+async def test_a_close_inside_an_announced_body_is_still_an_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+        await writer.drain()
+
+    async with raw_server(handler) as (url, _):
+        pool = HostPool(url)
+        try:
+            with pytest.raises(ConnectionLost):
+                await pool.request("GET", "/", timeout=5)
+        finally:
+            await pool.aclose()
+
+
+async def test_a_request_in_flight_during_aclose_does_not_return_its_connection() -> None:
+    answered: list[bool] = []
+    peer_closed: list[bool] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await read_request(reader)
+        await asyncio.sleep(0.2)
+        writer.write(OK)
+        await writer.drain()
+        answered.append(True)
+        peer_closed.append(await _closed_by_peer(reader))
+
+    async with raw_server(handler) as (url, _):
+        pool = HostPool(url)
+        request = asyncio.ensure_future(pool.request("GET", "/", timeout=5))
+        while not pool.opened:
+            await asyncio.sleep(0.01)
+        await pool.aclose()
+        assert (await request).body == b"ok"  # the answer still arrives
+        assert pool.idle_connections == 0
+        for _ in range(200):
+            if peer_closed:
+                break
+            await asyncio.sleep(0.05)
+    assert answered == [True] and peer_closed == [True]

@@ -1,17 +1,70 @@
 """``venice controller | server | router``: run one part of a cluster in the foreground.
 
 Every option also reads a ``VENICE_*`` environment variable, shown in ``--help``.
+All three take the HTTP limits of venice/httpserver.py (``--max-connections``,
+``--head-timeout``, ``--keepalive-timeout``, ``--max-head-bytes``, ``--max-url-bytes``,
+``--max-body-bytes``); see docs/failure-model.md for what a client gets beyond each.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from venice.cli.params import Seconds
+from venice.httpserver import (
+    DEFAULT_HEAD_TIMEOUT_S,
+    DEFAULT_KEEPALIVE_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEAD_BYTES,
+    DEFAULT_MAX_URL_BYTES,
+    HttpLimits,
+)
 
 __all__ = ["controller", "router", "server"]
+
+Command = Callable[..., Any]
+_LIMIT_NAMES = ("max_connections", "head_timeout", "keepalive_timeout", "max_head_bytes", "max_url_bytes", "max_body_bytes")
+
+
+def http_limit_options(*, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Callable[[Command], Command]:
+    """The HTTP limits as options; the command gets them as one ``http: HttpLimits``."""
+    options = [
+        click.option("--max-connections", default=DEFAULT_MAX_CONNECTIONS, show_default=True, envvar="VENICE_MAX_CONNECTIONS",
+                     type=click.IntRange(min=1), help="Open client connections; one more gets 503 TOO_MANY_CONNECTIONS."),
+        click.option("--head-timeout", default=DEFAULT_HEAD_TIMEOUT_S, show_default=True, envvar="VENICE_HEAD_TIMEOUT_S",
+                     type=click.FloatRange(min=0, min_open=True), help="Seconds from a request's first byte to the end of its headers; then 408."),
+        click.option("--keepalive-timeout", default=DEFAULT_KEEPALIVE_S, show_default=True, envvar="VENICE_KEEPALIVE_TIMEOUT_S",
+                     type=click.FloatRange(min=0, min_open=True), help="Seconds a connection may stay silent with nothing to answer; then it is closed."),
+        click.option("--max-head-bytes", default=DEFAULT_MAX_HEAD_BYTES, show_default=True, envvar="VENICE_MAX_HEAD_BYTES",
+                     type=click.IntRange(min=256), help="Request line and headers; beyond: 431."),
+        click.option("--max-url-bytes", default=DEFAULT_MAX_URL_BYTES, show_default=True, envvar="VENICE_MAX_URL_BYTES",
+                     type=click.IntRange(min=16), help="Request URL; beyond: 414."),
+        click.option("--max-body-bytes", default=max_body_bytes, show_default=True, envvar="VENICE_MAX_BODY_BYTES",
+                     type=click.IntRange(min=0), help="Request body; beyond: 413, decided from Content-Length before reading."),
+    ]
+
+    def decorate(command: Command) -> Command:
+        @functools.wraps(command)
+        def with_limits(**kwargs: Any) -> Any:
+            values = [kwargs.pop(name) for name in _LIMIT_NAMES]
+            limits = HttpLimits(
+                max_connections=values[0], head_timeout_s=values[1], keepalive_s=values[2],
+                max_head_bytes=values[3], max_url_bytes=values[4], max_body_bytes=values[5],
+            )
+            return command(http=limits, **kwargs)
+
+        wrapped: Command = with_limits
+        for option in reversed(options):
+            wrapped = option(wrapped)
+        return wrapped
+
+    return decorate
 
 
 def _pubsub_url(pubsub_url: str | None, kafka: str | None, embedded: Path | None, data_dir: Path) -> str:
@@ -45,6 +98,7 @@ controller_option = click.option(
 @click.option("--pubsub-url", envvar="VENICE_PUBSUB_URL", help="kafka://HOST:PORT or embedded:///DIR.")
 @click.option("--dead-after", default=15.0, show_default=True, envvar="VENICE_DEAD_AFTER_S", type=Seconds(0.1, 86400), help="Seconds of heartbeat silence before a server counts as dead.")
 @click.option("--forget-after", default=3600.0, show_default=True, envvar="VENICE_FORGET_AFTER_S", type=Seconds(0.1, 365 * 86400), help="Seconds of heartbeat silence before a dead server is forgotten (no longer counted as a member).")
+@http_limit_options(max_body_bytes=4 * 1024 * 1024)
 def controller(
     host: str,
     port: int,
@@ -54,6 +108,7 @@ def controller(
     pubsub_url: str | None,
     dead_after: float,
     forget_after: float,
+    http: HttpLimits,
 ) -> None:
     """Run the controller: store metadata, versions, assignment, routing table."""
     from controller.main import ControllerConfig, run
@@ -63,7 +118,13 @@ def controller(
     url = _pubsub_url(pubsub_url, kafka_bootstrap, embedded_log, data_dir)
     run(
         ControllerConfig(
-            data_dir=data_dir, pubsub_url=url, host=host, port=port, dead_after_s=dead_after, forget_after_s=forget_after
+            data_dir=data_dir,
+            pubsub_url=url,
+            host=host,
+            port=port,
+            dead_after_s=dead_after,
+            forget_after_s=forget_after,
+            http=http,
         )
     )
 
@@ -77,6 +138,7 @@ def controller(
 @click.option("--pubsub-url", envvar="VENICE_PUBSUB_URL", help="Override the pub-sub URL the controller hands out.")
 @click.option("--drain-grace", default=1.0, show_default=True, envvar="VENICE_DRAIN_GRACE_S", type=click.FloatRange(min=0), help="On SIGTERM: seconds to keep answering reads after the controller stopped routing here.")
 @click.option("--lmdb-map-size", default=1 << 36, show_default=True, envvar="VENICE_LMDB_MAP_SIZE", type=click.IntRange(min=1 << 16), help="Largest size in bytes of one store-version's LMDB; writes beyond it fail the version.")
+@http_limit_options()
 def server(
     host: str,
     port: int,
@@ -86,6 +148,7 @@ def server(
     pubsub_url: str | None,
     drain_grace: float,
     lmdb_map_size: int,
+    http: HttpLimits,
 ) -> None:
     """Run a storage server: ingest assigned partitions into LMDB and serve reads."""
     from server.main import ServerConfig, run
@@ -100,6 +163,7 @@ def server(
             pubsub_url=pubsub_url,
             lmdb_map_size=lmdb_map_size,
             drain_grace_s=drain_grace,
+            http=http,
         )
     )
 
@@ -109,8 +173,11 @@ def server(
 @click.option("--port", default=7777, show_default=True, envvar="VENICE_PORT", type=int)
 @controller_option
 @click.option("--deadline", default=2.0, show_default=True, envvar="VENICE_DEADLINE_S", help="Seconds a read may take, failovers included.")
-def router(host: str, port: int, controller_url: str, deadline: float) -> None:
+@click.option("--max-answer-bytes", default=16 * 1024 * 1024, show_default=True, envvar="VENICE_MAX_ANSWER_BYTES", type=click.IntRange(min=1), help="Stored bytes of the values one answer may carry (duplicate keys count each time); beyond: 413 ANSWER_TOO_LARGE.")
+@http_limit_options()
+def router(host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits) -> None:
     """Run a router: key -> partition -> ready replica, with failover."""
     from router.main import RouterConfig, run
 
-    run(RouterConfig(host=host, port=port, controller_url=controller_url, deadline_s=deadline))
+    run(RouterConfig(host=host, port=port, controller_url=controller_url, deadline_s=deadline,
+                     max_answer_bytes=max_answer_bytes, http=http))
