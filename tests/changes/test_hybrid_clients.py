@@ -30,7 +30,10 @@ from tests.router.fakes import serve_in_thread
 from venice.changes import Position, store_tag
 from venice.cluster import ManagedProcess, wait_for
 from venice.httpserver import HttpLimits, HttpServer
+from venice.protocol import ChangeLogPage, decode_changes_response
 from venice.pubsub import connect
+from venice.structs import Message, TopicPartition
+from venice.wire import OP_HEADER
 
 pytestmark = pytest.mark.kafka
 
@@ -216,28 +219,97 @@ def test_davinci_applies_nearline_writes_by_the_servers_rules(hybrid: Hybrid, tm
     hybrid.controller.swap(current)
 
 
+def replica_pages(hybrid: Hybrid, version: int) -> list[ChangeLogPage]:
+    """What every storage server says of each partition of ``version``'s change log (its tail)."""
+    return [decode_changes_response(httpx.get(f"{server.url}/v1/changes/{STORE}/{version}?partition={p}", timeout=10)
+                                    .raise_for_status().content)
+            for server in hybrid.servers for p in range(P)]
+
+
+def settle(hybrid: Hybrid) -> None:
+    """Wait until every replica of the current version has applied the real-time topic to
+    its end: a version rolled back to (by the test before) catches up on the writes it
+    missed as a backup, and those are changes a consumer starting now would (rightly) get."""
+    current = hybrid.controller.current
+    assert current is not None
+
+    def applied() -> bool:
+        ends = hybrid.rt_ends()
+        return [page.next for page in replica_pages(hybrid, current)] == [ends[p] for _ in hybrid.servers for p in range(P)]
+
+    wait_for(applied, 60, f"v{current} to apply every real-time write")
+
+
+def rt_records(hybrid: Hybrid, start: dict[int, int], end: dict[int, int]) -> list[tuple[int, int, Any, Any]]:
+    """The second answer: the real-time records at offsets ``start[p] <= offset < end[p]``,
+    read from the broker, as ``(partition, offset, key, value)`` — a put's value, None for a
+    delete (only puts and deletes are written where this is used)."""
+    wanted = sum(end[p] - start[p] for p in range(P))
+
+    async def read() -> list[Message]:
+        got: list[Message] = []
+        async with connect(hybrid.pubsub_url) as pubsub, await pubsub.consumer() as consumer:
+            await consumer.assign({TopicPartition(f"{STORE}_rt", p): start[p] for p in range(P) if end[p] > start[p]})
+            for _ in range(600):
+                if len(got) >= wanted:
+                    break
+                for messages in (await consumer.getmany(timeout_ms=200)).values():
+                    got.extend(m for m in messages if m.offset < end[m.partition])
+        return got
+
+    records = hybrid.run(read())
+    assert len(records) == wanted, f"{len(records)} of {wanted} real-time records read back"
+    assert all(m.header(OP_HEADER) is None for m in records), "an update where only puts and deletes were written"
+    return sorted((m.partition, m.offset, KEYS.decode(m.key), None if m.value is None else VALUES.decode(m.value))
+                  for m in records)
+
+
 def test_venice_tail_prints_json_lines_and_refuses_bad_positions(hybrid: Hybrid) -> None:
+    """A consumer from the tail and ``venice tail`` from its position get exactly the
+    changes after that position: no more, no fewer, none twice. It starts right after a
+    rollback to a version that missed writes as a backup: its tail is what that version has
+    applied, so the writes it still catches up on come out too, as changes it applies
+    after the consumer started (the old test counted 11 events and missed one of its own)."""
+    settle(hybrid)
+    current = hybrid.controller.current
+    assert current is not None
+    hybrid.push(5, {k: {"seq": -5, "source": "push5", "hits": 0} for k in range(40)})
+    wait_for(lambda: not any(page.consuming for page in replica_pages(hybrid, current)), 30,
+             f"v{current} to stop applying real-time writes as a backup")
+    pending = [(k, {"seq": k, "source": "pending", "hits": 0}) for k in range(210, 216)] + [(211, None)]
+    write(hybrid.pubsub_url, STORE, P, pending)
+    hybrid.controller.swap(current)  # rollback: v{current} catches up on `pending`, maybe after the consumer starts
     keys = list(range(200, 210))
+    writes = [(k, {"seq": k, "source": "tail", "hits": 0}) for k in keys] + [(keys[0], None)]
     with venice.ChangeConsumer(hybrid.controller_url, STORE) as consumer:
         start = consumer.position
-        writes = [(k, {"seq": k, "source": "tail", "hits": 0}) for k in keys] + [(keys[0], None)]
+        start_offsets = dict(Position.parse(start, store=STORE, incarnation=hybrid.controller.incarnation, partitions=P).offsets)
         write(hybrid.pubsub_url, STORE, P, writes)
-        events = collect(consumer, lambda evs: len(evs) >= len(writes))
+        end = hybrid.rt_ends()
+        expected = rt_records(hybrid, start_offsets, end)
+        assert sorted((k, orjson.dumps(v)) for _, _, k, v in expected if k in keys) == \
+            sorted((k, orjson.dumps(v)) for k, v in writes)  # every write of this test is after the position
+        events = collect(consumer, lambda evs: len(evs) >= len(expected))
+        assert consumer.poll(timeout=2.0) is None  # nothing more, nothing twice
+    assert all(isinstance(e, venice.Change) and e.version == current for e in events)
+    assert sorted((e.partition, e.offset, e.key, e.value) for e in events) == expected
+    for partition in range(P):  # in log order, every offset from the position to the end once
+        assert [e.offset for e in events if e.partition == partition] == list(range(start_offsets[partition], end[partition]))
     result = subprocess.run(
         [sys.executable, "-m", "venice", "tail", "--controller", hybrid.controller_url, "--store", STORE, "--since", start,
-         "--max-events", str(len(writes))],
+         "--max-events", str(len(expected))],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     lines = [orjson.loads(line) for line in result.stdout.splitlines()]
     # The same changes, in the same order per partition (partitions interleave as they come).
-    assert sorted((line["partition"], line["offset"], line["key"], line["value"]) for line in lines) == \
-        sorted((e.partition, e.offset, e.key, e.value) for e in events)
+    assert sorted((line["partition"], line["offset"], line["key"], line["value"]) for line in lines) == expected
     for partition in range(P):
-        offsets = [line["offset"] for line in lines if line["partition"] == partition]
-        assert offsets == sorted(offsets)
+        assert [line["offset"] for line in lines if line["partition"] == partition] == \
+            list(range(start_offsets[partition], end[partition]))
     final = Position.parse(lines[-1]["position"], store=STORE, incarnation=hybrid.controller.incarnation, partitions=P)
-    assert final.offsets == Position.parse(consumer.position, store=STORE, incarnation=hybrid.controller.incarnation, partitions=P).offsets
+    assert final.offsets == Position.parse(consumer.position, store=STORE, incarnation=hybrid.controller.incarnation, partitions=P).offsets \
+        == end
     idle = subprocess.run(
         [sys.executable, "-m", "venice", "tail", "--controller", hybrid.controller_url, "--store", STORE, "--since",
          lines[-1]["position"], "--idle-timeout", "1"],
@@ -279,6 +351,7 @@ def sse_router(hybrid: Hybrid) -> Iterator[SseRouter]:
 
 
 def test_sse_stream_resumes_with_last_event_id_and_shows_swaps(hybrid: Hybrid, sse_router: SseRouter) -> None:
+    settle(hybrid)  # from the tail on means after every write so far only once the current version applied them
     keys = list(range(300, 306))
     with httpx.Client(timeout=60) as http, http.stream("GET", f"{sse_router.url}/changes/{STORE}") as stream:
         assert stream.status_code == 200 and stream.headers["content-type"] == "text/event-stream"
