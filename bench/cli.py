@@ -34,9 +34,9 @@ from bench.tools import ensure_tools, version_of
 __all__ = ["main"]
 
 _T0 = time.monotonic()
-GROUPS = ("http", "sdk", "direct", "davinci", "compute", "memory", "spark")
+GROUPS = ("http", "sdk", "direct", "davinci", "compute", "memory", "records", "spark")
 """What ``--only`` chooses from: the wrk/redis-benchmark figures, the router SDK loop, the
-clients of issue 9, memory, and the Spark push."""
+clients of issue 9, memory, the record workload (bench/records.py) and the Spark push."""
 
 
 def log(message: str) -> None:
@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="write JSON here, and .md and .png beside it")
     parser.add_argument("--backend", choices=("kafka", "embedded"), default="kafka", help="venice pub-sub")
     parser.add_argument("--keys", type=int, help="number of keys (default 1,000,000; 100,000 with --quick)")
+    parser.add_argument("--records", type=int, help="records of the record workload (default 300,000; 50,000 with --quick)")
     parser.add_argument("--seconds", type=float, help="length of one timed run (default 10; 3 with --quick)")
     parser.add_argument("--rounds", type=int, help="alternating rounds per figure (default 3; 2 with --quick)")
     parser.add_argument("--connections", type=int, default=32, help="connections of the C load generators")
@@ -76,6 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.no_spark = True
     args.spark_rows = [int(n) for n in (args.spark_rows or ("100000,400000" if args.quick else "1000000,4000000")).split(",")]
     args.keys = args.keys or (100_000 if args.quick else 1_000_000)
+    args.records = args.records or (50_000 if args.quick else 300_000)
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
     args.rounds = args.rounds or (2 if args.quick else 3)
     return args
@@ -252,12 +254,14 @@ class Bench:
             for metric, usages in self.cpu.items()
         }
 
-    def redis_bench(self, metric: str, command: list[str], round_no: int, seconds: float, items: int = 1) -> Run:
+    def redis_bench(
+        self, metric: str, command: list[str], round_no: int, seconds: float, items: int = 1, keyspace: int | None = None
+    ) -> Run:
         guess = self.rps_guess.get(metric, 50_000.0)
         requests = max(10_000, int(guess * seconds))
         run = run_redis_benchmark(
             redis_benchmark=self.tools["redis-benchmark"], port=self.redis.port, command=command,
-            keyspace=self.args.keys, requests=requests, connections=self.args.connections, metric=metric,
+            keyspace=keyspace or self.args.keys, requests=requests, connections=self.args.connections, metric=metric,
             items_per_op=items, round_no=round_no,
         )
         self.rps_guess[metric] = run.ops_per_s
@@ -336,6 +340,56 @@ class Bench:
             finally:
                 r.close()
 
+    def measure_records(self) -> dict[str, Any]:
+        """The record workload (bench/records.py): push from CSV (timed against ``redis-cli --pipe``
+        of the same records as JSON), push again from Parquet, then GETs through the router."""
+        from bench import records as rec
+
+        n = self.args.records
+        log(f"record workload: generating {n:,} records (18 fields) as CSV, Parquet and RESP")
+        made = rec.generate(n)
+        csv_path = made.write_csv(self.work / "records.csv")
+        parquet_path = made.write_parquet(self.work / "records.parquet")
+        resp = made.write_resp(self.work / "records.resp")
+        self.venice.create_store(replication_factor=2, store=rec.STORE, value_schema=rec.VALUE_SCHEMA)
+        redis_s = self.redis.load(resp)
+        log(f"records: redis loaded in {redis_s:.2f}s; venice push of the CSV (to ONLINE at R=2)")
+        csv_s, csv_summary = self.venice.push(csv_path, store=rec.STORE)
+        log(f"records: CSV push took {csv_s:.2f}s: {csv_summary}; now the Parquet push")
+        parquet_s, parquet_summary = self.venice.push(parquet_path, store=rec.STORE)
+        log(f"records: Parquet push took {parquet_s:.2f}s: {parquet_summary}")
+        self.venice.wait_router_serves(rec.key(0), store=rec.STORE)
+        sample = data.sample_indexes(n, min(n, 200_000), seed=41)
+        (self.work / "router_get_records.txt").write_text("\n".join(rec.router_get_lines(rec.STORE, sample)) + "\n")
+        for i in (0, n // 2, n - 1):  # every answer the load generators get is the record pushed
+            got = httpx.get(f"{self.venice.router_url}/storage/{rec.STORE}/{rec.key(i)}", timeout=10)
+            if got.status_code != 200 or got.json() != made.expected(i):
+                raise RuntimeError(f"router answered {got.status_code} {got.text[:300]} for {rec.key(i)}")
+            if orjson.loads(self.redis.cli("GET", rec.key(i))) != made.expected(i):
+                raise RuntimeError(f"redis does not hold the expected record {rec.key(i)}")
+        get = ["GET", "rec:__rand_int__"]
+        self.measure_pair(
+            "router_get_records",
+            lambda r, s: self.wrk("router_get_records", self.venice.router_url, r, s),
+            lambda r, s: self.redis_bench("router_get_records", get, r, s, keyspace=n),
+        )
+        return {
+            "records": n,
+            "fields": len(rec.VALUE_SCHEMA["fields"]),
+            "csv_bytes": csv_path.stat().st_size,
+            "parquet_bytes": parquet_path.stat().st_size,
+            "venice_seconds": round(csv_s, 3),
+            "venice_records_per_s": n / csv_s,
+            "venice_summary": csv_summary,
+            "venice_parquet_seconds": round(parquet_s, 3),
+            "venice_parquet_records_per_s": n / parquet_s,
+            "venice_parquet_summary": parquet_summary,
+            "redis_seconds": round(redis_s, 3),
+            "redis_records_per_s": n / redis_s,
+            "how": "wall time of `venice push` of the CSV (start to ONLINE at R=2) vs `redis-cli --pipe` of SETs of "
+            "the records as JSON; the Parquet push of the same records is reported beside it",
+        }
+
     def measure_memory(self) -> dict[str, Any]:
         server = process_memory(self.venice.server_pid(0))
         redis_mem = process_memory(self.redis.pid)
@@ -383,6 +437,7 @@ class Bench:
         davinci = clients.measure_davinci(self, log) if "davinci" in groups else None
         if "compute" in groups:
             clients.measure_compute(self, log)
+        records = self.measure_records() if "records" in groups else None
         memory = self.measure_memory() if "memory" in groups else None
         spark = self.measure_spark() if not self.args.no_spark else None
         profiles = self.profile(self.args.profile) if self.args.profile is not None else None
@@ -399,6 +454,10 @@ class Bench:
             "compute100": "one Python thread: Client.compute of 100 keys (64-float dot product on the servers, through "
             "the router) vs Client.batch_get of the same keys + numpy in the client; items are keys",
             "push": "wall clock of `venice push` vs `redis-cli --pipe`",
+            "push_records": "wall clock of `venice push` of the record workload's CSV (to ONLINE at R=2) vs "
+            "`redis-cli --pipe` of the same records as JSON strings",
+            "router_get_records": f"wrk -t1 -c{self.args.connections} GET of records through the router (JSON answers) "
+            f"vs redis-benchmark -c{self.args.connections} GET of the records as JSON strings",
             "memory": "VmRSS from /proc of the storage server vs redis-server",
             "spark": "wall clock of `venice push` vs a Spark push (bench/spark.py) of the same member-feature records",
             "uvicorn_floor": "wrk against a trivial raw ASGI app on uvicorn+uvloop+httptools (bench/floor.py): "
@@ -414,9 +473,11 @@ class Bench:
         machine["loadavg_end"] = _loadavg()
         machine["other_work_busy_pct_before_measuring"] = self.busy_before
         report = build_report(
-            self.runs, push=push, memory=memory, machine=machine, config=config, generators=generators,
+            self.runs, push=push, memory=memory, push_records=records, machine=machine, config=config, generators=generators,
         )
         report["cpu_pct"] = self.cpu_report()
+        if records is not None:
+            report["records"] = records
         if davinci is not None:
             report["davinci"] = davinci
         if spark is not None:

@@ -149,11 +149,11 @@ class VeniceSide:
         assert self.cluster is not None
         return self.cluster.router.pid
 
-    def create_store(self, replication_factor: int = 2) -> None:
+    def create_store(self, replication_factor: int = 2, *, store: str = STORE, value_schema: Any = "string") -> None:
         response = httpx.post(
             f"{self.controller_url}/stores",
             json={
-                "name": STORE, "key_schema": "string", "value_schema": "string",
+                "name": store, "key_schema": "string", "value_schema": value_schema,
                 "partitions": self.partitions, "replication_factor": replication_factor,
             },
             timeout=30,
@@ -161,27 +161,29 @@ class VeniceSide:
         if response.status_code != 201:
             raise RuntimeError(f"creating the store failed: {response.status_code} {response.text}")
 
-    def push_command(self, jsonl: Path, timeout_s: float = 3600) -> list[str]:
-        return [sys.executable, "-m", "venice", "push", "--controller", self.controller_url, "--store", STORE,
+    def push_command(self, jsonl: Path, timeout_s: float = 3600, *, store: str = STORE) -> list[str]:
+        return [sys.executable, "-m", "venice", "push", "--controller", self.controller_url, "--store", store,
                 "--input", str(jsonl), "--key-field", "key", "--no-progress", "--timeout", str(timeout_s)]
 
-    def push(self, jsonl: Path, timeout_s: float = 3600) -> tuple[float, str]:
-        """``venice push`` of the file, to ONLINE; (wall seconds, its summary line)."""
+    def push(self, jsonl: Path, timeout_s: float = 3600, *, store: str = STORE) -> tuple[float, str]:
+        """``venice push`` of the file, to ONLINE; (wall seconds, its summary line).
+        Remembers the version of the string store (the one the read figures use)."""
         started = time.perf_counter()
         result = subprocess.run(
-            self.push_command(jsonl, timeout_s),
+            self.push_command(jsonl, timeout_s, store=store),
             capture_output=True, text=True, timeout=timeout_s + 60, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         seconds = time.perf_counter() - started
         if result.returncode != 0:
             raise RuntimeError(f"venice push failed: {result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-        described = httpx.get(f"{self.controller_url}/stores/{STORE}", timeout=10).json()
-        self.version = int(described["current_version"])
+        if store == STORE:
+            described = httpx.get(f"{self.controller_url}/stores/{STORE}", timeout=10).json()
+            self.version = int(described["current_version"])
         return seconds, result.stdout.strip().splitlines()[-1]
 
-    def wait_router_serves(self, key: str, timeout_s: float = 30) -> None:
+    def wait_router_serves(self, key: str, timeout_s: float = 30, *, store: str = STORE) -> None:
         wait_for(
-            lambda: httpx.get(f"{self.router_url}/storage/{STORE}/{key}", timeout=5).status_code == 200,
+            lambda: httpx.get(f"{self.router_url}/storage/{store}/{key}", timeout=5).status_code == 200,
             timeout_s, "router to serve the pushed version",
         )
 
