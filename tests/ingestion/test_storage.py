@@ -156,3 +156,70 @@ class TestCheckpoint:
         stored = Checkpoint(9, True, True, 2, 77, 0, None, rt_epoch=3, rt_lost=12).to_bytes()
         assert stored == b'{"offset":9,"eop":true,"sop":true,"records":2,"rt":77,"rt_epoch":3,"rt_lost":12}'
         assert Checkpoint(9, True, True, 2, 77).to_bytes() == b'{"offset":9,"eop":true,"sop":true,"records":2,"rt":77}'
+
+
+class TestAppendedBatches:
+    """A batch of puts whose keys ascend past the last stored key is appended (LMDB
+    ``putmulti(append=True)``); any other batch is written key by key. Either way the
+    partition holds what a plain dict of the same writes in log order holds."""
+
+    @staticmethod
+    def reference(batches: list[list[tuple[bytes, bytes | None]]]) -> list[tuple[bytes, bytes]]:
+        model: dict[bytes, bytes] = {}
+        for batch in batches:
+            for key, value in batch:
+                if value is None:
+                    model.pop(key, None)
+                else:
+                    model[key] = value
+        return sorted(model.items())
+
+    def run(self, tmp_path: Path, batches: list[list[tuple[bytes, bytes | None]]]) -> tuple[VersionStorage, list]:
+        storage = VersionStorage(tmp_path / "v", 1, [0])
+        for n, batch in enumerate(batches, 1):
+            storage.apply(0, batch, Checkpoint(n))
+        stored = storage.dump()[b"p0"]
+        assert storage.checkpoint(0) == Checkpoint(len(batches))
+        return storage, stored
+
+    def test_sorted_batches_of_a_fresh_partition_are_appended(self, tmp_path: Path) -> None:
+        keys = sorted(b"key:%06d" % i for i in range(0, 3000, 3))
+        batches = [[(k, b"v" + k) for k in keys[i : i + 100]] for i in range(0, len(keys), 100)]
+        storage, stored = self.run(tmp_path, batches)
+        assert stored == self.reference(batches)
+        assert storage.appended_batches == len(batches)
+        storage.close()
+
+    def test_lmdb_order_is_bytewise_with_prefixes_first(self, tmp_path: Path) -> None:
+        batch: list[tuple[bytes, bytes | None]] = [(b"a", b"1"), (b"ab", b"2"), (b"b", b"3"), (b"b\x00", b"4"), (b"\xff", b"5")]
+        storage, stored = self.run(tmp_path, [batch])
+        assert stored == [(b"a", b"1"), (b"ab", b"2"), (b"b", b"3"), (b"b\x00", b"4"), (b"\xff", b"5")]
+        assert storage.appended_batches == 1
+        storage.close()
+
+    @pytest.mark.parametrize(
+        "second",
+        [
+            [(b"k3", b"x"), (b"k5", b"y")],  # starts at the last stored key: must overwrite, not append
+            [(b"k1", b"x"), (b"k9", b"y")],  # starts below it
+            [(b"k7", b"x"), (b"k6", b"y")],  # not ascending
+            [(b"k7", b"x"), (b"k7", b"y")],  # a repeated key: the later value wins
+            [(b"k7", b"x"), (b"k3", None)],  # a delete among them
+        ],
+    )
+    def test_other_batches_are_written_key_by_key(self, tmp_path: Path, second: list[tuple[bytes, bytes | None]]) -> None:
+        first: list[tuple[bytes, bytes | None]] = [(b"k1", b"a"), (b"k2", b"b"), (b"k3", b"c")]
+        storage, stored = self.run(tmp_path, [first, second])
+        assert stored == self.reference([first, second])
+        assert storage.appended_batches == 1  # only the first
+        storage.close()
+
+    def test_a_reader_sees_appended_data(self, tmp_path: Path) -> None:
+        storage = VersionStorage(tmp_path / "v", 1, [0])
+        storage.apply(0, [(b"a", b"1"), (b"b", b"2")], Checkpoint(1))
+        assert storage.get_many([(0, b"a"), (0, b"b"), (0, b"c")]) == [b"1", b"2", None]
+        storage.apply(0, [(b"c", b"3"), (b"d", b"4")], Checkpoint(2))
+        assert storage.get_many([(0, b"c"), (0, b"d")]) == [b"3", b"4"]
+        assert [storage.get(0, k) for k in (b"a", b"b", b"c", b"d")] == [b"1", b"2", b"3", b"4"]
+        assert storage.appended_batches == 2
+        storage.close()

@@ -24,6 +24,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import lmdb
 
@@ -53,6 +54,20 @@ def _lmdb_errors(what: str) -> Iterator[None]:
 
 
 Reader = Callable[[bytes], bytes | None]
+
+
+def _appendable(txn: lmdb.Transaction, db: lmdb._Database, writes: list[tuple[bytes, bytes | None]]) -> bool:
+    """Whether ``writes`` are all puts with keys strictly ascending (LMDB's order: bytewise,
+    a prefix first, as Python compares bytes) and above every key ``db`` holds: then
+    ``putmulti(append=True)`` stores exactly what the puts one by one would."""
+    previous = b""
+    first = True
+    for key, value in writes:
+        if value is None or (not first and key <= previous):
+            return False
+        previous, first = key, False
+    cursor = txn.cursor(db=db)
+    return not cursor.last() or bytes(cursor.key()) < writes[0][0]
 
 
 def _trim_key(partition: int) -> bytes:
@@ -97,6 +112,8 @@ class VersionStorage:
             self._checkpoints = self.env.open_db(_CHECKPOINTS, create=not readonly)
         self._dbs: dict[int, lmdb._Database] = {}
         self._logs: dict[int, lmdb._Database] = {}
+        self.appended_batches = 0
+        """Batches stored by appending (keys in order past the last one), not key by key."""
         # Opened up front: opening a named database inside a read transaction is unsafe.
         self.open_partitions(partitions)
 
@@ -147,11 +164,21 @@ class VersionStorage:
                     txn.drop(log, delete=False)
                 # The old epoch's trim mark would make every position of the new one look expired.
                 txn.delete(_trim_key(partition), db=self._checkpoints)
-            for key, value in outcome.writes:
-                if value is None:
-                    txn.delete(key, db=db)
-                else:
-                    txn.put(key, value, db=db)
+            writes = outcome.writes
+            if len(writes) > 1 and _appendable(txn, db, writes):
+                # Keys in order past the last stored one (a sorted push into a fresh version):
+                # LMDB appends them to the rightmost page instead of searching the tree per key.
+                puts = cast("list[tuple[bytes, bytes]]", writes)  # _appendable: no deletes among them
+                consumed, added = txn.cursor(db=db).putmulti(puts, append=True)
+                if added != len(puts):  # cannot happen after _appendable; never store half a batch
+                    raise StorageError(f"LMDB append stored {added} of {len(puts)} records (consumed {consumed})")
+                self.appended_batches += 1
+            else:
+                for key, value in writes:
+                    if value is None:
+                        txn.delete(key, db=db)
+                    else:
+                        txn.put(key, value, db=db)
             if outcome.changes:
                 self._log_changes(txn, partition, outcome.changes)
             txn.put(b"%d" % partition, outcome.checkpoint.to_bytes(), db=self._checkpoints)

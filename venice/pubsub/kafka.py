@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -155,6 +155,28 @@ class KafkaProducer(Producer):
             if batch.append(timestamp=timestamp_ms, key=key, value=value, headers=record_headers) is None:
                 del self._open[where]
                 raise PubSubError(f"a record of {len(key) + len(value or b'')} bytes does not fit in one batch")
+
+    async def send_many(
+        self, topic: str, partition: int, keys: Sequence[bytes], values: Sequence[bytes | None], headers: Headers = ()
+    ) -> None:
+        """:meth:`send` of many records to one partition: the checks once, then appends to the
+        open batch in a tight loop (no await per record), a batch handed over when full."""
+        if not keys:
+            return
+        await self.send(topic, partition, keys[0], values[0], headers)  # checks the topic and partition
+        where = (topic, partition)
+        record_headers = list(headers)
+        batch = self._open.get(where)
+        for key, value in zip(keys[1:], values[1:], strict=True):
+            if batch is None:
+                batch = self._open[where] = self._producer.create_batch()
+            if batch.append(timestamp=None, key=key, value=value, headers=record_headers) is None:
+                self._reap()
+                await self._submit(where)
+                batch = self._open[where] = self._producer.create_batch()
+                if batch.append(timestamp=None, key=key, value=value, headers=record_headers) is None:
+                    del self._open[where]
+                    raise PubSubError(f"a record of {len(key) + len(value or b'')} bytes does not fit in one batch")
 
     async def _submit(self, where: tuple[str, int]) -> None:
         batch = self._open.pop(where)

@@ -38,7 +38,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 import orjson
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from venice.controller_client import AsyncControllerClient
@@ -54,7 +56,8 @@ from venice.errors import (
 from venice.partitioner import partition_for
 from venice.pubsub import PubSub, connect
 from venice.pubsub.base import Producer
-from venice.push.formats import RecordSource, input_error, open_records
+from venice.push.columnar import ColumnarEncoder, EncodedBatch
+from venice.push.formats import RecordSource, SourceBatch, input_error, open_records
 from venice.push.records import DuplicateTracker, RecordConverter
 from venice.schema import MAX_KEY_BYTES, AvroCodec, key_too_long
 from venice.wire import ControlKind, control_headers, data_headers, encode_control
@@ -66,7 +69,6 @@ _REPORT_TIMEOUT_S = 5.0
 _END_RETRY_FIRST_S = 0.2
 _END_RETRY_MAX_S = 5.0
 _ABANDON_TIMEOUT_S = 2.0
-_PROGRESS_EVERY = 512  # records between progress-bar updates: cheap enough, smooth enough
 
 
 @dataclass(frozen=True)
@@ -221,19 +223,20 @@ async def push(
             key_fields: list[str] = []
             try:
                 with open_records(input_path, fmt) as source:
-                    converter = RecordConverter(
-                        plan.key_codec, plan.value_codec, key_field=key_field, text_cells=source.fmt == "csv", file=input_path
+                    encoder = ColumnarEncoder(
+                        plan.key_codec, plan.value_codec, key_field=key_field, text_cells=source.fmt == "csv", file=str(input_path)
                     )
+                    converter = encoder.converter
                     key_fields = converter.key_field_names
-                    records = iter(source)
-                    first = next(records, None)
+                    batches = source.batches(_BATCH_ROWS)
+                    first = next(batches, None)
                     if first is None:
                         raise input_error(
                             input_path, None, "no records to push (the file is empty; use --empty to clear a store)"
                         )
-                    _encode_checked(plan, converter, *first)  # fail before a version exists
+                    _encode_checked(plan, converter, first.position(0), first.record(0))  # fail before a version exists
                     version, written = await _open_and_write(
-                        controller, store, options, plan, converter, source, itertools.chain([first], records), **settings
+                        controller, store, options, plan, encoder, source, itertools.chain([first], batches), **settings
                     )
             except InvalidInputError as exc:
                 if "unknown_fields" not in exc.details:
@@ -256,9 +259,9 @@ async def _open_and_write(
     store: str,
     options: dict[str, Any],
     plan: _Plan,
-    converter: RecordConverter | None,
+    encoder: ColumnarEncoder | None,
     source: RecordSource | None,
-    records: Iterator[tuple[str, dict[str, Any]]],
+    records: Iterator[SourceBatch],
     **settings: Any,
 ) -> tuple[int, _Result]:
     """Open a version, write SOP, the records and EOP, and wait until ONLINE. Any failure
@@ -266,7 +269,7 @@ async def _open_and_write(
     opened = await controller.open_version(store, defer_swap=bool(options.get("defer_swap")))
     opened_at = time.monotonic()
     version = int(opened["version"])
-    work = _write_and_wait(controller, store, opened, opened_at, plan, converter, source, records, **settings)
+    work = _write_and_wait(controller, store, opened, opened_at, plan, encoder, source, records, **settings)
     return version, await _guarded(controller, store, version, work)
 
 
@@ -434,9 +437,9 @@ async def _write_and_wait(
     opened: dict[str, Any],
     opened_at: float,
     plan: _Plan,
-    converter: RecordConverter | None,
+    encoder: ColumnarEncoder | None,
     source: RecordSource | None,
-    records: Iterator[tuple[str, dict[str, Any]]],
+    records: Iterator[SourceBatch],
     *,
     progress: bool,
     timeout_s: float,
@@ -453,7 +456,7 @@ async def _write_and_wait(
             try:
                 start = {"store": store, "version": version, "partitions": partitions}
                 await _control(producer, topic, partitions, ControlKind.START_OF_PUSH, lambda p: start)
-                written = await _write_records(producer, topic, partitions, plan, converter, tracker, records, bar)
+                written = await _write_records(producer, topic, partitions, plan, encoder, tracker, records, bar)
                 await producer.flush()
                 counts = written.per_partition
                 await _control(producer, topic, partitions, ControlKind.END_OF_PUSH, lambda p: {"records": counts[p]})
@@ -521,34 +524,111 @@ async def _write_records(
     topic: str,
     partitions: int,
     plan: _Plan,
-    converter: RecordConverter | None,
+    encoder: ColumnarEncoder | None,
     tracker: DuplicateTracker,
-    records: Iterator[tuple[str, dict[str, Any]]],
+    batches: Iterator[SourceBatch],
     bar: _Progress,
 ) -> _Written:
+    """Encode the input batch by batch (columns at once where the schema and the cells allow,
+    record by record where not: :class:`~venice.push.columnar.ColumnarEncoder`), check
+    sizes and duplicates, and ship every partition's records sorted by key.
+
+    Sorted, a fresh version's partition arrives in key order and the servers append it
+    (LMDB ``putmulti(append=True)``) instead of inserting at random places. The records
+    wait in memory for that, up to :data:`SORT_BUFFER_BYTES`; a larger input is shipped in
+    sorted runs, each a flush of the buffer (servers then insert the later runs normally).
+    """
     headers = data_headers(plan.schema_id)
-    encode_key, encode_value = plan.key_codec.encode_unchecked, plan.value_codec.encode_unchecked
-    max_key, max_value = MAX_KEY_BYTES, plan.max_value_bytes
-    per_partition = [0] * partitions
-    total = size = 0
-    for position, record in records:
-        assert converter is not None  # only an empty push has no converter, and no records
-        key, value = converter.convert(position, record)
-        key_bytes, value_bytes = encode_key(key), encode_value(value)
-        if len(key_bytes) > max_key or len(value_bytes) > max_value:
-            _encode_checked(plan, converter, position, record)  # raises with the reason
-        if not tracker.check(key, key_bytes, value_bytes, position):
-            continue
-        partition = partition_for(key_bytes, partitions)
-        await producer.send(topic, partition, key_bytes, value_bytes, headers)
-        per_partition[partition] += 1
-        total += 1
-        size += len(key_bytes) + len(value_bytes)
-        if total % _PROGRESS_EVERY == 0:
-            bar.update(total)
-            await asyncio.sleep(0)  # a chance for Ctrl-C (task cancellation) even if sends never block
-    bar.update(total)
-    return _Written(records=total, bytes=size, per_partition=per_partition)
+    buffer = _PartitionBuffer(producer, topic, partitions, headers)
+    total = 0
+    for batch in batches:
+        assert encoder is not None  # only an empty push has no encoder, and no records
+        encoded = _encode_batch(encoder, batch)
+        keys, values = encoded.keys.to_pylist(), encoded.values.to_pylist()
+        _check_sizes(plan, encoder, batch, encoded)
+        check, add = tracker.check_encoded, buffer.add
+        for index, (key_bytes, value_bytes, number) in enumerate(zip(keys, values, batch.numbers(), strict=True)):
+            seen = check(key_bytes, value_bytes, number)
+            if seen > 0:
+                add(partition_for(key_bytes, partitions), key_bytes, value_bytes)
+            elif seen < 0:
+                key, _ = encoder.converter.convert(batch.position(index), batch.record(index))
+                tracker.check(key, key_bytes, value_bytes, batch.position(index))  # raises, worded as ever
+        total = buffer.records
+        bar.update(total)
+        if buffer.held_bytes >= SORT_BUFFER_BYTES:
+            await buffer.ship()
+        await asyncio.sleep(0)  # a chance for Ctrl-C (task cancellation) even if sends never block
+    await buffer.ship()
+    bar.update(buffer.records)
+    return _Written(records=buffer.records, bytes=buffer.bytes, per_partition=buffer.per_partition)
+
+
+_BATCH_ROWS = 4096
+"""Input rows encoded at once."""
+SORT_BUFFER_BYTES = 256 << 20
+"""Bytes of records (plus ~100 bytes each of Python overhead) a push holds to sort them by
+key before shipping; beyond it the buffer is shipped as a sorted run and refilled."""
+_RECORD_OVERHEAD = 100
+_SHIP_CHUNK = 8192
+
+
+class _PartitionBuffer:
+    """Records per partition, shipped sorted by key (a run) when asked."""
+
+    def __init__(self, producer: Producer, topic: str, partitions: int, headers: Any) -> None:
+        self.producer, self.topic, self.headers = producer, topic, headers
+        self.held: list[list[tuple[bytes, bytes]]] = [[] for _ in range(partitions)]
+        self.held_bytes = 0
+        self.per_partition = [0] * partitions
+        self.records = 0
+        self.bytes = 0
+        self.runs = 0
+
+    def add(self, partition: int, key: bytes, value: bytes) -> None:
+        self.held[partition].append((key, value))
+        size = len(key) + len(value)
+        self.held_bytes += size + _RECORD_OVERHEAD
+        self.bytes += size
+        self.records += 1
+
+    async def ship(self) -> None:
+        for partition, pairs in enumerate(self.held):
+            if not pairs:
+                continue
+            pairs.sort()  # keys are distinct (the duplicate check let one copy through): by key
+            for start in range(0, len(pairs), _SHIP_CHUNK):
+                chunk = pairs[start : start + _SHIP_CHUNK]
+                await self.producer.send_many(
+                    self.topic, partition, [k for k, _ in chunk], [v for _, v in chunk], self.headers
+                )
+                await asyncio.sleep(0)
+            self.per_partition[partition] += len(pairs)
+            self.held[partition] = []
+        self.held_bytes = 0
+        self.runs += 1
+
+
+def _encode_batch(encoder: ColumnarEncoder, batch: SourceBatch) -> EncodedBatch:
+    """Keys and values of a batch: columns at once where possible, else record by record; the
+    first invalid record raises with its position."""
+    if batch.csv is not None:
+        rows = batch.csv
+        return encoder.encode_csv(rows.columns, rows.rows, batch.position)
+    if batch.arrow is not None:
+        return encoder.encode(batch.arrow, batch.position)
+    assert batch.records is not None
+    return encoder.encode_records(batch.records)
+
+
+def _check_sizes(plan: _Plan, encoder: ColumnarEncoder, batch: SourceBatch, encoded: EncodedBatch) -> None:
+    """Refuse (naming the first) a record whose key or value is too large to store."""
+    key_lengths = np.asarray(pc.binary_length(encoded.keys).to_numpy(zero_copy_only=False))
+    value_lengths = np.asarray(pc.binary_length(encoded.values).to_numpy(zero_copy_only=False))
+    too_big = (key_lengths > MAX_KEY_BYTES) | (value_lengths > plan.max_value_bytes)
+    if too_big.any():
+        index = int(np.flatnonzero(too_big)[0])
+        _encode_checked(plan, encoder.converter, batch.position(index), batch.record(index))  # raises with the reason
 
 
 def _encode_checked(plan: _Plan, converter: RecordConverter, position: str, record: dict[str, Any]) -> tuple[bytes, bytes]:

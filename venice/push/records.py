@@ -472,6 +472,22 @@ class DuplicateTracker:
         )
 
 
+    def check_encoded(self, key_bytes: bytes, value_bytes: bytes, number: int) -> int:
+        """:meth:`check` for the push's hot loop, with the record's line or record ``number``
+        instead of its position text: ``1`` for a new key, ``0`` for an identical repeat
+        (counted), ``-1`` for the same key with another value, which the caller words by
+        calling :meth:`check` with the key and position (it raises)."""
+        value_hash = mmh3.hash64(value_bytes, signed=False)[0]
+        previous = self._seen.get(key_bytes)
+        if previous is None:
+            self._seen[key_bytes] = (number << 64) | value_hash
+            return 1
+        if previous & _HASH_MASK == value_hash:
+            self.duplicates += 1
+            return 0
+        return -1
+
+
 _HASH_MASK = (1 << 64) - 1
 
 
