@@ -223,3 +223,55 @@ class TestAppendedBatches:
         assert [storage.get(0, k) for k in (b"a", b"b", b"c", b"d")] == [b"1", b"2", b"3", b"4"]
         assert storage.appended_batches == 2
         storage.close()
+
+
+class TestPartitionReader:
+    """The server's reader keeps one read transaction; it must still see every write that
+    committed before the read (it renews its snapshot when the storage's generation moved)."""
+
+    def test_sees_each_commit_made_after_its_first_read(self, tmp_path: Path) -> None:
+        import random
+
+        storage = VersionStorage(tmp_path / "v", 2, [0, 1])
+        read = storage.reader(0)
+        model: dict[bytes, bytes] = {}
+        rng = random.Random(5)
+        for step in range(300):
+            keys = [b"k%d" % rng.randrange(40) for _ in range(rng.randrange(1, 6))]
+            writes: list[tuple[bytes, bytes | None]] = [
+                (k, None if rng.random() < 0.3 else b"v%d-%d" % (step, i)) for i, k in enumerate(keys)
+            ]
+            storage.apply(0, writes, Checkpoint(step + 1))
+            storage.apply(1, [(b"other", b"%d" % step)], Checkpoint(step + 1))  # another partition's commit
+            for key, value in writes:
+                if value is None:
+                    model.pop(key, None)
+                else:
+                    model[key] = value
+            probe = [b"k%d" % i for i in range(40)]
+            assert [read(k) for k in probe] == [model.get(k) for k in probe]
+        storage.close()
+
+    def test_a_dropped_partition_reads_empty(self, tmp_path: Path) -> None:
+        storage = VersionStorage(tmp_path / "v", 1, [0])
+        storage.apply(0, [(b"a", b"1")], Checkpoint(1))
+        read = storage.reader(0)
+        assert read(b"a") == b"1"
+        storage.drop_partition(0)
+        assert read(b"a") is None
+        storage.close()
+
+    def test_stale_snapshots_are_released_and_fresh_ones_kept(self, tmp_path: Path) -> None:
+        storage = VersionStorage(tmp_path / "v", 2, [0, 1])
+        storage.apply(0, [(b"a", b"1")], Checkpoint(1))
+        first, second = storage.reader(0), storage.reader(1)
+        assert first(b"a") == b"1" and second(b"a") is None
+        storage.release_stale_readers()
+        assert first.seen == storage.generation and second.seen == storage.generation  # nothing committed since
+        storage.apply(0, [(b"a", b"2")], Checkpoint(2))
+        assert second(b"a") is None  # second renews with this read, first stays behind
+        storage.release_stale_readers()
+        assert first.seen == -1 and second.seen == storage.generation
+        assert first(b"a") == b"2"  # and reads the newest after its release
+        storage.close()
+        assert first.seen == -1 and second.seen == -1

@@ -48,3 +48,71 @@ def test_reads_and_errors_match(both: tuple[httpx.Client, httpx.Client]) -> None
     assert fast.get("/health").json() == {"status": "ok", "server_id": "s-a"}
     assert plain.get("/health").json() == {"status": "ok", "server_id": "s-b"}
     assert plain.get("/admin/replicas").json() == {"server_id": "s-b", "replicas": []}
+
+
+class TestGetOnBytes:
+    """The GET fast path on the path's bytes (cached readers, reused read transactions)
+    answers exactly what the decoding path (``_get_answer`` over decoded segments) answers,
+    for good and hostile paths, and sees data written after its first read."""
+
+    @pytest.fixture
+    def app(self, tmp_path: Path) -> Iterator[tuple[StorageApp, object]]:
+        from venice.ingestion.records import Checkpoint, encode_stored
+        from venice.ingestion.storage import VersionStorage
+
+        with refused_url() as controller:
+            service = StorageService(ServerConfig(tmp_path / "s", controller, server_id="s"))
+            storage = VersionStorage(tmp_path / "v", 2, [0, 1])
+            storage.apply(0, [(b"k", encode_stored(3, b"value-k")), (b"\xff\x00", encode_stored(7, b""))], Checkpoint(1))
+            service.host._ready = {("s", 1, 0): storage, ("s/x", 1, 1): storage, ("é", 2, 0): storage}
+            yield StorageApp(service), storage
+            storage.close()
+
+    @staticmethod
+    def answer(call: object, *args: object) -> tuple[object, ...]:
+        from venice.errors import VeniceError
+
+        try:
+            status, headers, body = call(*args)  # type: ignore[operator]
+            return status, sorted(headers), body
+        except VeniceError as exc:
+            return exc.code, exc.message
+
+    def decoding_path(self, app: StorageApp, rest: bytes) -> tuple[object, ...]:
+        from urllib.parse import unquote_to_bytes
+
+        parts = [(unquote_to_bytes(p) if b"%" in p else p).decode("utf-8", "replace") for p in rest.split(b"/")]
+        return self.answer(app._get_answer, parts)
+
+    def test_same_answers_as_the_decoding_path(self, app: tuple[StorageApp, object]) -> None:
+        server, _ = app
+        good = base64.urlsafe_b64encode(b"k").rstrip(b"=")
+        odd = base64.urlsafe_b64encode(b"\xff\x00").rstrip(b"=")
+        paths = [
+            b"s/1/0/" + good, b"s/01/00/" + good, b"s/1/0/" + good + b"=", b"s/1/0/" + good + b"==",
+            b"s/1/0/" + odd, b"s/1/0/" + odd.replace(b"_", b"%5F"), b"s%2Fx/1/1/" + good, b"%C3%A9/2/0/" + good,
+            "é".encode() + b"/2/0/" + good, b"s/1/0/" + b"a2%", b"s/1/0/" + "ké".encode(), b"s/1/0/!!!!", b"s/1/0/a",
+            b"s/1/0/", b"s/1/1/" + good, b"s/2/0/" + good, b"s/one/0/" + good, b"s/1/ 0/" + good, b"s/1/0_0/" + good,
+            b"s/1/-0/" + good, b"/1/0/" + good, b"s/1/0/" + b"%00", b"s/99999999999999999999999/0/" + good,
+        ]
+        for rest in paths:
+            for _ in range(2):  # a miss, then the cached reader
+                assert self.answer(server._get_bytes, rest) == self.decoding_path(server, rest), rest
+        assert self.answer(server._get_bytes, b"s/1/0/" + good)[0] == 200
+
+    def test_sees_writes_made_after_its_first_read(self, app: tuple[StorageApp, object]) -> None:
+        from venice.ingestion.records import Checkpoint, encode_stored
+
+        server, storage = app
+        key = base64.urlsafe_b64encode(b"new").rstrip(b"=")
+        assert self.answer(server._get_bytes, b"s/1/0/" + key)[0] == "KEY_NOT_FOUND"
+        for n in range(5):
+            storage.apply(0, [(b"new", encode_stored(1, b"v%d" % n))], Checkpoint(2 + n))  # type: ignore[attr-defined]
+            assert server._get_bytes(b"s/1/0/" + key)[2] == b"v%d" % n
+
+    def test_a_partition_no_longer_ready_is_refused_at_once(self, app: tuple[StorageApp, object]) -> None:
+        server, storage = app
+        good = base64.urlsafe_b64encode(b"k").rstrip(b"=")
+        assert server._get_bytes(b"s/1/0/" + good)[2] == b"value-k"
+        server.service.host._ready = {("s", 1, 1): storage}  # partition 0 moved away
+        assert self.answer(server._get_bytes, b"s/1/0/" + good)[0] == "REPLICA_NOT_READY"

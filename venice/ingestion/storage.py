@@ -31,7 +31,7 @@ import lmdb
 from venice.errors import InternalError
 from venice.ingestion.records import Change, Checkpoint, Outcome
 
-__all__ = ["DEFAULT_CHANGELOG_SIZE", "DEFAULT_MAP_SIZE", "StorageError", "VersionStorage"]
+__all__ = ["DEFAULT_CHANGELOG_SIZE", "DEFAULT_MAP_SIZE", "PartitionReader", "StorageError", "VersionStorage"]
 
 _CHECKPOINTS = b"__checkpoints__"
 _OFFSET = struct.Struct(">Q")
@@ -68,6 +68,45 @@ def _appendable(txn: lmdb.Transaction, db: lmdb._Database, writes: list[tuple[by
         previous, first = key, False
     cursor = txn.cursor(db=db)
     return not cursor.last() or bytes(cursor.key()) < writes[0][0]
+
+
+class PartitionReader:
+    """See :meth:`VersionStorage.reader`. Call it with key bytes: the stored value or ``None``."""
+
+    __slots__ = ("_db", "_storage", "_txn", "seen")
+
+    def __init__(self, storage: VersionStorage, db: lmdb._Database) -> None:
+        self._storage = storage
+        self._db = db
+        self._txn: lmdb.Transaction | None = None
+        self.seen = -1
+        """The storage's :attr:`~VersionStorage.generation` the snapshot is at least as new as."""
+
+    def __call__(self, key: bytes) -> bytes | None:
+        txn = self._txn
+        try:
+            generation = self._storage.generation
+            if txn is None or self.seen != generation:
+                # py-lmdb has no reset/renew: a fresh snapshot is a new transaction. The
+                # generation is read first: a commit racing the begin only makes it renew again.
+                if txn is not None:
+                    txn.abort()
+                self.seen = generation
+                txn = self._txn = self._storage.env.begin(db=self._db, buffers=False)
+            return cast("bytes | None", txn.get(key))
+        except lmdb.Error as exc:
+            self.release()
+            raise StorageError(f"LMDB read failed: {exc}") from exc
+
+    def release(self) -> None:
+        """End the snapshot; the next read begins a new one."""
+        txn, self._txn = self._txn, None
+        self.seen = -1
+        if txn is not None:
+            try:
+                txn.abort()
+            except lmdb.Error:
+                pass  # the environment is closing: the transaction is gone with it
 
 
 def _trim_key(partition: int) -> bytes:
@@ -114,6 +153,10 @@ class VersionStorage:
         self._logs: dict[int, lmdb._Database] = {}
         self.appended_batches = 0
         """Batches stored by appending (keys in order past the last one), not key by key."""
+        self.generation = 0
+        """Write transactions committed through this object: a :class:`Reader` whose snapshot
+        is older renews it before reading."""
+        self._readers: list[PartitionReader] = []
         # Opened up front: opening a named database inside a read transaction is unsafe.
         self.open_partitions(partitions)
 
@@ -149,6 +192,7 @@ class VersionStorage:
                 txn.drop(log, delete=False)
             txn.delete(b"%d" % partition, db=self._checkpoints)
             txn.delete(_trim_key(partition), db=self._checkpoints)
+        self.generation += 1
 
     # -- writes ----------------------------------------------------------------------------
     def write_batch(self, partition: int, decide: Callable[[Reader], Outcome]) -> Outcome:
@@ -182,6 +226,7 @@ class VersionStorage:
             if outcome.changes:
                 self._log_changes(txn, partition, outcome.changes)
             txn.put(b"%d" % partition, outcome.checkpoint.to_bytes(), db=self._checkpoints)
+        self.generation += 1  # after the commit, before the caller learns of it: readers renew
         return outcome
 
     def apply(self, partition: int, writes: Iterable[tuple[bytes, bytes | None]], checkpoint: Checkpoint) -> None:
@@ -239,6 +284,23 @@ class VersionStorage:
 
         return get
 
+    def reader(self, partition: int) -> PartitionReader:
+        """A reader of one partition for ONE thread (the server's event loop), keeping one
+        read transaction open and renewing it only when a write committed since its
+        snapshot (:attr:`generation`): the storage server's hot path, without a
+        transaction begun and ended per read."""
+        reader = PartitionReader(self, self._db(partition))
+        self._readers.append(reader)
+        return reader
+
+    def release_stale_readers(self) -> None:
+        """End the snapshots of readers that fell behind a commit (call from their thread):
+        a reader read no more since, and its old snapshot would keep LMDB from reusing
+        the pages later commits freed."""
+        for reader in self._readers:
+            if reader.seen != self.generation:
+                reader.release()
+
     def changes(self, partition: int, after: int | None = None, limit: int = 1000) -> list[Change]:
         """Up to ``limit`` change-log entries with offsets above ``after`` (all kept ones
         when ``None``), oldest first."""
@@ -283,6 +345,9 @@ class VersionStorage:
             self.env.sync(True)
 
     def close(self) -> None:
+        for reader in self._readers:
+            reader.release()
+        self._readers.clear()
         self.env.close()
 
     def destroy(self) -> None:
