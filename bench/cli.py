@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="length of one timed run (default 10; 3 with --quick)")
     parser.add_argument("--rounds", type=int, help="alternating rounds per figure (default 3; 2 with --quick)")
     parser.add_argument("--connections", type=int, default=32, help="connections of the C load generators")
+    parser.add_argument("--router-workers", type=int, help="router processes (venice router --workers; default: "
+                        "venice.workers.default_workers(), one per core up to 4)")
     parser.add_argument("--work-dir", type=Path, help="where data and processes live (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir afterwards")
     parser.add_argument(
@@ -148,7 +150,7 @@ class Bench:
         self.work = work
         self.runs: list[Run] = []
         self.redis = RedisSide(work, tools)
-        self.venice = VeniceSide(work, backend=args.backend)
+        self.venice = VeniceSide(work, backend=args.backend, router_workers=args.router_workers)
         self.floor = FloorSide(work)
         self.script = work / "requests.lua"
         self.script.write_text(WRK_SCRIPT)
@@ -244,8 +246,15 @@ class Bench:
 
     def _watched(self) -> dict[str, int]:
         """The venice processes whose CPU time is recorded during venice runs."""
-        return {"router": self.venice.router_pid(), "server 0": self.venice.server_pid(0),
-                "server 1": self.venice.server_pid(1)}
+        router = self.venice.router_pid()
+        watched = {"router": router, "server 0": self.venice.server_pid(0), "server 1": self.venice.server_pid(1)}
+        try:  # the other router workers (venice router --workers), children of the first
+            with open(f"/proc/{router}/task/{router}/children") as f:
+                for n, pid in enumerate(f.read().split(), 1):
+                    watched[f"router w{n}"] = int(pid)
+        except OSError:
+            pass
+        return watched
 
     def cpu_report(self) -> dict[str, dict[str, float]]:
         """Median CPU use (% of one core) of each process over a metric's timed venice runs."""
@@ -466,7 +475,7 @@ class Bench:
         config = {
             "keys": self.args.keys, "value_bytes": data.VALUE_BYTES, "seconds_per_run": self.args.seconds,
             "rounds": self.args.rounds, "connections": self.args.connections, "quick": self.args.quick,
-            "partitions": self.venice.partitions, "replication_factor": 2,
+            "partitions": self.venice.partitions, "replication_factor": 2, "router_workers": self.venice.router_workers,
         }
         machine = _machine(self.tools, self.args.backend)
         machine["loadavg_start"] = self.loadavg_start

@@ -104,8 +104,12 @@ class RedisSide:
 class VeniceSide:
     """Controller, 2 storage servers and a router on Kafka (from deploy/kafka) or the embedded log."""
 
-    def __init__(self, work_dir: Path, *, backend: str, servers: int = 2, partitions: int = 4) -> None:
+    def __init__(
+        self, work_dir: Path, *, backend: str, servers: int = 2, partitions: int = 4, router_workers: int | None = None
+    ) -> None:
         self.dir = work_dir / "venice"
+        self.router_workers = router_workers
+        """Router processes (``venice router --workers``); ``None``: venice.workers.default_workers()."""
         self.backend = backend
         self.partitions = partitions
         self.servers = servers
@@ -123,7 +127,12 @@ class VeniceSide:
                 raise RuntimeError(f"cannot start Kafka: {reason} (use --backend embedded)")
             self.broker = KafkaBroker(self.dir / "kafka").start()
             pubsub_url = self.broker.url
-        self.cluster = LocalCluster(self.dir / "cluster", servers=self.servers, pubsub_url=pubsub_url)
+        from venice.workers import default_workers
+
+        self.router_workers = self.router_workers or default_workers()
+        self.cluster = LocalCluster(
+            self.dir / "cluster", servers=self.servers, pubsub_url=pubsub_url, router_workers=self.router_workers
+        )
         self.cluster.start()
         return self
 

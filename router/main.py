@@ -39,6 +39,8 @@ class RouterConfig:
     """Stored bytes of the values one answer may carry; beyond: 413 ``ANSWER_TOO_LARGE``."""
     http: HttpLimits = DEFAULT_LIMITS
     """What the router accepts from its clients (sizes, timeouts, connections)."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT, beside other router processes on the same port (``--workers``)."""
 
 
 def build_app(config: RouterConfig) -> RouterApp:
@@ -59,6 +61,7 @@ def build_server(config: RouterConfig, app: RouterApp | None = None) -> HttpServ
         port=config.port,
         graceful_shutdown_s=config.graceful_shutdown_s,
         limits=config.http,
+        reuse_port=config.reuse_port,
     )
 
 

@@ -132,6 +132,9 @@ class ManagedProcess:
 class LocalCluster:
     """Controller + ``servers`` storage servers + ``routers`` routers as child processes.
 
+    ``router_workers``: processes per router (``venice router --workers``; the router's
+    pid is its first worker's, which stops the others).
+
     ``server_args`` adds command-line options to some servers, by index (e.g. a smaller
     ``--lmdb-map-size`` for one of them).
     """
@@ -146,8 +149,10 @@ class LocalCluster:
         host: str = "127.0.0.1",
         dead_after_s: float = 15.0,
         server_args: Mapping[int, Sequence[str]] | None = None,
+        router_workers: int = 1,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.router_workers = router_workers
         self.host = host
         self.pubsub_url = pubsub_url or f"embedded://{self.data_dir / 'pubsub'}"
         self.dead_after_s = dead_after_s
@@ -174,7 +179,8 @@ class LocalCluster:
         port = free_port(self.host)
         return ManagedProcess(
             "router" if index == 0 else f"router-{index}",
-            ["router", "--host", self.host, "--port", str(port), "--controller", self.controller.url],
+            ["router", "--host", self.host, "--port", str(port), "--controller", self.controller.url,
+             "--workers", str(self.router_workers)],
             self.logs / ("router.log" if index == 0 else f"router-{index}.log"),
             f"http://{self.host}:{port}",
         )

@@ -875,6 +875,7 @@ class HttpServer:
         limits: HttpLimits = DEFAULT_LIMITS,
         before_shutdown: Callable[[], Awaitable[None]] | None = None,
         backlog: int = 2048,
+        reuse_port: bool = False,
     ) -> None:
         self.app = app
         self.fast_path: FastPath | None = getattr(app, "fast_path", None)
@@ -886,6 +887,8 @@ class HttpServer:
         open that many files."""
         self.before_shutdown = before_shutdown
         self.backlog = backlog
+        self.reuse_port = reuse_port
+        """Bind with SO_REUSEPORT: several processes serve one port (``--workers``)."""
         self.connections: set[_Connection] = set()
         self.refused: set[_Connection] = set()
         """Connections over the cap, answered 503 and lingering until closed."""
@@ -914,7 +917,8 @@ class HttpServer:
         await self._lifespan.startup()
         try:
             server = await self.loop.create_server(
-                lambda: _Connection(self), self.host, self.port, backlog=self.backlog, reuse_address=True
+                lambda: _Connection(self), self.host, self.port, backlog=self.backlog, reuse_address=True,
+                reuse_port=self.reuse_port or None,
             )
         except BaseException:
             await self._lifespan.shutdown()

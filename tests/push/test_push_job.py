@@ -407,3 +407,13 @@ async def test_a_bad_csv_cell_deep_in_the_file_names_its_line(tmp_path: Path) ->
     with pytest.raises(InvalidInputError, match=r"line 4323: field 'score': '\+1\.5' is not a number"):
         await run(controller, write_csv(tmp_path / "m.csv", ["id", "name", "score"], rows))
     assert "/stores/members/versions/4/error" in controller.paths("POST")
+
+
+async def test_a_malformed_second_line_fails_the_opened_version(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"id": 1, "name": "a"}\n{"id": 2, "name": \n')
+    controller = FakeController()
+    with pytest.raises(InvalidInputError, match="line 2: invalid JSON"):
+        await run(controller, path)
+    assert "/stores/members/versions" in controller.paths("POST")  # the first record was good: a version opened
+    assert "/stores/members/versions/4/error" in controller.paths("POST")

@@ -104,7 +104,9 @@ def quickstart(data_dir: Path, servers: int, kafka_bootstrap: str | None) -> Non
     signal.signal(signal.SIGTERM, on_signal)
 
     pubsub_url = f"kafka://{kafka_bootstrap}" if kafka_bootstrap else None
-    cluster = LocalCluster(data_dir, servers=servers, pubsub_url=pubsub_url)
+    from venice.workers import default_workers
+
+    cluster = LocalCluster(data_dir, servers=servers, pubsub_url=pubsub_url, router_workers=default_workers())
     click.echo(f"starting controller, {servers} storage server(s) and a router (logs in {cluster.logs}) ...", err=True)
     try:
         cluster.start()

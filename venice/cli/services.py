@@ -175,9 +175,23 @@ def server(
 @click.option("--deadline", default=2.0, show_default=True, envvar="VENICE_DEADLINE_S", help="Seconds a read may take, failovers included.")
 @click.option("--max-answer-bytes", default=16 * 1024 * 1024, show_default=True, envvar="VENICE_MAX_ANSWER_BYTES", type=click.IntRange(min=1), help="Stored bytes of the values one answer may carry (duplicate keys count each time); beyond: 413 ANSWER_TOO_LARGE.")
 @http_limit_options()
-def router(host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits) -> None:
+@click.option("--workers", default=1, show_default=True, envvar="VENICE_WORKERS", type=click.IntRange(1, 64), help="Router processes sharing the port (SO_REUSEPORT); each uses up to one core.")
+@click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT (set for the workers --workers starts).")
+def router(
+    host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits, workers: int,
+    reuse_port: bool,
+) -> None:
     """Run a router: key -> partition -> ready replica, with failover."""
     from router.main import RouterConfig, run
 
-    run(RouterConfig(host=host, port=port, controller_url=controller_url, deadline_s=deadline,
-                     max_answer_bytes=max_answer_bytes, http=http))
+    if workers > 1 and port == 0:
+        raise click.BadParameter("--workers needs a fixed --port (the workers share it)", param_hint="--port")
+    config = RouterConfig(host=host, port=port, controller_url=controller_url, deadline_s=deadline,
+                          max_answer_bytes=max_answer_bytes, http=http, reuse_port=reuse_port or workers > 1)
+    if workers == 1:
+        run(config)
+        return
+    from venice.workers import current_args, spawn_workers, worker_args
+
+    with spawn_workers(worker_args(current_args()), workers - 1):
+        run(config)

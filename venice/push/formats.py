@@ -124,7 +124,10 @@ class RecordSource:
         """The records in batches of up to ``size``, in the shape their format holds them:
         CSV as rows of text cells (:attr:`SourceBatch.csv`), Parquet as Arrow batches
         (:attr:`SourceBatch.arrow`), the others as ``(position, record)`` pairs. Positions
-        and errors are those of iterating the source. Iterate only once (this or ``iter``)."""
+        and errors are those of iterating the source. Iterate only once (this or ``iter``).
+
+        The first batch holds the first record alone (the push checks it before it opens
+        a version; a bad record further on fails the version, as when iterating)."""
         if self._started:
             raise RuntimeError("a RecordSource can be iterated only once")
         self._started = True
@@ -134,8 +137,10 @@ class RecordSource:
             yield from self._parquet_batches(size)
         else:
             records = self._jsonl() if self.fmt == "jsonl" else self._avro()
+            take = 1
             while True:
-                chunk = list(itertools.islice(records, size))
+                chunk = list(itertools.islice(records, take))
+                take = size
                 if not chunk:
                     return
                 yield SourceBatch(records=chunk)
@@ -203,8 +208,10 @@ class RecordSource:
         columns = next(rows, None)
         if columns is None:
             return
+        take = 1
         while True:
-            chunk = list(itertools.islice(rows, size))
+            chunk = list(itertools.islice(rows, take))
+            take = size
             if not chunk:
                 return
             lines = [lineno for lineno, _ in chunk]
@@ -338,6 +345,10 @@ class RecordSource:
                 raise self._error(f"record {number + 1}", f"corrupt Parquet data: {exc}") from None
             if batch is None:
                 return
+            if batch.num_rows and number == 0:
+                yield SourceBatch(arrow=batch.slice(0, 1), first_record=1)
+                batch, number = batch.slice(1), 1
+                self._rows_done = number
             if batch.num_rows:
                 yield SourceBatch(arrow=batch, first_record=number + 1)
             number += batch.num_rows
