@@ -28,7 +28,7 @@ from bench import data
 from bench.chart import write_chart
 from bench.loadgen import WRK_SCRIPT, python_loop, run_redis_benchmark, run_wrk
 from bench.results import Run, build_report, render_markdown
-from bench.sides import FloorSide, RedisSide, VeniceSide, process_memory
+from bench.sides import FloorSide, RedisSide, VeniceSide, child_pids, process_memory
 from bench.tools import ensure_tools, version_of
 
 __all__ = ["main"]
@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32, help="connections of the C load generators")
     parser.add_argument("--router-workers", type=int, help="router processes (venice router --workers; default: "
                         "venice.workers.default_workers(), one per core up to 4)")
+    parser.add_argument("--server-workers", type=int, help="processes per storage server (venice server --workers: one "
+                        "ingests, the others read; default: venice.workers.default_workers())")
     parser.add_argument("--work-dir", type=Path, help="where data and processes live (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir afterwards")
     parser.add_argument(
@@ -150,7 +152,9 @@ class Bench:
         self.work = work
         self.runs: list[Run] = []
         self.redis = RedisSide(work, tools)
-        self.venice = VeniceSide(work, backend=args.backend, router_workers=args.router_workers)
+        self.venice = VeniceSide(
+            work, backend=args.backend, router_workers=args.router_workers, server_workers=args.server_workers
+        )
         self.floor = FloorSide(work)
         self.script = work / "requests.lua"
         self.script.write_text(WRK_SCRIPT)
@@ -246,14 +250,11 @@ class Bench:
 
     def _watched(self) -> dict[str, int]:
         """The venice processes whose CPU time is recorded during venice runs."""
-        router = self.venice.router_pid()
-        watched = {"router": router, "server 0": self.venice.server_pid(0), "server 1": self.venice.server_pid(1)}
-        try:  # the other router workers (venice router --workers), children of the first
-            with open(f"/proc/{router}/task/{router}/children") as f:
-                for n, pid in enumerate(f.read().split(), 1):
-                    watched[f"router w{n}"] = int(pid)
-        except OSError:
-            pass
+        watched = {"router": self.venice.router_pid(), "server 0": self.venice.server_pid(0),
+                   "server 1": self.venice.server_pid(1)}
+        for name, pid in list(watched.items()):  # the other workers (--workers), children of the first
+            for n, child in enumerate(child_pids(pid), 1):
+                watched[f"{name} w{n}"] = child
         return watched
 
     def cpu_report(self) -> dict[str, dict[str, float]]:
@@ -401,19 +402,25 @@ class Bench:
 
     def measure_memory(self) -> dict[str, Any]:
         server = process_memory(self.venice.server_pid(0))
+        # Read workers map the same LMDB pages (counted once, in the ingesting process's
+        # RssFile); what each adds is its own anonymous memory.
+        worker_anon = sum(process_memory(pid).get("RssAnon", 0) for pid in child_pids(self.venice.server_pid(0)))
+        server["VmRSS"] += worker_anon
         redis_mem = process_memory(self.redis.pid)
         info = self.redis.info_memory()
         return {
             "venice_bytes": server["VmRSS"],
             "redis_bytes": redis_mem["VmRSS"],
             "venice_rss_anon": server.get("RssAnon", 0),
+            "venice_read_workers_rss_anon": worker_anon,
             "venice_rss_file": server.get("RssFile", 0),
             "venice_peak_rss": server.get("VmHWM", 0),
             "venice_lmdb_file_bytes": self.venice.lmdb_bytes(0),
             "redis_used_memory": info.get("used_memory", 0),
             "redis_peak_rss": redis_mem.get("VmHWM", 0),
-            "how": "VmRSS of storage server 0 (holds every partition at R=2 with 2 servers) vs VmRSS of "
-            "redis-server, both after the read benchmarks touched the data",
+            "how": "VmRSS of storage server 0 (holds every partition at R=2 with 2 servers) plus the RssAnon of its "
+            "read workers (they share its LMDB pages) vs VmRSS of redis-server, both after the read benchmarks touched "
+            "the data",
         }
 
     def measure_spark(self) -> dict[str, Any]:
@@ -476,6 +483,7 @@ class Bench:
             "keys": self.args.keys, "value_bytes": data.VALUE_BYTES, "seconds_per_run": self.args.seconds,
             "rounds": self.args.rounds, "connections": self.args.connections, "quick": self.args.quick,
             "partitions": self.venice.partitions, "replication_factor": 2, "router_workers": self.venice.router_workers,
+            "server_workers": self.venice.server_workers,
         }
         machine = _machine(self.tools, self.args.backend)
         machine["loadavg_start"] = self.loadavg_start

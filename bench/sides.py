@@ -16,7 +16,7 @@ import httpx
 from bench.data import STORE
 from venice.cluster import LocalCluster, free_port, wait_for
 
-__all__ = ["FloorSide", "RedisSide", "VeniceSide", "process_memory"]
+__all__ = ["FloorSide", "RedisSide", "VeniceSide", "child_pids", "process_memory"]
 
 
 def _terminate(popen: subprocess.Popen[Any] | None) -> None:
@@ -28,6 +28,15 @@ def _terminate(popen: subprocess.Popen[Any] | None) -> None:
         except subprocess.TimeoutExpired:
             popen.kill()
             popen.wait()
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (the other workers of a ``--workers`` process)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
 
 
 def process_memory(pid: int) -> dict[str, int]:
@@ -105,10 +114,19 @@ class VeniceSide:
     """Controller, 2 storage servers and a router on Kafka (from deploy/kafka) or the embedded log."""
 
     def __init__(
-        self, work_dir: Path, *, backend: str, servers: int = 2, partitions: int = 4, router_workers: int | None = None
+        self,
+        work_dir: Path,
+        *,
+        backend: str,
+        servers: int = 2,
+        partitions: int = 4,
+        router_workers: int | None = None,
+        server_workers: int | None = None,
     ) -> None:
         self.dir = work_dir / "venice"
         self.router_workers = router_workers
+        self.server_workers = server_workers
+        """Processes per storage server (``venice server --workers``); ``None``: default_workers()."""
         """Router processes (``venice router --workers``); ``None``: venice.workers.default_workers()."""
         self.backend = backend
         self.partitions = partitions
@@ -130,8 +148,10 @@ class VeniceSide:
         from venice.workers import default_workers
 
         self.router_workers = self.router_workers or default_workers()
+        self.server_workers = self.server_workers or default_workers()
         self.cluster = LocalCluster(
-            self.dir / "cluster", servers=self.servers, pubsub_url=pubsub_url, router_workers=self.router_workers
+            self.dir / "cluster", servers=self.servers, pubsub_url=pubsub_url, router_workers=self.router_workers,
+            server_workers=self.server_workers,
         )
         self.cluster.start()
         return self

@@ -133,7 +133,8 @@ class LocalCluster:
     """Controller + ``servers`` storage servers + ``routers`` routers as child processes.
 
     ``router_workers``: processes per router (``venice router --workers``; the router's
-    pid is its first worker's, which stops the others).
+    pid is its first worker's, which stops the others). ``server_workers``: processes
+    per storage server (``venice server --workers``: the pid is the ingesting one's).
 
     ``server_args`` adds command-line options to some servers, by index (e.g. a smaller
     ``--lmdb-map-size`` for one of them).
@@ -150,9 +151,11 @@ class LocalCluster:
         dead_after_s: float = 15.0,
         server_args: Mapping[int, Sequence[str]] | None = None,
         router_workers: int = 1,
+        server_workers: int = 1,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.router_workers = router_workers
+        self.server_workers = server_workers
         self.host = host
         self.pubsub_url = pubsub_url or f"embedded://{self.data_dir / 'pubsub'}"
         self.dead_after_s = dead_after_s
@@ -196,6 +199,7 @@ class LocalCluster:
                 "--data-dir", str(self.data_dir / f"server-{index}"),
                 "--controller", self.controller.url,
                 "--server-id", f"server-{index}",
+                *(["--workers", str(self.server_workers)] if self.server_workers > 1 else []),
                 *extra_args,
             ],
             self.logs / f"server-{index}.log",

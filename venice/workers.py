@@ -14,6 +14,7 @@ it. A child asks the kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -21,9 +22,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 
-__all__ = ["MAX_WORKERS", "current_args", "default_workers", "spawn_workers", "worker_args"]
+__all__ = ["MAX_WORKERS", "current_args", "default_workers", "spawn_workers", "spawn_workers_async", "worker_args"]
 
 log = logging.getLogger("venice.workers")
 
@@ -73,6 +74,34 @@ def spawn_workers(args: Sequence[str], count: int, *, stop_timeout_s: float = 10
                 log.warning("worker %d did not stop in %.0f s: killing it", child.pid, stop_timeout_s)
                 child.kill()
                 child.wait()
+
+
+@contextlib.asynccontextmanager
+async def spawn_workers_async(
+    args: Sequence[str], count: int, *, stop_timeout_s: float = 10.0
+) -> AsyncIterator[list[int]]:
+    """:func:`spawn_workers` for a process whose event loop must keep running while its
+    workers stop (they may still be talking to it)."""
+    children: list[asyncio.subprocess.Process] = []
+    try:
+        for _ in range(count):
+            children.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "venice", *args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+                )
+            )
+        yield [child.pid for child in children]
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                await asyncio.wait_for(child.wait(), stop_timeout_s)
+            except TimeoutError:
+                log.warning("worker %d did not stop in %.0f s: killing it", child.pid, stop_timeout_s)
+                child.kill()
+                await child.wait()
 
 
 def worker_args(argv: Sequence[str]) -> list[str]:

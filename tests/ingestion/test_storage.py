@@ -275,3 +275,28 @@ class TestPartitionReader:
         assert first(b"a") == b"2"  # and reads the newest after its release
         storage.close()
         assert first.seen == -1 and second.seen == -1
+
+
+def test_a_reader_of_a_read_only_storage_sees_another_process_commit(tmp_path: Path) -> None:
+    """A read worker opens the files read-only while the ingesting process writes: with no
+    generation to watch, each read must take a fresh snapshot."""
+    import subprocess
+    import sys
+
+    writer_code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from venice.ingestion.records import Checkpoint\n"
+        "from venice.ingestion.storage import VersionStorage\n"
+        "s = VersionStorage(Path(sys.argv[1]), 1, [0])\n"
+        "s.apply(0, [(b'k', sys.argv[2].encode())], Checkpoint(int(sys.argv[3])))\n"
+        "s.close()\n"
+    )
+    path = tmp_path / "v"
+    subprocess.run([sys.executable, "-c", writer_code, str(path), "one", "1"], check=True)
+    reader_storage = VersionStorage(path, 1, [0], readonly=True)
+    read = reader_storage.reader(0)
+    assert read(b"k") == b"one"
+    subprocess.run([sys.executable, "-c", writer_code, str(path), "two", "2"], check=True)
+    assert read(b"k") == b"two"
+    reader_storage.close()

@@ -122,3 +122,14 @@ def test_bad_worker_counts_are_refused(args: list[str], message: str) -> None:
     result = CliRunner().invoke(cli, ["router", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--workers", "0"], "0 is not in the range 1<=x<=64"),
+    (["--workers", "-3"], "-3 is not in the range"),
+    (["--workers", "2", "--port", "0"], "--workers needs a fixed --port"),
+])
+def test_bad_server_worker_counts_are_refused(args: list[str], message: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["server", "--data-dir", str(tmp_path), *args])
+    assert result.exit_code == 2
+    assert message in result.output

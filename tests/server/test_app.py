@@ -82,7 +82,7 @@ class TestGetOnBytes:
         from urllib.parse import unquote_to_bytes
 
         parts = [(unquote_to_bytes(p) if b"%" in p else p).decode("utf-8", "replace") for p in rest.split(b"/")]
-        return self.answer(app._get_answer, parts)
+        return self.answer(app.reads._get_answer, parts)
 
     def test_same_answers_as_the_decoding_path(self, app: tuple[StorageApp, object]) -> None:
         server, _ = app
@@ -97,22 +97,22 @@ class TestGetOnBytes:
         ]
         for rest in paths:
             for _ in range(2):  # a miss, then the cached reader
-                assert self.answer(server._get_bytes, rest) == self.decoding_path(server, rest), rest
-        assert self.answer(server._get_bytes, b"s/1/0/" + good)[0] == 200
+                assert self.answer(server.reads._get_bytes, rest) == self.decoding_path(server, rest), rest
+        assert self.answer(server.reads._get_bytes, b"s/1/0/" + good)[0] == 200
 
     def test_sees_writes_made_after_its_first_read(self, app: tuple[StorageApp, object]) -> None:
         from venice.ingestion.records import Checkpoint, encode_stored
 
         server, storage = app
         key = base64.urlsafe_b64encode(b"new").rstrip(b"=")
-        assert self.answer(server._get_bytes, b"s/1/0/" + key)[0] == "KEY_NOT_FOUND"
+        assert self.answer(server.reads._get_bytes, b"s/1/0/" + key)[0] == "KEY_NOT_FOUND"
         for n in range(5):
             storage.apply(0, [(b"new", encode_stored(1, b"v%d" % n))], Checkpoint(2 + n))  # type: ignore[attr-defined]
-            assert server._get_bytes(b"s/1/0/" + key)[2] == b"v%d" % n
+            assert server.reads._get_bytes(b"s/1/0/" + key)[2] == b"v%d" % n
 
     def test_a_partition_no_longer_ready_is_refused_at_once(self, app: tuple[StorageApp, object]) -> None:
         server, storage = app
         good = base64.urlsafe_b64encode(b"k").rstrip(b"=")
-        assert server._get_bytes(b"s/1/0/" + good)[2] == b"value-k"
+        assert server.reads._get_bytes(b"s/1/0/" + good)[2] == b"value-k"
         server.service.host._ready = {("s", 1, 1): storage}  # partition 0 moved away
-        assert self.answer(server._get_bytes, b"s/1/0/" + good)[0] == "REPLICA_NOT_READY"
+        assert self.answer(server.reads._get_bytes, b"s/1/0/" + good)[0] == "REPLICA_NOT_READY"

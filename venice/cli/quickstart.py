@@ -106,7 +106,9 @@ def quickstart(data_dir: Path, servers: int, kafka_bootstrap: str | None) -> Non
     pubsub_url = f"kafka://{kafka_bootstrap}" if kafka_bootstrap else None
     from venice.workers import default_workers
 
-    cluster = LocalCluster(data_dir, servers=servers, pubsub_url=pubsub_url, router_workers=default_workers())
+    cluster = LocalCluster(
+        data_dir, servers=servers, pubsub_url=pubsub_url, router_workers=default_workers(), server_workers=default_workers()
+    )
     click.echo(f"starting controller, {servers} storage server(s) and a router (logs in {cluster.logs}) ...", err=True)
     try:
         cluster.start()

@@ -139,6 +139,9 @@ def controller(
 @click.option("--drain-grace", default=1.0, show_default=True, envvar="VENICE_DRAIN_GRACE_S", type=click.FloatRange(min=0), help="On SIGTERM: seconds to keep answering reads after the controller stopped routing here.")
 @click.option("--lmdb-map-size", default=1 << 36, show_default=True, envvar="VENICE_LMDB_MAP_SIZE", type=click.IntRange(min=1 << 16), help="Largest size in bytes of one store-version's LMDB; writes beyond it fail the version.")
 @http_limit_options()
+@click.option("--workers", default=1, show_default=True, envvar="VENICE_WORKERS", type=click.IntRange(1, 64), help="Processes sharing the port (SO_REUSEPORT): this one ingests and serves everything, the others serve reads from the same LMDB files read-only.")
+@click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT (set for the workers --workers starts).")
+@click.option("--read-worker-of", hidden=True, metavar="URL", help="Be a read worker of the ingesting process at URL (set by --workers).")
 def server(
     host: str,
     port: int,
@@ -149,10 +152,15 @@ def server(
     drain_grace: float,
     lmdb_map_size: int,
     http: HttpLimits,
+    workers: int,
+    reuse_port: bool,
+    read_worker_of: str | None,
 ) -> None:
     """Run a storage server: ingest assigned partitions into LMDB and serve reads."""
     from server.main import ServerConfig, run
 
+    if workers > 1 and port == 0:
+        raise click.BadParameter("--workers needs a fixed --port (the workers share it)", param_hint="--port")
     run(
         ServerConfig(
             data_dir=data_dir,
@@ -164,7 +172,10 @@ def server(
             lmdb_map_size=lmdb_map_size,
             drain_grace_s=drain_grace,
             http=http,
-        )
+        ),
+        workers=workers,
+        read_worker_of=read_worker_of,
+        reuse_port=reuse_port,
     )
 
 

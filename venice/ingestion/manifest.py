@@ -195,6 +195,12 @@ class HostingView:
             raise ReplicaNotReadyError(f"{self.data_dir} does not hold {store} v{version} partition {partition} ready")
         return storage
 
+    @property
+    def ready_set(self) -> object:
+        """The current ready set, as an object replaced (never changed in place) on every
+        reload: a reader cache keyed on it is right while it is the same object."""
+        return self._ready
+
     def versions(self) -> list[HostedEntry]:
         return list(self.entries.values())
 

@@ -73,16 +73,25 @@ def _appendable(txn: lmdb.Transaction, db: lmdb._Database, writes: list[tuple[by
 class PartitionReader:
     """See :meth:`VersionStorage.reader`. Call it with key bytes: the stored value or ``None``."""
 
-    __slots__ = ("_db", "_storage", "_txn", "seen")
+    __slots__ = ("_db", "_fresh", "_storage", "_txn", "seen")
 
     def __init__(self, storage: VersionStorage, db: lmdb._Database) -> None:
         self._storage = storage
         self._db = db
+        # Read-only (another process writes): no commit is seen here, so every read takes
+        # a new snapshot and none is kept between reads.
+        self._fresh = storage.readonly
         self._txn: lmdb.Transaction | None = None
         self.seen = -1
         """The storage's :attr:`~VersionStorage.generation` the snapshot is at least as new as."""
 
     def __call__(self, key: bytes) -> bytes | None:
+        if self._fresh:
+            try:
+                with self._storage.env.begin(db=self._db, buffers=False) as fresh:
+                    return fresh.get(key)
+            except lmdb.Error as exc:
+                raise StorageError(f"LMDB read failed: {exc}") from exc
         txn = self._txn
         try:
             generation = self._storage.generation
@@ -288,7 +297,8 @@ class VersionStorage:
         """A reader of one partition for ONE thread (the server's event loop), keeping one
         read transaction open and renewing it only when a write committed since its
         snapshot (:attr:`generation`): the storage server's hot path, without a
-        transaction begun and ended per read."""
+        transaction begun and ended per read. On a read-only storage (another process
+        writes; commits are not seen here) each read takes a fresh snapshot."""
         reader = PartitionReader(self, self._db(partition))
         self._readers.append(reader)
         return reader

@@ -1,0 +1,143 @@
+"""The storage server's read paths, shared by the ingesting process and its read workers.
+
+* ``GET  /v1/{store}/{version}/{partition}/{key_b64url}``: one key;
+* ``POST /v1/batch/{store}/{version}``: many keys (binary frames, venice/protocol.py).
+
+Both are answered synchronously by :class:`venice.httpserver.HttpServer` (``fast_path``).
+``ready(store, version, partition)`` gives the storage of a READY partition (or raises
+ReplicaNotReadyError); ``ready_set()`` an object replaced whenever readiness changes
+(the ingesting host's ready set, or the manifest view's in a read worker).
+"""
+
+from __future__ import annotations
+
+import binascii
+from base64 import urlsafe_b64decode
+from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
+
+from venice.errors import KeyNotFoundError, RequestError
+from venice.ingestion import decode_stored
+from venice.ingestion.storage import PartitionReader, VersionStorage
+from venice.protocol import SCHEMA_ID_HEADER, decode_batch_request, decode_key_segment, encode_batch_response
+
+__all__ = ["ReadPaths"]
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+_OCTETS = (b"content-type", b"application/octet-stream")
+_SCHEMA_ID = SCHEMA_ID_HEADER.encode()
+_READER_CACHE = 4096
+_HEADS: dict[bytes, list[tuple[bytes, bytes]]] = {}
+"""Answer headers of a GET by the 4 schema-id bytes stored before each value."""
+
+
+def _heads(schema_id_bytes: bytes) -> list[tuple[bytes, bytes]]:
+    heads = [_OCTETS, (_SCHEMA_ID, b"%d" % int.from_bytes(schema_id_bytes, "big"))]
+    if len(_HEADS) < 1024:
+        _HEADS[schema_id_bytes] = heads
+    return heads
+
+
+def _text(part: bytes) -> str:
+    """A path segment as the decoding path reads it (percent-decoded, UTF-8 with replacement)."""
+    return (unquote_to_bytes(part) if b"%" in part else part).decode("utf-8", "replace")
+
+
+class ReadPaths:
+    """The synchronous read answers of a storage server (see the module doc)."""
+
+    def __init__(self, ready: Callable[[str, int, int], VersionStorage], ready_set: Callable[[], object]) -> None:
+        self._ready = ready
+        self._ready_set = ready_set
+        self._readers: dict[bytes, tuple[PartitionReader, str, int]] = {}
+        self._readers_of: object = None
+
+    def fast_path(
+        self, method: str, path: bytes, query: bytes, body: bytes
+    ) -> Answer | None:
+        """Reads (single and batch) answered synchronously by :class:`venice.httpserver.HttpServer`
+        (no task, no ASGI messages); ``None`` for anything else."""
+        if not path.startswith(b"/v1/"):
+            return None
+        rest = path[4:]
+        if method == "GET" and rest.count(b"/") == 3:
+            return self._get_bytes(rest)
+        raw_parts = rest.split(b"/")
+        parts = [(unquote_to_bytes(p) if b"%" in p else p).decode("utf-8", "replace") for p in raw_parts]
+        if method == "GET" and len(parts) == 4:
+            return self._get_answer(parts)
+        if method == "POST" and len(parts) == 3 and parts[0] == "batch":
+            return 200, [_OCTETS], self._batch_answer(parts[1], parts[2], body)
+        return None
+
+    def _get_bytes(self, rest: bytes) -> Answer:
+        """The hottest path of the server on the path's bytes: ``{store}/{version}/{partition}``
+        looked up in a cache of readers (filled by the decoding path, :meth:`_reader_for`,
+        and emptied whenever the host's ready set changes), the key segment base64url
+        decoded, one read in the reader's reused transaction, a pre-built head."""
+        head, _, segment = rest.rpartition(b"/")
+        ready = self._ready_set()
+        if ready is not self._readers_of:
+            self._readers.clear()
+            self._readers_of = ready
+        entry = self._readers.get(head)
+        if entry is None:
+            entry = self._reader_for(head)
+        read, store, version = entry
+        if segment.isascii() and b"%" not in segment:
+            try:
+                key = urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+            except (binascii.Error, ValueError) as exc:
+                raise RequestError(f"key segment is not base64url: {exc}") from None
+        else:  # what the decoding path does with anything else
+            key = decode_key_segment(_text(segment))
+        raw = read(key)
+        if raw is None:
+            raise KeyNotFoundError(f"key not found in {store} v{version}")
+        heads = _HEADS.get(raw[:4])
+        if heads is None:
+            heads = _heads(raw[:4])
+        return 200, heads, raw[4:]
+
+    def _reader_for(self, head: bytes) -> tuple[PartitionReader, str, int]:
+        """The reader for ``{store}/{version}/{partition}`` as the decoding path reads them
+        (percent-decoding, UTF-8, ints); raises what :meth:`_get_answer` raises."""
+        store, version, partition = (_text(p) for p in head.split(b"/"))
+        try:
+            version_n, partition_n = int(version), int(partition)
+        except ValueError as exc:
+            raise RequestError(f"malformed read path: {exc}") from exc
+        storage = self._ready(store, version_n, partition_n)
+        if len(self._readers) >= _READER_CACHE:
+            self._readers.clear()  # spellings of paths (leading zeros...) are endless: stay bounded
+        entry = (storage.reader(partition_n), store, version_n)
+        self._readers[head] = entry
+        return entry
+
+    def _get_answer(self, parts: list[str]) -> Answer:
+        """The hottest path of the server: one key, one LMDB read, one answer."""
+        store, version, partition, key_text = parts
+        try:
+            version_n, partition_n = int(version), int(partition)
+        except ValueError as exc:
+            raise RequestError(f"malformed read path: {exc}") from exc
+        raw = self._ready(store, version_n, partition_n).get(partition_n, decode_key_segment(key_text))
+        if raw is None:
+            raise KeyNotFoundError(f"key not found in {store} v{version_n}")
+        schema_id, value = decode_stored(raw)
+        return 200, [_OCTETS, (_SCHEMA_ID, b"%d" % schema_id)], value
+
+    def _batch_answer(self, store: str, version: str, body: bytes) -> bytes:
+        try:
+            version_n = int(version)
+        except ValueError as exc:
+            raise RequestError(f"malformed version {version!r}") from exc
+        items = decode_batch_request(body)
+        storage = None
+        for partition in {p for p, _ in items}:
+            storage = self._ready(store, version_n, partition)
+        if storage is None:
+            return b""
+        return encode_batch_response(None if raw is None else decode_stored(raw) for raw in storage.get_many(items))
+

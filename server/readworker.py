@@ -1,0 +1,112 @@
+"""A storage server's read worker (``venice server --workers N``: workers 1..N-1).
+
+One Python process answers reads on one core at most. A storage server started with
+``--workers N`` stays one ingesting process (the only LMDB writer, heartbeats, every
+endpoint) and starts N-1 read workers bound to the same port (SO_REUSEPORT). A worker
+opens the store-versions the ingesting process lists in its hosting manifest
+(``hosting.json``, :class:`venice.ingestion.manifest.HostingView`) READ-ONLY and answers
+the two read paths itself (:class:`server.reads.ReadPaths`: single GETs and batches, each
+read in a fresh LMDB snapshot, so it sees every commit before it); any other request
+(health, admin, change log, read compute) is relayed to the ingesting process on its
+private loopback port, so a client sees one server whichever process its connection
+landed on.
+
+A partition the ingesting process stops hosting leaves the manifest within its poll
+interval (0.1 s); until then the worker still answers it from the version's files, which
+stay readable for :data:`~venice.ingestion.manifest.RETIRE_GRACE_S` seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from server.reads import Answer, ReadPaths
+from venice.errors import UnavailableError, VeniceError, error_body
+from venice.ingestion.manifest import HostingView
+
+__all__ = ["ReadWorkerApp"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host", b"upgrade",
+                         b"proxy-connection", b"te", b"trailer"})
+_RELAY_TIMEOUT_S = 120.0
+"""Longer than any long poll the ingesting process holds (the change log waits up to 30 s)."""
+
+
+class ReadWorkerApp:
+    """ASGI app of a read worker: reads from the manifest's read-only view, the rest relayed."""
+
+    def __init__(self, data_dir: Path, main_url: str, *, poll_s: float = 0.1) -> None:
+        self.data_dir = data_dir
+        self.main_url = main_url.rstrip("/")
+        self._poll_s = poll_s
+        self.view: HostingView | None = None
+        self.reads: ReadPaths | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    def fast_path(self, method: str, path: bytes, query: bytes, body: bytes) -> Answer | None:
+        if self.reads is None:
+            return None
+        return self.reads.fast_path(method, path, query, body)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._relay(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                view = self.view = HostingView(self.data_dir, poll_s=self._poll_s)
+                self.reads = ReadPaths(view.ready, self._ready_set)
+                self._client = httpx.AsyncClient(base_url=self.main_url, timeout=_RELAY_TIMEOUT_S)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.reads = None
+                if self._client is not None:
+                    await self._client.aclose()
+                if self.view is not None:
+                    self.view.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _ready_set(self) -> object:
+        assert self.view is not None
+        return self.view.ready_set
+
+    async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        query: bytes = scope.get("query_string", b"")
+        target = raw_path + (b"?" + query if query else b"")
+        headers = [(k, v) for k, v in scope.get("headers", ()) if k.lower() not in _HOP_BY_HOP]
+        assert self._client is not None
+        try:
+            answer = await self._client.request(
+                scope["method"], target.decode("latin-1"), content=b"".join(chunks), headers=headers
+            )
+        except httpx.HTTPError as exc:
+            error: VeniceError = UnavailableError(f"the storage server's ingesting process did not answer: {exc}")
+            body = error_body(error)
+            await send({"type": "http.response.start", "status": error.http_status,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        out_headers = [(k.lower(), v) for k, v in answer.headers.raw if k.lower() not in _HOP_BY_HOP]
+        out_headers.append((b"content-length", b"%d" % len(answer.content)))
+        await send({"type": "http.response.start", "status": answer.status_code, "headers": out_headers})
+        await send({"type": "http.response.body", "body": answer.content})
