@@ -7,9 +7,9 @@ opens the store-versions the ingesting process lists in its hosting manifest
 (``hosting.json``, :class:`venice.ingestion.manifest.HostingView`) READ-ONLY and answers
 the two read paths itself (:class:`server.reads.ReadPaths`: single GETs and batches, each
 read in a fresh LMDB snapshot, so it sees every commit before it); any other request
-(health, admin, change log, read compute) is relayed to the ingesting process on its
-private loopback port, so a client sees one server whichever process its connection
-landed on.
+(health, admin, change log, read compute, and a read of a partition not in its view of
+the manifest yet) is relayed to the ingesting process on its private loopback port, so
+a client sees one server whichever process its connection landed on.
 
 A partition the ingesting process stops hosting leaves the manifest within its poll
 interval (0.1 s); until then the worker still answers it from the version's files, which
@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from server.reads import Answer, ReadPaths
-from venice.errors import UnavailableError, VeniceError, error_body
+from venice.errors import ReplicaNotReadyError, UnavailableError, VeniceError, error_body
 from venice.ingestion.manifest import HostingView
 
 __all__ = ["ReadWorkerApp"]
@@ -52,9 +52,17 @@ class ReadWorkerApp:
         self._client: httpx.AsyncClient | None = None
 
     def fast_path(self, method: str, path: bytes, query: bytes, body: bytes) -> Answer | None:
+        """A read of a partition the manifest lists as ready, answered here; ``None`` (the
+        request is relayed) for anything else, including a partition not (yet) in this
+        worker's view: the ingesting process may already serve it (it reports READY to
+        the controller before this worker's next look at the manifest), and its answer is
+        the authoritative one."""
         if self.reads is None:
             return None
-        return self.reads.fast_path(method, path, query, body)
+        try:
+            return self.reads.fast_path(method, path, query, body)
+        except ReplicaNotReadyError:
+            return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
