@@ -116,3 +116,14 @@ class TestGetOnBytes:
         assert server.reads._get_bytes(b"s/1/0/" + good)[2] == b"value-k"
         server.service.host._ready = {("s", 1, 1): storage}  # partition 0 moved away
         assert self.answer(server.reads._get_bytes, b"s/1/0/" + good)[0] == "REPLICA_NOT_READY"
+
+    def test_many_ready_set_changes_hold_one_read_transaction_per_partition(self, app: tuple[StorageApp, object]) -> None:
+        """The reader cache is dropped at every change of the ready set; the readers it
+        finds again must be the storage's one per partition, or each drop would leak an
+        open read transaction and LMDB's reader slots (126) would run out."""
+        server, storage = app
+        good = base64.urlsafe_b64encode(b"k").rstrip(b"=")
+        for _ in range(300):
+            server.service.host._ready = {("s", 1, 0): storage}
+            assert server.reads._get_bytes(b"s/1/0/" + good)[2] == b"value-k"
+        assert storage.env.readers().count("\n") < 10  # type: ignore[attr-defined]

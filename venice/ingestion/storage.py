@@ -166,6 +166,7 @@ class VersionStorage:
         """Write transactions committed through this object: a :class:`Reader` whose snapshot
         is older renews it before reading."""
         self._readers: list[PartitionReader] = []
+        self._reader_of: dict[int, PartitionReader] = {}
         # Opened up front: opening a named database inside a read transaction is unsafe.
         self.open_partitions(partitions)
 
@@ -294,13 +295,16 @@ class VersionStorage:
         return get
 
     def reader(self, partition: int) -> PartitionReader:
-        """A reader of one partition for ONE thread (the server's event loop), keeping one
+        """The reader of one partition (the same object each call), for ONE thread (the
+        server's event loop), keeping one
         read transaction open and renewing it only when a write committed since its
         snapshot (:attr:`generation`): the storage server's hot path, without a
         transaction begun and ended per read. On a read-only storage (another process
         writes; commits are not seen here) each read takes a fresh snapshot."""
-        reader = PartitionReader(self, self._db(partition))
-        self._readers.append(reader)
+        reader = self._reader_of.get(partition)
+        if reader is None:  # one per partition: each holds an LMDB reader slot (126 by default)
+            reader = self._reader_of[partition] = PartitionReader(self, self._db(partition))
+            self._readers.append(reader)
         return reader
 
     def release_stale_readers(self) -> None:
@@ -358,6 +362,7 @@ class VersionStorage:
         for reader in self._readers:
             reader.release()
         self._readers.clear()
+        self._reader_of.clear()
         self.env.close()
 
     def destroy(self) -> None:
