@@ -56,3 +56,17 @@ def test_reads_in_view_are_answered_others_relayed(tmp_path: Path) -> None:
                 assert client.get("/health").json() == {"status": "ok", "server_id": "s-main"}
                 assert client.get("/admin/replicas").json() == {"server_id": "s-main", "replicas": []}
                 assert client.get("/nowhere").json()["error"]["code"] == "NOT_FOUND"
+                # hostile requests the worker relays get exactly the ingesting process's answer
+                with httpx.Client(base_url=main_url) as direct:
+                    for method, path, body in [
+                        ("POST", "/v1/compute/st/1", b"\x00" * 5000),
+                        ("POST", "/v1/compute/st/x", b"{}"),
+                        ("GET", "/v1/changes/st/1?partition=-1&from=zz", b""),
+                        ("GET", "/v1/changes/st%2F..%2Fx/1?partition=0", b""),
+                        ("DELETE", "/v1/st/1/0/" + key, b""),
+                        ("GET", "/admin/replicas?" + "x" * 3000, b""),
+                        ("PUT", "/health", b"y" * 100_000),
+                    ]:
+                        via_worker = client.request(method, path, content=body)
+                        straight = direct.request(method, path, content=body)
+                        assert (via_worker.status_code, via_worker.content) == (straight.status_code, straight.content), path
