@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="alternating rounds per figure (default 3; 2 with --quick)")
     parser.add_argument("--connections", type=int, default=32, help="connections of the C load generators")
     parser.add_argument("--router-workers", type=int, help="router processes (venice router --workers; default: "
-                        "venice.workers.default_workers(), one per core up to 4)")
+                        "venice.workers.default_workers(): 1 up to 2 cores, then one per 2 cores up to 4)")
     parser.add_argument("--server-workers", type=int, help="processes per storage server (venice server --workers: one "
                         "ingests, the others read; default: venice.workers.default_workers())")
     parser.add_argument("--work-dir", type=Path, help="where data and processes live (default: a temp dir)")

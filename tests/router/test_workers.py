@@ -133,3 +133,9 @@ def test_bad_server_worker_counts_are_refused(args: list[str], message: str, tmp
     result = CliRunner().invoke(cli, ["server", "--data-dir", str(tmp_path), *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_default_worker_counts() -> None:
+    from venice.workers import default_workers
+
+    assert [default_workers(c) for c in (1, 2, 3, 4, 8, 64)] == [1, 1, 1, 2, 4, 4]
