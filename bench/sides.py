@@ -15,6 +15,7 @@ import httpx
 
 from bench.data import STORE
 from venice.cluster import LocalCluster, free_port, wait_for
+from venice.controller_client import ControllerClient
 
 __all__ = ["FloorSide", "RedisSide", "VeniceSide", "process_memory"]
 
@@ -150,16 +151,11 @@ class VeniceSide:
         return self.cluster.router.pid
 
     def create_store(self, replication_factor: int = 2) -> None:
-        response = httpx.post(
-            f"{self.controller_url}/stores",
-            json={
+        with ControllerClient(self.controller_url) as controller:
+            controller.create_store({
                 "name": STORE, "key_schema": "string", "value_schema": "string",
                 "partitions": self.partitions, "replication_factor": replication_factor,
-            },
-            timeout=30,
-        )
-        if response.status_code != 201:
-            raise RuntimeError(f"creating the store failed: {response.status_code} {response.text}")
+            })
 
     def push_command(self, jsonl: Path, timeout_s: float = 3600) -> list[str]:
         return [sys.executable, "-m", "venice", "push", "--controller", self.controller_url, "--store", STORE,
@@ -175,7 +171,8 @@ class VeniceSide:
         seconds = time.perf_counter() - started
         if result.returncode != 0:
             raise RuntimeError(f"venice push failed: {result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-        described = httpx.get(f"{self.controller_url}/stores/{STORE}", timeout=10).json()
+        with ControllerClient(self.controller_url, timeout_s=10) as controller:
+            described = controller.get_store(STORE)
         self.version = int(described["current_version"])
         return seconds, result.stdout.strip().splitlines()[-1]
 
