@@ -129,9 +129,14 @@ class FakeController:
     """Serves ``GET /routing`` with generations, long polls (``wait_s``) and 304s, like
     the real controller; tests edit the stores in place."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pubsub_url: str = "embedded:///nonexistent") -> None:
         self.generation = 1
         self.stores: dict[str, dict[str, Any]] = {}
+        self.descriptions: dict[str, dict[str, Any]] = {}
+        """``GET /stores/{store}`` answers (see :func:`store_description`)."""
+        self.pubsub_url = pubsub_url
+        """What ``GET /cluster`` says."""
+        self.describes = 0
         self.available = True
         self.fetches = 0
         self.not_modified = 0
@@ -147,6 +152,12 @@ class FakeController:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            return
+        if scope["path"].startswith("/stores/") and scope["method"] == "GET":
+            await self._describe(send, urllib.parse.unquote(scope["path"][len("/stores/") :]))
+            return
+        if scope["path"] == "/cluster" and scope["method"] == "GET":
+            await _respond(send, 200, orjson.dumps({"pubsub_url": self.pubsub_url}), [(b"content-type", b"application/json")])
             return
         if scope["path"] != "/routing":
             await _respond(send, 404, _error("NOT_FOUND", "no such route"))
@@ -170,6 +181,43 @@ class FakeController:
             return
         body = orjson.dumps({"generation": self.generation, "stores": self.stores})
         await _respond(send, 200, body, [(b"content-type", b"application/json")])
+
+
+    async def _describe(self, send: Send, name: str) -> None:
+        self.describes += 1
+        if not self.available:
+            await _respond(send, 503, _error("UNAVAILABLE", "controller is down"))
+            return
+        description = self.descriptions.get(name)
+        if description is None:
+            await _respond(send, 404, _error("STORE_NOT_FOUND", f"store {name!r} does not exist"))
+            return
+        await _respond(send, 200, orjson.dumps(description), [(b"content-type", b"application/json")])
+
+
+def store_description(
+    name: str,
+    key_schema: Any,
+    value_schemas: Mapping[int, Any],
+    partitions: int,
+    *,
+    hybrid: bool = True,
+    write_compute: bool = False,
+    max_value_bytes: int = 1024 * 1024,
+) -> dict[str, Any]:
+    """A ``GET /stores/{store}`` answer as docs/api.md describes it (the fields writers read)."""
+    return {
+        "name": name,
+        "key_schema": key_schema,
+        "value_schemas": {str(sid): schema for sid, schema in value_schemas.items()},
+        "partitions": partitions,
+        "replication_factor": 1,
+        "max_value_bytes": max_value_bytes,
+        "current_version": None,
+        "hybrid": {"rewind_seconds": 60, "offset_lag": 100, "real_time_topic": f"{name}_rt"} if hybrid else None,
+        "write_compute": write_compute,
+        "versions": [],
+    }
 
 
 def store_entry(
