@@ -4,8 +4,8 @@ A :class:`StoreWriter` is built from ``GET /stores/{store}`` (docs/api.md) and t
 put, a delete or a partial update into the record the wire contract of
 :mod:`venice.wire` asks for, checking everything it can before anything is sent:
 
-* the key: it fits the key schema, nests at most :data:`~venice.avrotree.MAX_NESTING`
-  deep and is at most :data:`~venice.schema.MAX_KEY_BYTES` serialized;
+* the key: it fits the key schema and is at most :data:`~venice.schema.MAX_KEY_BYTES`
+  serialized;
 * a value: it fits value schema ``schema_id`` (newest by default), including nested
   records (fastavro would silently drop an unknown nested field), and is at most the
   store's ``max_value_bytes`` serialized;
@@ -49,7 +49,6 @@ from venice.avrotree import (
 )
 from venice.errors import (
     InternalError,
-    InvalidKeyError,
     InvalidValueError,
     NotHybridError,
     UnknownSchemaError,
@@ -111,9 +110,8 @@ class _ValueSchema:
         return self._compute
 
     def encode(self, value: Any) -> bytes:
-        """Avro bytes of ``value``; InvalidValueError naming what does not fit."""
-        if self.recursive and nested_deeper_than(value, MAX_NESTING):
-            raise InvalidValueError(f"value nests deeper than {MAX_NESTING} levels")
+        """Avro bytes of ``value``; InvalidValueError naming what does not fit (the codec
+        refuses data nested deeper than MAX_NESTING before anything recurses on it)."""
         data = self.codec.encode(value)
         if self.nested:
             extra = unknown_field(self.tree, value)
@@ -136,7 +134,6 @@ class StoreWriter:
             hybrid = description.get("hybrid")
             self.hybrid = None if hybrid is None else HybridConfig.from_json(hybrid)
             self.max_value_bytes = int(description.get("max_value_bytes") or 0) or None
-            self.key_nests = is_recursive(load(description["key_schema"]))
         except VeniceError as exc:
             raise InternalError(f"the controller's description of store {name!r} is unusable: {exc.message}") from exc
         except (KeyError, TypeError, ValueError) as exc:
@@ -178,9 +175,7 @@ class StoreWriter:
     # --- keys -----------------------------------------------------------------------
 
     def encode_key(self, key: Any) -> bytes:
-        """Avro bytes of ``key``; InvalidKeyError when it does not fit or is too long."""
-        if self.key_nests and nested_deeper_than(key, MAX_NESTING):
-            raise InvalidKeyError(f"key nests deeper than {MAX_NESTING} levels")
+        """Avro bytes of ``key``; InvalidKeyError when it does not fit (nesting included) or is too long."""
         return self.key_codec.encode(key)
 
     def key_from_text(self, text: str) -> Any:
