@@ -206,3 +206,15 @@ async def test_durable_on_the_embedded_log(tmp_path: Path) -> None:
     await consumer.close()
     for partition, keys in seen.items():
         assert keys == [i for i in range(300) if i % 3 == partition]  # every record, in submission order
+
+
+async def test_close_gives_up_on_writes_that_cannot_complete() -> None:
+    opener = Opener()
+    opener.gate.clear()  # the first flush never finishes
+    commit = GroupCommit(opener, max_round_records=2)
+    futures = [commit.submit_nowait(record(i)) for i in range(5)]  # a round of 2 held, 3 queued
+    while not opener.producers or not opener.producers[0].flushing.is_set():
+        await asyncio.sleep(0)
+    await commit.close(timeout_s=0.05)
+    assert await outcome(futures) == ["UnavailableError"] * 5
+    assert all("closed" in f.exception().message for f in futures)  # type: ignore[union-attr]

@@ -142,20 +142,25 @@ class GroupCommit:
             async with self._room:
                 await self._room.wait_for(lambda: self._settled >= target)
 
-    async def close(self) -> None:
-        """Settle what was submitted, then stop and close the producer."""
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Settle what was submitted (waiting at most ``timeout_s``: what is not settled
+        by then fails), then stop and close the producer."""
         if self._closed:
             return
         self._closed = True
         async with self._room:
             self._room.notify_all()  # waiters in submit() see the close
         try:
-            await self.flush()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self.flush()
         finally:
             if self._task is not None:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+            left, self._queue = list(self._queue), collections.deque()
+            _settle(left, UnavailableError("the producer was closed before these writes were sent"))
             producer, self._producer = self._producer, None
             if producer is not None:
                 with contextlib.suppress(VeniceError):
