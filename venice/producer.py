@@ -142,8 +142,13 @@ class StoreWriters:
         task = self._fetching.get(store)
         if task is None:
             task = self._fetching[store] = asyncio.create_task(self._fetch_now(store))
-            task.add_done_callback(lambda _: self._fetching.pop(store, None))
+            task.add_done_callback(lambda done: self._fetched(store, done))
         return await asyncio.shield(task)
+
+    def _fetched(self, store: str, task: asyncio.Task[_Entry]) -> None:
+        self._fetching.pop(store, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: its askers may all have gone (cancelled) meanwhile
 
     async def _fetch_now(self, store: str) -> _Entry:
         self.fetches += 1
