@@ -58,7 +58,7 @@ from venice.errors import (
 from venice.partitioner import partition_for
 from venice.protocol import HybridConfig
 from venice.schema import AvroCodec, key_from_text
-from venice.wire import OP_HEADER, SCHEMA_ID_HEADER, UPDATE_OP
+from venice.wire import data_headers, update_headers
 from venice.writecompute import WriteCompute
 
 __all__ = ["OutgoingRecord", "StoreWriter", "real_time_topic"]
@@ -99,8 +99,8 @@ class _ValueSchema:
         self.recursive = is_recursive(self.tree)
         self.has_bytes = _has_bytes(self.tree)
         self.nested = not isinstance(self.tree, Primitive) and not isinstance(self.tree, (Enum, Fixed))
-        self.put_headers: Headers = ((SCHEMA_ID_HEADER, str(schema_id).encode()),)
-        self.update_headers: Headers = ((SCHEMA_ID_HEADER, str(schema_id).encode()), (OP_HEADER, UPDATE_OP))
+        self.put_headers: Headers = tuple(data_headers(schema_id))
+        self.update_headers: Headers = tuple(update_headers(schema_id))
         self._compute: WriteCompute | None = None
 
     @property
