@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import uuid
@@ -31,18 +30,6 @@ def recipe(name: str) -> str:
     found = re.search(rf"<!-- kcat-recipe: {re.escape(name)} -->\s*```sh\n(.*?)```", DOC.read_text(), re.S)
     assert found is not None, f"docs/api.md has no kcat recipe {name!r}"
     return found.group(1)
-
-
-@pytest.fixture(scope="session")
-def kcat() -> str:
-    """kcat's path; missing kcat fails in CI (deploy/setup.sh installs it) and skips elsewhere."""
-    path = shutil.which("kcat")
-    if path is None:
-        reason = "kcat is not installed (apt-get install kcat; deploy/setup.sh does it)"
-        if os.environ.get("CI"):
-            pytest.fail(f"kcat is required in CI: {reason}", pytrace=False)
-        pytest.skip(reason)
-    return path
 
 
 def run_recipe(name: str, cwd: Path, **variables: str) -> None:
