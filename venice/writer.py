@@ -61,9 +61,17 @@ from venice.schema import AvroCodec, key_from_text
 from venice.wire import data_headers, update_headers
 from venice.writecompute import WriteCompute
 
-__all__ = ["OutgoingRecord", "StoreWriter", "real_time_topic"]
+__all__ = ["OutgoingRecord", "StoreWriter", "not_hybrid", "real_time_topic"]
 
 Headers = tuple[tuple[str, bytes], ...]
+
+
+def not_hybrid(store: str) -> NotHybridError:
+    """The error for a nearline write to batch-only ``store``."""
+    return NotHybridError(
+        f"store {store!r} is batch-only: it takes pushes, not nearline writes "
+        f"(make it hybrid: venice store update {store} --hybrid-rewind-seconds S --hybrid-offset-lag N)"
+    )
 
 
 def real_time_topic(store: str) -> str:
@@ -152,10 +160,7 @@ class StoreWriter:
     def check_hybrid(self) -> None:
         """NotHybridError unless the store takes nearline writes."""
         if self.hybrid is None:
-            raise NotHybridError(
-                f"store {self.name!r} is batch-only: it takes pushes, not nearline writes "
-                f"(make it hybrid: venice store update {self.name} --hybrid-rewind-seconds S --hybrid-offset-lag N)"
-            )
+            raise not_hybrid(self.name)
 
     def value_schema(self, schema_id: int | None = None) -> _ValueSchema:
         """Value schema ``schema_id`` (newest when ``None``); UnknownSchemaError when this

@@ -226,9 +226,14 @@ def store_entry(
     partitions: int,
     current_version: int | None,
     versions: Mapping[int, Sequence[str]],
+    *,
+    hybrid: bool = False,
+    write_compute: bool = False,
+    store: str = "store",
 ) -> dict[str, Any]:
-    """A routing-table entry where every partition of a version has the same replicas."""
-    return {
+    """A routing-table entry where every partition of a version has the same replicas
+    (``hybrid``: with the real-time settings of ``store_description``)."""
+    entry: dict[str, Any] = {
         "key_schema": key_schema,
         "value_schemas": {str(sid): schema for sid, schema in value_schemas.items()},
         "partitions": partitions,
@@ -237,6 +242,10 @@ def store_entry(
             str(v): {"partitions": {str(p): list(urls) for p in range(partitions)}} for v, urls in versions.items()
         },
     }
+    if hybrid:
+        entry["hybrid"] = {"rewind_seconds": 60, "offset_lag": 100, "real_time_topic": f"{store}_rt"}
+        entry["write_compute"] = write_compute
+    return entry
 
 
 def load(
