@@ -364,6 +364,13 @@ class Bench:
             lambda r, s: nearline.apply_run(controller, servers, count=count if r >= 0 else count // 5, round_no=r),
             lambda r, s: self.redis_bench("nearline_apply", set_value, r, s),
         )
+        # The router's HTTP writes (202 = durable in the log), under wrk, beside the same SET.
+        (self.work / "router_put.txt").write_text("\n".join(nearline.router_put_lines(200_000)) + "\n")
+        self.measure_pair(
+            "router_put",
+            lambda r, s: self.wrk("router_put", router, r, s),
+            lambda r, s: self.redis_bench("router_put", set_value, r, s),
+        )
 
     def measure_memory(self) -> dict[str, Any]:
         server = process_memory(self.venice.server_pid(0))
@@ -436,6 +443,9 @@ class Bench:
             "through the router every 2 ms until visible (bench/nearline.py)",
             "nearline_apply": "one venice.AsyncProducer as fast as it sends, until both replicas applied every write "
             f"vs redis-benchmark -c{self.args.connections} SET of 100 bytes",
+            "router_put": f"wrk -t1 -c{self.args.connections} PUT /storage/nearline/<new key> through the router "
+            f"(each 202 durable in the log; not yet applied) vs redis-benchmark -c{self.args.connections} SET of 100 bytes; "
+            "no target",
             "uvicorn_floor": "wrk against a trivial raw ASGI app on uvicorn+uvloop+httptools (bench/floor.py): "
             "the ceiling of any uvicorn-served figure here; in no ratio",
         }

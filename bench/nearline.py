@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from bench.results import Run
 
-__all__ = ["NEARLINE_STORE", "apply_run", "percentile", "visible_run"]
+__all__ = ["NEARLINE_STORE", "apply_run", "percentile", "router_put_lines", "visible_run"]
 
 NEARLINE_STORE = "nearline"
 _VALUE_PAD = "x" * 100
@@ -37,6 +38,11 @@ _VALUE_PAD = "x" * 100
 def _value(tag: str, i: int) -> str:
     """100 ASCII bytes, distinct per (tag, i)."""
     return (f"{tag}:{i}:" + _VALUE_PAD)[:100]
+
+
+def router_put_lines(count: int, tag: str = "http") -> list[str]:
+    """``PUT /storage/nearline/<key> "<100-byte value>"`` request lines for wrk, each key once."""
+    return [f"PUT /storage/{NEARLINE_STORE}/{tag}-{i} " + orjson.dumps(_value(tag, i)).decode() for i in range(count)]
 
 
 def percentile(sorted_values: list[float], p: float) -> float | None:

@@ -225,6 +225,15 @@ class TestData:
         assert (method, path) == ("POST", "/storage/bench")
         assert len(orjson.loads(body)["keys"]) == 100
 
+    def test_router_put_lines(self) -> None:
+        from bench.nearline import router_put_lines
+
+        lines = router_put_lines(3)
+        assert len(set(lines)) == 3
+        method, path, body = lines[2].split(" ", 2)
+        assert (method, path) == ("PUT", "/storage/nearline/http-2")
+        assert orjson.loads(body) == "http:2:" + "x" * 93
+
 
 def test_chart_is_a_png(tmp_path) -> None:
     pytest.importorskip("matplotlib")
