@@ -243,8 +243,8 @@ class RouterApp:
     ) -> Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]]:
         store = _path_text(store_part, "store name", RequestError)
         key = _path_text(key_part, "key", InvalidKeyError)
-        if len(body) > MAX_BODY_BYTES:
-            raise RequestError(f"request body larger than {MAX_BODY_BYTES} bytes")
+        if len(body) > MAX_BODY_BYTES:  # the server refuses it first (its own limit): for other ASGI servers
+            raise BodyTooLargeError(f"request body larger than {MAX_BODY_BYTES} bytes")
         if method == "PUT":
             return self._accepted(self.writes.put(store, key, body, query))
         if method == "PATCH":

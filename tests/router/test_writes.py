@@ -21,10 +21,12 @@ import orjson
 import pytest
 
 from router.app import RouterApp
-from router.main import RouterConfig, build_server
+from router.main import RouterConfig, build_app, build_server
+from tests.rawhttp import read_until_close
 from tests.router.fakes import MEMBER_SCHEMA, FakeController, refused_url, serve_in_thread, store_description, store_entry
 from tests.test_producer import COUNTER, avro, create_topic, partition_of, read_topic, unavro
 from venice.cluster import wait_for
+from venice.httpserver import HttpLimits
 
 
 @dataclass
@@ -52,23 +54,14 @@ class Router:
 
 
 @contextlib.contextmanager
-def _router(pubsub_url: str, *, keepalive_s: float | None = None, **config: Any) -> Iterator[Router]:
-    """A real router (``RouterConfig`` settings ``config``) on loopback in a thread, with a
-    stand-in controller that names ``pubsub_url``; ``keepalive_s``: its HTTP server closes
-    connections idle that long (found by a sweep every few seconds)."""
+def _router(pubsub_url: str, **config: Any) -> Iterator[Router]:
+    """A real router (``RouterConfig`` settings ``config``, its HTTP limits included) on
+    loopback in a thread, with a stand-in controller that names ``pubsub_url``."""
     controller = FakeController(pubsub_url=pubsub_url)
     with serve_in_thread(controller) as controller_url:
         settings = RouterConfig(port=0, controller_url=controller_url, graceful_shutdown_s=0.5, **config)
-        app = RouterApp(
-            controller_url,
-            max_pending_writes=settings.max_pending_writes,
-            max_pending_write_bytes=settings.max_pending_write_bytes,
-            write_timeout_s=settings.write_timeout_s,
-        )
-        server = build_server(settings, app)
-        if keepalive_s is not None:
-            server.keepalive_s = keepalive_s
-        with serve_in_thread(server) as url:
+        app = build_app(settings)
+        with serve_in_thread(build_server(settings, app)) as url:
             yield Router(url, app, controller, pubsub_url)
 
 
@@ -216,25 +209,47 @@ def test_settings_changed_on_the_controller_reach_the_writes(router: Router) -> 
     assert dict(found[-1].headers) == {"schema-id": b"2", "venice-op": b"update"}
 
 
-def test_a_body_over_the_limit_is_refused_and_the_router_goes_on(router: Router) -> None:
-    """Writes take bodies up to the batch limit (16 MiB); one byte more is refused whole,
-    nothing is sent, and the next write is served."""
-    from router.app import MAX_BODY_BYTES
+BODY_LIMIT = 16 * 1024 * 1024
+"""The router's body limit by default (docs/failure-model.md, HTTP limits)."""
 
-    router.add_store("counters", "long", {1: COUNTER}, max_value_bytes=MAX_BODY_BYTES)
+
+def test_a_body_over_the_limit_is_413_and_the_router_goes_on(router: Router) -> None:
+    """Writes take bodies up to the router's body limit (16 MiB); one byte more is 413
+    BODY_TOO_LARGE (a client that sends it anyway still reads the answer), nothing is
+    sent, and the next write is served."""
+    router.add_store("counters", "long", {1: COUNTER}, max_value_bytes=BODY_LIMIT)
     wait_known(router, "counters")
     with httpx.Client(base_url=router.url, timeout=120) as http:
-        response = http.put("/storage/counters/1", content=b" " * (MAX_BODY_BYTES + 1))
-        assert (response.status_code, error_code(response)) == (400, "BAD_REQUEST")
-        assert f"larger than {MAX_BODY_BYTES} bytes" in response.json()["error"]["message"]
+        response = http.put("/storage/counters/1", content=b" " * (BODY_LIMIT + 1))
+        assert (response.status_code, error_code(response)) == (413, "BODY_TOO_LARGE")
+        assert f"over the limit of {BODY_LIMIT} bytes" in response.json()["error"]["message"]
         # Exactly at the limit: read and decoded (a string of 16 MiB less the framing).
-        at_limit = b'{"hits": 1, "tags": ["' + b"x" * (MAX_BODY_BYTES - 50) + b'"]}'
-        at_limit += b" " * (MAX_BODY_BYTES - len(at_limit))
-        assert len(at_limit) == MAX_BODY_BYTES
+        at_limit = b'{"hits": 1, "tags": ["' + b"x" * (BODY_LIMIT - 50) + b'"]}'
+        at_limit += b" " * (BODY_LIMIT - len(at_limit))
+        assert len(at_limit) == BODY_LIMIT
         assert http.put("/storage/counters/2", content=at_limit).status_code == 202
     [record] = router.records("counters", 1)
     assert record.key == avro("long", 2)
-    assert unavro(COUNTER, record.value) == {"hits": 1, "tags": ["x" * (MAX_BODY_BYTES - 50)]}
+    assert unavro(COUNTER, record.value) == {"hits": 1, "tags": ["x" * (BODY_LIMIT - 50)]}
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_an_announced_body_over_the_limit_is_413_before_it_is_sent(router: Router, method: str) -> None:
+    """The refusal comes from Content-Length alone: the client gets its 413 without
+    sending a byte of the body, and the connection is closed."""
+    router.add_store("counters", "long", {1: COUNTER}, write_compute=True)
+    wait_known(router, "counters")
+    host, port = router.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(f"{method} /storage/counters/1 HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY_LIMIT + 1}\r\n\r\n".encode())
+        answer = read_until_close(sock)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b"connection: close" in head.lower()
+    assert orjson.loads(body)["error"]["code"] == "BODY_TOO_LARGE"
+    assert httpx.put(f"{router.url}/storage/counters/2", content=b'{"hits": 1}', timeout=30).status_code == 202
+    [record] = router.records("counters", 1)
+    assert (record.key, unavro(COUNTER, record.value)["hits"]) == (avro("long", 2), 1)
 
 
 def test_keys_up_to_511_bytes(router: Router) -> None:
@@ -308,15 +323,20 @@ def test_a_flood_beyond_the_buffer_is_503_not_memory() -> None:
 
 def test_a_slow_body_is_not_waited_for_forever(tmp_path: Path) -> None:
     """A client that announces a body and sends part of it, then nothing: the router
-    neither writes the record nor holds the connection for ever (its HTTP server closes
-    a connection that stays silent for its keep-alive time, here 1 s)."""
-    with _router(f"embedded://{tmp_path / 'log'}", keepalive_s=1.0) as router:
+    neither writes the record nor holds the connection for ever (its HTTP server answers
+    408 REQUEST_TIMEOUT and closes a connection silent inside a body for its keep-alive
+    time, here 1 s)."""
+    with _router(f"embedded://{tmp_path / 'log'}", http=HttpLimits(keepalive_s=1.0)) as router:
         router.add_store("counters", "long", {1: COUNTER})
         wait_known(router, "counters")
         host, port = router.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=60) as sock:
             sock.sendall(b"PUT /storage/counters/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"hits\"")
-            answer = sock.recv(65536)  # blocks until the server closes the connection
-        assert answer == b""
-        assert router.records("counters", 0) == []
+            answer = read_until_close(sock)  # until the server closes the connection
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 "), answer[:200]
+        error = orjson.loads(body)["error"]
+        assert error["code"] == "REQUEST_TIMEOUT" and "body not complete" in error["message"]
         assert httpx.put(f"{router.url}/storage/counters/2", content=b'{"hits": 1}').status_code == 202
+        [record] = router.records("counters", 1)
+        assert record.key == avro("long", 2)
