@@ -316,7 +316,12 @@ def _http_server_in_thread(server: HttpServer) -> Iterator[str]:
     finally:
         if loops:
             loops[0].call_soon_threadsafe(server.request_exit)
-        thread.join(timeout=10)
+        # Graceful shutdown may take its grace period plus the app's own (a router waits up to
+        # its write timeout for writes in flight); on a loaded machine more. A server left
+        # running would leak its connections into later tests: say so here instead.
+        thread.join(timeout=60)
+        if thread.is_alive():
+            raise RuntimeError("a test server did not stop within 60 s of being asked to")
 
 
 @contextmanager
