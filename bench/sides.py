@@ -157,6 +157,33 @@ class VeniceSide:
                 "partitions": self.partitions, "replication_factor": replication_factor,
             })
 
+    def create_nearline_store(self, replication_factor: int = 2) -> None:
+        """The hybrid store of the nearline figures (bench/nearline.py), with an empty first version."""
+        from bench.nearline import NEARLINE_STORE
+
+        response = httpx.post(
+            f"{self.controller_url}/stores",
+            json={
+                "name": NEARLINE_STORE, "key_schema": "string", "value_schema": "string",
+                "partitions": self.partitions, "replication_factor": replication_factor,
+                "hybrid": {"rewind_seconds": 3600, "offset_lag": 1000},
+            },
+            timeout=30,
+        )
+        if response.status_code != 201:
+            raise RuntimeError(f"creating the hybrid store failed: {response.status_code} {response.text}")
+        result = subprocess.run(
+            [sys.executable, "-m", "venice", "push", "--controller", self.controller_url, "--store", NEARLINE_STORE,
+             "--empty", "--no-progress"],
+            capture_output=True, text=True, timeout=600,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"the empty push of {NEARLINE_STORE} failed: {result.stderr[-2000:]}")
+        wait_for(
+            lambda: httpx.get(f"{self.controller_url}/stores/{NEARLINE_STORE}", timeout=10).json().get("current_version"),
+            60, "the nearline store's first version",
+        )
+
     def push_command(self, jsonl: Path, timeout_s: float = 3600) -> list[str]:
         return [sys.executable, "-m", "venice", "push", "--controller", self.controller_url, "--store", STORE,
                 "--input", str(jsonl), "--key-field", "key", "--no-progress", "--timeout", str(timeout_s)]
