@@ -34,9 +34,12 @@ from bench.tools import ensure_tools, version_of
 __all__ = ["main"]
 
 _T0 = time.monotonic()
-GROUPS = ("http", "sdk", "direct", "davinci", "compute", "memory", "records", "spark")
+GROUPS = ("http", "sdk", "direct", "davinci", "compute", "memory", "records", "spark", "nearline")
 """What ``--only`` chooses from: the wrk/redis-benchmark figures, the router SDK loop, the
-clients of issue 9, memory, the record workload (bench/records.py) and the Spark push."""
+clients of issue 9, memory, the record workload (bench/records.py), the Spark push and the
+nearline writes of issue 12."""
+NEARLINE_RATE = 5000.0
+"""Writes/s of the visibility figure (the issue's 5,000)."""
 
 
 def log(message: str) -> None:
@@ -103,6 +106,10 @@ def _machine(tools: dict[str, str], backend: str) -> dict[str, Any]:
         "wrk": version_of(tools["wrk"], "-v"),
         "backend": backend,
     }
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -292,7 +299,7 @@ class Bench:
                 self.runs.append(run)
                 log(
                     f"{metric} round {round_no} {run.side}: {run.items_per_s:,.0f} items/s "
-                    f"p50 {run.p50_ms:.3f} p99 {run.p99_ms:.3f} ms errors {run.errors}"
+                    f"p50 {_ms(run.p50_ms)} p99 {_ms(run.p99_ms)} ms errors {run.errors}"
                 )
 
     def measure_http(self) -> None:
@@ -400,6 +407,36 @@ class Bench:
             "the records as JSON; the Parquet push of the same records is reported beside it",
         }
 
+    def measure_nearline(self) -> None:
+        """Nearline writes (bench/nearline.py), after the read figures and memory."""
+        from bench import nearline
+
+        log("nearline: a hybrid store with an empty first version")
+        self.venice.create_nearline_store(replication_factor=2)
+        controller, router = self.venice.controller_url, self.venice.router_url
+        seconds = max(self.args.seconds, 3.0)
+        nearline.visible_run(controller, router, rate=NEARLINE_RATE, seconds=1.0, round_no=-1)  # warm-up
+        for round_no in range(self.args.rounds):
+            run = nearline.visible_run(controller, router, rate=NEARLINE_RATE, seconds=seconds, round_no=round_no)
+            self.runs.append(run)
+            log(f"nearline_visible round {round_no}: {run.ops_per_s:,.0f} writes/s, p50 {run.p50_ms} p99 {run.p99_ms} ms, "
+                f"{run.extra.get('probes')} probes, errors {run.errors}")
+        count = 50_000 if self.args.quick else 200_000
+        servers = [self.venice.server_url(i) for i in range(self.venice.servers)]
+        set_value = ["SET", "key:__rand_int__", data.value(0)]
+        self.measure_pair(
+            "nearline_apply",
+            lambda r, s: nearline.apply_run(controller, servers, count=count if r >= 0 else count // 5, round_no=r),
+            lambda r, s: self.redis_bench("nearline_apply", set_value, r, s),
+        )
+        # The router's HTTP writes (202 = durable in the log), under wrk, beside the same SET.
+        (self.work / "router_put.txt").write_text("\n".join(nearline.router_put_lines(200_000)) + "\n")
+        self.measure_pair(
+            "router_put",
+            lambda r, s: self.wrk("router_put", router, r, s),
+            lambda r, s: self.redis_bench("router_put", set_value, r, s),
+        )
+
     def measure_memory(self) -> dict[str, Any]:
         server = process_memory(self.venice.server_pid(0))
         # Read workers map the same LMDB pages (counted once, in the ingesting process's
@@ -456,6 +493,8 @@ class Bench:
         records = self.measure_records() if "records" in groups else None
         memory = self.measure_memory() if "memory" in groups else None
         spark = self.measure_spark() if not self.args.no_spark else None
+        if "nearline" in groups:
+            self.measure_nearline()
         profiles = self.profile(self.args.profile) if self.args.profile is not None else None
         generators = {
             "server_get": f"wrk -t1 -c{self.args.connections} (C, HTTP/1.1 keep-alive) vs redis-benchmark "
@@ -476,6 +515,13 @@ class Bench:
             f"vs redis-benchmark -c{self.args.connections} GET of the records as JSON strings",
             "memory": "VmRSS from /proc of the storage server vs redis-server",
             "spark": "wall clock of `venice push` vs a Spark push (bench/spark.py) of the same member-feature records",
+            "nearline_visible": f"one venice.AsyncProducer at {NEARLINE_RATE:g} writes/s; every 50th write polled "
+            "through the router every 2 ms until visible (bench/nearline.py)",
+            "nearline_apply": "one venice.AsyncProducer as fast as it sends, until both replicas applied every write "
+            f"vs redis-benchmark -c{self.args.connections} SET of 100 bytes",
+            "router_put": f"wrk -t1 -c{self.args.connections} PUT /storage/nearline/<new key> through the router "
+            f"(each 202 durable in the log; not yet applied) vs redis-benchmark -c{self.args.connections} SET of 100 bytes; "
+            "no target",
             "uvicorn_floor": "wrk against a trivial raw ASGI app on uvicorn+uvloop+httptools (bench/floor.py): "
             "the ceiling of any uvicorn-served figure here; in no ratio",
         }

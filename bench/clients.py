@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import numpy as np
 import orjson
 
 from bench import data
 from bench.loadgen import python_loop
 from bench.results import CLIENT_SIDE, Run
+from venice.controller_client import ControllerClient
 
 if TYPE_CHECKING:
     from bench.cli import Bench
@@ -102,11 +102,10 @@ def _load_embeddings(bench: Bench, log: Callable[[str], None]) -> dict[int, list
     docs = {k: [rng.uniform(-1, 1) for _ in range(EMBED_DIM)] for k in range(EMBED_RECORDS)}
     path = bench.work / "embed.jsonl"
     path.write_bytes(b"".join(orjson.dumps({"id": k, "title": f"doc {k}", "embedding": e}) + b"\n" for k, e in docs.items()))
-    answer = httpx.post(f"{bench.venice.controller_url}/stores", timeout=30, json={
-        "name": EMBED_STORE, "key_schema": "long", "value_schema": EMBED_SCHEMA, "partitions": bench.venice.partitions,
-        "replication_factor": 2})
-    if answer.status_code != 201:
-        raise RuntimeError(f"creating {EMBED_STORE} failed: {answer.status_code} {answer.text}")
+    with ControllerClient(bench.venice.controller_url) as controller:
+        controller.create_store({
+            "name": EMBED_STORE, "key_schema": "long", "value_schema": EMBED_SCHEMA, "partitions": bench.venice.partitions,
+            "replication_factor": 2})
     log(f"pushing {EMBED_RECORDS:,} records with {EMBED_DIM}-float embeddings to {EMBED_STORE}")
     pushed = subprocess.run([sys.executable, "-m", "venice", "push", "--controller", bench.venice.controller_url,
                              "--store", EMBED_STORE, "--input", str(path), "--key-field", "id", "--no-progress"],

@@ -28,7 +28,7 @@ _WRK_MARK = "BENCHJSON "
 
 WRK_SCRIPT = r"""
 -- Requests come from a file of lines, one request per line:
---   GET <path>            or   POST <path> <json body>
+--   GET <path>            or   POST|PUT <path> <json body>
 -- Each wrk thread starts at its own offset and walks the list round-robin.
 local reqs = {}
 local n = 0
@@ -38,10 +38,10 @@ function init(args)
   local f = assert(io.open(args[1], "r"))
   for line in f:lines() do
     local method, rest = line:match("^(%u+) (.*)$")
-    if method == "POST" then
+    if method == "POST" or method == "PUT" then
       local path, body = rest:match("^(%S+) (.*)$")
       n = n + 1
-      reqs[n] = wrk.format("POST", path, {["Content-Type"] = "application/json"}, body)
+      reqs[n] = wrk.format(method, path, {["Content-Type"] = "application/json"}, body)
     else
       n = n + 1
       reqs[n] = wrk.format("GET", rest)

@@ -15,6 +15,7 @@ import httpx
 
 from bench.data import STORE
 from venice.cluster import LocalCluster, free_port, wait_for
+from venice.controller_client import ControllerClient
 
 __all__ = ["FloorSide", "RedisSide", "VeniceSide", "child_pids", "process_memory"]
 
@@ -179,16 +180,38 @@ class VeniceSide:
         return self.cluster.router.pid
 
     def create_store(self, replication_factor: int = 2, *, store: str = STORE, value_schema: Any = "string") -> None:
+        with ControllerClient(self.controller_url) as controller:
+            controller.create_store({
+                "name": store, "key_schema": "string", "value_schema": value_schema,
+                "partitions": self.partitions, "replication_factor": replication_factor,
+            })
+
+    def create_nearline_store(self, replication_factor: int = 2) -> None:
+        """The hybrid store of the nearline figures (bench/nearline.py), with an empty first version."""
+        from bench.nearline import NEARLINE_STORE
+
         response = httpx.post(
             f"{self.controller_url}/stores",
             json={
-                "name": store, "key_schema": "string", "value_schema": value_schema,
+                "name": NEARLINE_STORE, "key_schema": "string", "value_schema": "string",
                 "partitions": self.partitions, "replication_factor": replication_factor,
+                "hybrid": {"rewind_seconds": 3600, "offset_lag": 1000},
             },
             timeout=30,
         )
         if response.status_code != 201:
-            raise RuntimeError(f"creating the store failed: {response.status_code} {response.text}")
+            raise RuntimeError(f"creating the hybrid store failed: {response.status_code} {response.text}")
+        result = subprocess.run(
+            [sys.executable, "-m", "venice", "push", "--controller", self.controller_url, "--store", NEARLINE_STORE,
+             "--empty", "--no-progress"],
+            capture_output=True, text=True, timeout=600,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"the empty push of {NEARLINE_STORE} failed: {result.stderr[-2000:]}")
+        wait_for(
+            lambda: httpx.get(f"{self.controller_url}/stores/{NEARLINE_STORE}", timeout=10).json().get("current_version"),
+            60, "the nearline store's first version",
+        )
 
     def push_command(self, jsonl: Path, timeout_s: float = 3600, *, store: str = STORE) -> list[str]:
         return [sys.executable, "-m", "venice", "push", "--controller", self.controller_url, "--store", store,
@@ -206,7 +229,8 @@ class VeniceSide:
         if result.returncode != 0:
             raise RuntimeError(f"venice push failed: {result.stdout[-2000:]}\n{result.stderr[-3000:]}")
         if store == STORE:
-            described = httpx.get(f"{self.controller_url}/stores/{STORE}", timeout=10).json()
+            with ControllerClient(self.controller_url, timeout_s=10) as controller:
+                described = controller.get_store(STORE)
             self.version = int(described["current_version"])
         return seconds, result.stdout.strip().splitlines()[-1]
 

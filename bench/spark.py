@@ -26,8 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
+
+from venice.controller_client import ControllerClient
 
 __all__ = ["RECORD_SCHEMA", "run", "write_records"]
 
@@ -65,11 +66,10 @@ def write_records(path: Path, count: int, seed: int = 17) -> Path:
 
 
 def _create_store(controller: str, name: str, partitions: int) -> None:
-    response = httpx.post(f"{controller}/stores", json={
-        "name": name, "key_schema": "long", "value_schema": RECORD_SCHEMA, "partitions": partitions, "replication_factor": 1,
-    }, timeout=30)
-    if response.status_code != 201:
-        raise RuntimeError(f"creating {name} failed: {response.status_code} {response.text}")
+    with ControllerClient(controller) as client:
+        client.create_store({
+            "name": name, "key_schema": "long", "value_schema": RECORD_SCHEMA, "partitions": partitions, "replication_factor": 1,
+        })
 
 
 def _cli_push(controller: str, store: str, path: Path) -> float:

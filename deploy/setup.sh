@@ -2,8 +2,10 @@
 # Set up a development machine from nothing: a virtualenv in .venv with the project, its
 # test dependencies and the Spark extra (pyspark at the version deploy/spark/pom.xml pins),
 # and the jars (from Maven Central) of the Kafka broker and of Spark's Avro reader.
-# Needs python3 (>= 3.11); Java 17 and Maven for the Kafka and Spark parts (skipped with a
-# warning when absent: the quickstart runs on the embedded log and needs neither).
+# Needs python3 (>= 3.11); Java 17 and Maven for the Kafka and Spark parts, and kcat for
+# the test of the kcat recipe in docs/api.md (all installed with apt-get when run as root
+# on Debian; otherwise skipped with a warning: the quickstart runs on the embedded log and
+# needs none of them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,11 @@ if ! { command -v java && command -v mvn; } >/dev/null && [ "$(id -u)" = 0 ] && 
     # As root on Debian (CI machines): bring Java and Maven for the Kafka broker.
     apt-get update -qq && apt-get install -y -qq default-jre-headless maven >/dev/null
 fi
+if ! command -v kcat >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    # kcat: a Kafka producer nobody here wrote; the test of the kcat recipe in docs/api.md runs it.
+    apt-get update -qq && apt-get install -y -qq kcat >/dev/null
+fi
+command -v kcat >/dev/null || echo "warning: kcat missing: the kcat recipe test will fail (apt-get install kcat)" >&2
 if command -v java >/dev/null && command -v mvn >/dev/null; then
     deploy/kafka/kafka.sh fetch
     deploy/spark/fetch.sh

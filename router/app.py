@@ -6,15 +6,18 @@ classes cost about three quarters of the throughput on a small machine. Requests
 are answered with one JSON body; every error has the shape of
 :func:`venice.errors.error_body`.
 
-    GET  /health                   {"status": "ok"}
-    GET  /storage/{store}/{key}    the value as JSON, in the store's newest value schema
-                                   (?version=N reads version N)
-    POST /storage/{store}          {"keys": [...]} -> {"results": [...]} in key order
-    GET  /routing                  the router's copy of the routing table, with the
-                                   controller's generation / long-poll contract (direct clients)
-    POST /compute/{store}          {"keys": [...], "project": [...], "compute": [...]}
-                                   -> {"results": [...]} in key order, computed on the servers
-    GET  /changes/{store}          the store's changes as Server-Sent Events (router/changes.py)
+    GET    /health                   {"status": "ok"}
+    GET    /storage/{store}/{key}    the value as JSON, in the store's newest value schema
+                                     (?version=N reads version N)
+    POST   /storage/{store}          {"keys": [...]} -> {"results": [...]} in key order
+    PUT    /storage/{store}/{key}    the value as JSON -> 202 once durable (hybrid stores)
+    DELETE /storage/{store}/{key}    -> 202 once durable
+    PATCH  /storage/{store}/{key}    update ops as JSON -> 202 once durable
+    GET    /routing                  the router's copy of the routing table, with the
+                                     controller's generation / long-poll contract (direct clients)
+    POST   /compute/{store}          {"keys": [...], "project": [...], "compute": [...]}
+                                     -> {"results": [...]} in key order, computed on the servers
+    GET    /changes/{store}          the store's changes as Server-Sent Events (router/changes.py)
 
 What a request may cost is bounded before the work is done: at most ``MAX_BATCH_KEYS``
 keys, each nested at most ``MAX_KEY_DEPTH`` deep (checked before any key is encoded:
@@ -22,6 +25,8 @@ the encoder recurses), and an answer of at most ``max_answer_bytes`` of stored v
 or computed results (summed over the requested keys, duplicates included, before
 anything is decoded: 413 ``ANSWER_TOO_LARGE``); batches and read compute alike. A
 value asked for many times is decoded once.
+
+Writes are :mod:`router.writes`.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import orjson
 
 from router.changes import ChangeStreams
 from router.replicas import ReplicaReader
+from router.writes import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_RECORDS, DEFAULT_WRITE_TIMEOUT_S, RouterWrites
 from venice.compute import ComputeSpec
 from venice.errors import (
     AnswerTooLargeError,
@@ -76,6 +82,8 @@ _COMPUTE_PREFIX = b"/compute/"
 _CHANGES_PREFIX = b"/changes/"
 _HEALTH_BODY = orjson.dumps({"status": "ok"})
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+_WRITE_METHODS = frozenset({"PUT", "DELETE", "PATCH"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 logger = logging.getLogger("venice.router")
 
@@ -91,6 +99,9 @@ class RouterApp:
         refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
         hedge_after_s: float | None = None,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        max_pending_writes: int = DEFAULT_MAX_PENDING_RECORDS,
+        max_pending_write_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
     ) -> None:
         self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s)
         self.changes = ChangeStreams(controller_url, self.cache)
@@ -100,6 +111,13 @@ class RouterApp:
             hedge_after_s=hedge_after_s,
             on_stale_routing=self.cache.request_refresh,
             max_answer_bytes=max_answer_bytes + BATCH_FRAME_BYTES * MAX_BATCH_KEYS,
+        )
+        self.writes = RouterWrites(
+            controller_url,
+            lambda: self.cache.table,
+            max_pending_records=max_pending_writes,
+            max_pending_bytes=max_pending_write_bytes,
+            write_timeout_s=write_timeout_s,
         )
         self.deadline_s = deadline_s
         self.max_answer_bytes = max_answer_bytes
@@ -118,8 +136,11 @@ class RouterApp:
         await self.cache.start()
 
     async def shutdown(self) -> None:
-        await self.cache.aclose()
-        await self.reader.aclose()
+        try:
+            await self.writes.aclose()  # writes accepted before the shutdown are made durable first
+        finally:
+            await self.cache.aclose()
+            await self.reader.aclose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -169,7 +190,7 @@ class RouterApp:
 
     async def _dispatch(self, method: str, path: bytes, query: bytes, receive: Receive) -> tuple[int, bytes]:
         if path.startswith(_STORAGE_PREFIX):
-            body = await _read_body(receive) if method == "POST" else b""
+            body = await _read_body(receive) if method in _BODY_METHODS else b""
             answer = self.fast_path(method, path, query, body)
             if answer is not None:
                 status, _, json_body = await answer
@@ -192,14 +213,17 @@ class RouterApp:
     def fast_path(
         self, method: str, path: bytes, query: bytes, body: bytes
     ) -> Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]] | None:
-        """Reads (single and batch) for :class:`venice.httpserver.HttpServer`, without ASGI;
-        ``None`` sends everything else (health, wrong methods, unknown paths) through ASGI."""
+        """Reads (single and batch) and writes for :class:`venice.httpserver.HttpServer`,
+        without ASGI; ``None`` sends everything else (health, wrong methods, unknown paths)
+        through ASGI."""
         if not path.startswith(_STORAGE_PREFIX):
             return None
         store_part, slash, key_part = path[len(_STORAGE_PREFIX) :].partition(b"/")
         if slash and method == "GET":
             store = _path_text(store_part, "store name", RequestError)
             return self._answer(self.single_get(store, _path_text(key_part, "key", InvalidKeyError), query))
+        if slash and method in _WRITE_METHODS:
+            return self._write(method, store_part, key_part, query, body)
         if not slash and method == "POST":
             if len(body) > MAX_BODY_BYTES:
                 raise BodyTooLargeError(f"request body larger than {MAX_BODY_BYTES} bytes")
@@ -209,6 +233,23 @@ class RouterApp:
     @staticmethod
     async def _answer(json_body: Awaitable[bytes]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         return 200, _JSON_HEADERS, await json_body
+
+    @staticmethod
+    async def _accepted(json_body: Awaitable[bytes]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 202, _JSON_HEADERS, await json_body
+
+    def _write(
+        self, method: str, store_part: bytes, key_part: bytes, query: bytes, body: bytes
+    ) -> Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+        store = _path_text(store_part, "store name", RequestError)
+        key = _path_text(key_part, "key", InvalidKeyError)
+        if len(body) > MAX_BODY_BYTES:  # the server refuses it first (its own limit): for other ASGI servers
+            raise BodyTooLargeError(f"request body larger than {MAX_BODY_BYTES} bytes")
+        if method == "PUT":
+            return self._accepted(self.writes.put(store, key, body, query))
+        if method == "PATCH":
+            return self._accepted(self.writes.patch(store, key, body, query))
+        return self._accepted(self.writes.delete(store, key))
 
     async def single_get(self, store: str, key_text: str, query: bytes) -> bytes:
         """JSON of the value of one key, read from the first replica that answers."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from router.app import DEFAULT_DEADLINE_S, DEFAULT_MAX_ANSWER_BYTES, RouterApp
+from router.writes import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_RECORDS, DEFAULT_WRITE_TIMEOUT_S
 from venice.httpserver import DEFAULT_LIMITS, HttpLimits, HttpServer
 from venice.routing_cache import DEFAULT_REFRESH_INTERVAL_S
 
@@ -41,6 +42,11 @@ class RouterConfig:
     """What the router accepts from its clients (sizes, timeouts, connections)."""
     reuse_port: bool = False
     """Bind with SO_REUSEPORT, beside other router processes on the same port (``--workers``)."""
+    max_pending_writes: int = DEFAULT_MAX_PENDING_RECORDS
+    """HTTP writes waiting to be made durable; one more is a 503 ``OVERLOADED``."""
+    max_pending_write_bytes: int = DEFAULT_MAX_PENDING_BYTES
+    write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
+    """An HTTP write not confirmed durable this soon is a 504."""
 
 
 def build_app(config: RouterConfig) -> RouterApp:
@@ -50,6 +56,9 @@ def build_app(config: RouterConfig) -> RouterApp:
         refresh_interval_s=config.refresh_interval_s,
         hedge_after_s=config.hedge_after_s,
         max_answer_bytes=config.max_answer_bytes,
+        max_pending_writes=config.max_pending_writes,
+        max_pending_write_bytes=config.max_pending_write_bytes,
+        write_timeout_s=config.write_timeout_s,
     )
 
 

@@ -5,11 +5,13 @@ when they start brokers of their own). Tests of the Spark push use ``spark_requi
 (pyspark, Java and deploy/spark's jars), under the same policy. Where Kafka cannot be had (no Java, no jars, the
 broker does not start) such a test FAILS when the ``CI`` environment variable is set, so
 CI never passes by silently skipping them, and is skipped with the reason elsewhere.
+Tests that run kcat (fixture ``kcat``) follow the same policy.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,3 +69,15 @@ def pubsub_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"embedded://{tmp_path / 'log'}"
     broker: KafkaBroker = request.getfixturevalue("kafka_broker")
     return broker.url
+
+
+@pytest.fixture(scope="session")
+def kcat() -> str:
+    """kcat's path; missing kcat fails in CI (deploy/setup.sh installs it) and skips elsewhere."""
+    path = shutil.which("kcat")
+    if path is None:
+        reason = "kcat is not installed (apt-get install kcat; deploy/setup.sh does it)"
+        if os.environ.get("CI"):
+            pytest.fail(f"kcat is required in CI: {reason}", pytrace=False)
+        pytest.skip(reason)
+    return path

@@ -350,3 +350,18 @@ class TestHostileNesting:
     def test_trailing_bytes_are_refused(self) -> None:
         with pytest.raises(InvalidValueError, match="left over"):
             AvroCodec(self.LIST).decode(b"\x00\x00")
+
+    def test_deep_mismatch_of_a_plain_schema_is_an_invalid_value(self) -> None:
+        """A list nested a thousand levels deep where the schema has strings (as JSON
+        parsers allow, e.g. a write's body) does not fit; fastavro's message about it
+        would recurse through repr() and raise RecursionError instead."""
+        codec = AvroCodec(RECORD)
+        deep: list[Any] = []
+        for _ in range(1_000):
+            deep = [deep]
+        with pytest.raises(InvalidValueError, match="nests too deeply"):
+            codec.encode({"a": 1, "c": deep})
+        with pytest.raises(InvalidValueError, match="nests too deeply"):
+            AvroCodec({"type": "array", "items": "string"}).encode([deep])
+        assert codec.problem({"a": 1, "c": [[1.0]]}) is not None  # shallow: the usual message
+        assert codec.decode(codec.encode({"a": 1, "c": [1.0]})) == {"a": 1, "b": None, "c": [1.0]}

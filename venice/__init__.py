@@ -1,10 +1,12 @@
 """Venice: a derived-data key-value serving platform.
 
 The public SDK is :class:`Client` and :class:`AsyncClient` (through the router, or
-``direct=True``), :class:`DaVinciClient` (the store held locally) and
-:class:`ChangeConsumer` (change capture); every error is a
+``direct=True``), :class:`DaVinciClient` (the store held locally),
+:class:`ChangeConsumer` (change capture) and :class:`Producer` and
+:class:`AsyncProducer` (nearline writes to hybrid stores); every error is a
 :class:`VeniceError` (the tree is drawn in :mod:`venice.errors`). Importing this package
-pulls in neither server code, LMDB nor FastAPI.
+pulls in neither server code, LMDB nor FastAPI; embedded clients, change capture and the
+producers (Avro, pub-sub clients) are imported on first use.
 """
 
 from __future__ import annotations
@@ -19,15 +21,18 @@ from venice.partitioner import partition_for
 if TYPE_CHECKING:
     from venice.changes import AsyncChangeConsumer, Change, ChangeConsumer, VersionSwap
     from venice.davinci import AsyncDaVinciClient, DaVinciClient
+    from venice.producer import AsyncProducer, Producer
 
 __all__ = [
     "AsyncChangeConsumer",
     "AsyncClient",
     "AsyncDaVinciClient",
+    "AsyncProducer",
     "Change",
     "ChangeConsumer",
     "Client",
     "DaVinciClient",
+    "Producer",
     "VersionSwap",
     "partition_for",
     *_errors_all,
@@ -40,11 +45,14 @@ _LAZY = {
     "AsyncChangeConsumer": "venice.changes",
     "Change": "venice.changes",
     "VersionSwap": "venice.changes",
+    "Producer": "venice.producer",
+    "AsyncProducer": "venice.producer",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """Embedded clients (LMDB) and change capture (codecs): imported on first use, not with the SDK."""
+    """Embedded clients (LMDB), change capture (codecs) and producers (pub-sub clients):
+    imported on first use, not with the SDK."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'venice' has no attribute {name!r}")

@@ -14,7 +14,7 @@ named type is defined where it is first used and referenced by name after that.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "load",
     "named_types",
     "nested_deeper_than",
+    "unknown_field",
     "unqualified",
 ]
 
@@ -298,6 +299,42 @@ def nested_deeper_than(datum: Any, limit: int = MAX_NESTING) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children)
     return False
+
+
+def unknown_field(node: Node, datum: Any) -> str | None:
+    """The path of a record field in ``datum`` that ``node`` does not have, or ``None``.
+
+    fastavro ignores unknown keys of nested records when it writes, so a value or an
+    update with a misspelt field would silently lose it; callers refuse it instead.
+    Recurses along ``datum``: bound its nesting first (:func:`nested_deeper_than`) when
+    the schema is recursive."""
+    if isinstance(node, Record) and isinstance(datum, Mapping):
+        names = {f.name for f in node.fields}
+        for key in datum:
+            if key not in names:
+                return str(key)
+        for f in node.fields:
+            if f.name in datum:
+                inner = unknown_field(f.type, datum[f.name])
+                if inner:
+                    return f"{f.name}.{inner}"
+        return None
+    if isinstance(node, Array) and isinstance(datum, list):
+        for index, item in enumerate(datum):
+            inner = unknown_field(node.items, item)
+            if inner:
+                return f"[{index}].{inner}"
+    if isinstance(node, Map) and isinstance(datum, Mapping):
+        for key, item in datum.items():
+            inner = unknown_field(node.values, item)
+            if inner:
+                return f"{{{key}}}.{inner}"
+    if isinstance(node, Union) and isinstance(datum, Mapping):
+        records = [b for b in node.branches if isinstance(b, Record)]
+        maps = [b for b in node.branches if isinstance(b, Map)]
+        if len(records) == 1 and not maps:
+            return unknown_field(records[0], datum)
+    return None
 
 
 def _walk(node: Node, seen: set[int]) -> Iterator[Node]:

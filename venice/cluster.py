@@ -20,6 +20,8 @@ from typing import IO, Any
 
 import httpx
 
+from venice.controller_client import ControllerClient
+
 __all__ = ["LocalCluster", "ManagedProcess", "free_port", "wait_for"]
 
 
@@ -232,11 +234,12 @@ class LocalCluster:
         return self
 
     def wait_servers_alive(self, count: int, timeout_s: float = 30.0) -> None:
-        def alive() -> bool:
-            servers = httpx.get(f"{self.controller_url}/cluster", timeout=2.0).json()["servers"]
-            return sum(1 for s in servers if s["alive"]) >= count
+        with ControllerClient(self.controller_url, timeout_s=2.0) as controller:
 
-        wait_for(alive, timeout_s, f"{count} servers registered with the controller")
+            def alive() -> bool:
+                return sum(1 for s in controller.cluster()["servers"] if s["alive"]) >= count
+
+            wait_for(alive, timeout_s, f"{count} servers registered with the controller")
 
     def stop(self) -> None:
         """Stop the routers first (no new reads), then servers, then the controller."""

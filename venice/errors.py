@@ -12,6 +12,7 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     │   ├── InvalidInputError        INVALID_INPUT        400   (a push input file)
     │   ├── NoCurrentVersionError    NO_CURRENT_VERSION   400   (push data first)
     │   ├── NotSubscribedError       NOT_SUBSCRIBED       400   (an embedded client does not hold that partition)
+    │   ├── WriteComputeDisabledError WRITE_COMPUTE_DISABLED 400 (partial updates on a store without write compute)
     │   ├── RequestTimeoutError      REQUEST_TIMEOUT      408   (head or body too slow)
     │   ├── BodyTooLargeError        BODY_TOO_LARGE       413
     │   ├── AnswerTooLargeError      ANSWER_TOO_LARGE     413   (ask for fewer or smaller values)
@@ -19,7 +20,8 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     │   ├── HeadersTooLargeError     HEADERS_TOO_LARGE    431
     │   └── ConflictError            CONFLICT             409
     │       ├── StoreExistsError     STORE_EXISTS         409
-    │       └── PushInProgressError  PUSH_IN_PROGRESS     409   (kill it or wait)
+    │       ├── PushInProgressError  PUSH_IN_PROGRESS     409   (kill it or wait)
+    │       └── NotHybridError       NOT_HYBRID           409   (nearline writes to a batch-only store)
     ├── NotFoundError                NOT_FOUND            404   treat as absent
     │   ├── StoreNotFoundError       STORE_NOT_FOUND      404
     │   ├── VersionNotFoundError     VERSION_NOT_FOUND    404
@@ -35,6 +37,7 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     │   ├── TransportError           TRANSPORT            503   (connect error, reset)
     │   ├── DeadlineExceededError    DEADLINE_EXCEEDED    504
     │   ├── UnknownSchemaError       UNKNOWN_SCHEMA       503   (a value schema id the caller does not know yet)
+    │   ├── OverloadedError          OVERLOADED           503   (too many writes waiting: slow down)
     │   └── PubSubError              PUBSUB               503
     │       └── OffsetOutOfRangeError OFFSET_OUT_OF_RANGE 503   (the log no longer, or not yet, has an offset read from)
     ├── PushError                    PUSH_FAILED          500   a push did not complete
@@ -77,8 +80,10 @@ __all__ = [
     "NoReplicaError",
     "NotEnoughServersError",
     "NotFoundError",
+    "NotHybridError",
     "NotSubscribedError",
     "OffsetOutOfRangeError",
+    "OverloadedError",
     "PositionExpiredError",
     "PubSubError",
     "PushError",
@@ -98,6 +103,7 @@ __all__ = [
     "VeniceError",
     "VersionNotFoundError",
     "VersionRetiredError",
+    "WriteComputeDisabledError",
     "error_body",
     "error_from_response",
 ]
@@ -166,6 +172,10 @@ class NotSubscribedError(RequestError):
     code = "NOT_SUBSCRIBED"
 
 
+class WriteComputeDisabledError(RequestError):
+    """A partial update for a store that does not take them (``venice store update --write-compute``)."""
+
+    code = "WRITE_COMPUTE_DISABLED"
 class RequestTimeoutError(RequestError):
     """The request's head (or body) did not arrive in time; the connection is closed."""
 
@@ -213,6 +223,13 @@ class PushInProgressError(ConflictError):
     """A batch push to the store is running (its version is STARTED): one at a time."""
 
     code = "PUSH_IN_PROGRESS"
+
+
+class NotHybridError(ConflictError):
+    """A nearline write (put, delete, update) to a store that takes batch pushes only:
+    make it hybrid first (``venice store update --hybrid-rewind-seconds S --hybrid-offset-lag N``)."""
+
+    code = "NOT_HYBRID"
 
 
 class NotFoundError(VeniceError):
@@ -297,6 +314,12 @@ class UnknownSchemaError(UnavailableError):
 
     code = "UNKNOWN_SCHEMA"
     refresh_routing = True
+
+
+class OverloadedError(UnavailableError):
+    """More writes are waiting to be made durable than the process buffers: retry later."""
+
+    code = "OVERLOADED"
 
 
 class PubSubError(UnavailableError):

@@ -257,6 +257,11 @@ class AvroCodec:
         except ValidationError as exc:
             reasons = "; ".join(str(e) for e in exc.errors) if exc.errors else str(exc)
             return f"does not fit the {self.kind} schema: {reasons}"
+        except RecursionError:
+            # fastavro's message shows the datum that does not fit with repr(), which
+            # recurses: a value nested about a thousand levels deep where the schema has a
+            # string (JSON parsers allow 1,024 levels) does not fit, and cannot be shown.
+            return f"does not fit the {self.kind} schema (it nests too deeply for the mismatch to be shown)"
         return None
 
     def encode(self, datum: Any) -> bytes:

@@ -85,6 +85,7 @@ from venice.avrotree import (
     load,
     named_types,
     nested_deeper_than,
+    unknown_field,
 )
 from venice.errors import IncompleteUpdateError, InvalidValueError, SchemaError
 from venice.evolution import ValueDecoder, _Compiler, _Incompatible
@@ -412,7 +413,7 @@ class WriteCompute:
                 return f"a value nested deeper than {MAX_NESTING} levels does not fit {describe(node)}"
             if not validate({"v": value}, self._probe(node), raise_errors=False):
                 return f"{_show(value)} does not fit {describe(node)}"
-            extra = _extra_fields(node, value)
+            extra = unknown_field(node, value)
         except RecursionError:
             return f"a value nested too deeply does not fit {describe(node)}"
         except (TypeError, ValueError, AttributeError, KeyError) as exc:  # odd inputs (fastavro mostly says False)
@@ -624,38 +625,6 @@ def _simple_key(node: Node | None) -> Key | None:
 
 def _same(item: Any) -> Hashable:
     return item  # type: ignore[no-any-return]
-
-
-def _extra_fields(node: Node, value: Any) -> str | None:
-    """The path of a record field in ``value`` that ``node`` does not have (fastavro
-    ignores unknown keys; an update must not drop them silently)."""
-    if isinstance(node, Record) and isinstance(value, Mapping):
-        names = {f.name for f in node.fields}
-        for key in value:
-            if key not in names:
-                return str(key)
-        for f in node.fields:
-            if f.name in value:
-                inner = _extra_fields(f.type, value[f.name])
-                if inner:
-                    return f"{f.name}.{inner}"
-        return None
-    if isinstance(node, Array) and isinstance(value, list):
-        for index, item in enumerate(value):
-            inner = _extra_fields(node.items, item)
-            if inner:
-                return f"[{index}].{inner}"
-    if isinstance(node, Map) and isinstance(value, Mapping):
-        for key, item in value.items():
-            inner = _extra_fields(node.values, item)
-            if inner:
-                return f"{{{key}}}.{inner}"
-    if isinstance(node, Union) and isinstance(value, Mapping):
-        records = [b for b in node.branches if isinstance(b, Record)]
-        maps = [b for b in node.branches if isinstance(b, Map)]
-        if len(records) == 1 and not maps:
-            return _extra_fields(records[0], value)
-    return None
 
 
 def _kind(value: Any) -> str:

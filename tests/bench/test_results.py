@@ -40,6 +40,9 @@ def sample_runs() -> list[Run]:
     runs.append(run("compute100", "client_side", 150, items=100))
     runs.append(run("router_get_records", "venice", 15_000))
     runs.append(run("router_get_records", "redis", 100_000))
+    runs.append(run("nearline_visible", "venice", 25_000, seconds=5.0, p99=80.0))
+    runs.append(run("nearline_apply", "venice", 100_000, seconds=4.0))
+    runs.append(run("nearline_apply", "redis", 100_000, seconds=1.0))
     return runs
 
 
@@ -86,6 +89,8 @@ class TestRatios:
         assert ratios["sdk_direct_get_vs_redispy"] == pytest.approx(1.2)
         assert ratios["davinci_get_vs_redispy"] == pytest.approx(15.0)
         assert ratios["compute100_vs_client_side"] == pytest.approx(2.0)
+        assert ratios["nearline_visible_p99_ms"] == 80.0
+        assert ratios["nearline_vs_redis_set"] == pytest.approx(0.25)
 
     def test_missing_sides_are_none_not_zero(self) -> None:
         only_venice = [r for r in sample_runs() if r.side == "venice"]
@@ -94,6 +99,7 @@ class TestRatios:
         assert ratios["router_p99_ms_c32"] == 1.5  # needs no Redis side
         assert ratios["push_vs_redis_pipe"] is None and ratios["memory_vs_redis"] is None
         assert ratios["push_records_vs_redis_pipe"] is None and ratios["router_get_records_vs_redis"] is None
+        assert ratios["nearline_visible_p99_ms"] == 80.0 and ratios["nearline_vs_redis_set"] is None
 
     def test_targets_directions(self) -> None:
         assert TARGETS["server_get_vs_redis"].met(0.6) and not TARGETS["server_get_vs_redis"].met(0.59)
@@ -108,6 +114,8 @@ class TestRatios:
         assert TARGETS["push_vs_redis_pipe"].met(0.4) and not TARGETS["push_vs_redis_pipe"].met(0.39)
         assert TARGETS["push_records_vs_redis_pipe"].met(0.25) and not TARGETS["push_records_vs_redis_pipe"].met(0.24)
         assert TARGETS["router_get_records_vs_redis"].met(0.25)
+        assert TARGETS["nearline_visible_p99_ms"].met(100.0) and not TARGETS["nearline_visible_p99_ms"].met(100.5)
+        assert TARGETS["nearline_vs_redis_set"].met(0.25) and not TARGETS["nearline_vs_redis_set"].met(0.24)
 
 
 class TestReport:
@@ -228,6 +236,15 @@ class TestData:
         method, path, body = batches[0].split(" ", 2)
         assert (method, path) == ("POST", "/storage/bench")
         assert len(orjson.loads(body)["keys"]) == 100
+
+    def test_router_put_lines(self) -> None:
+        from bench.nearline import router_put_lines
+
+        lines = router_put_lines(3)
+        assert len(set(lines)) == 3
+        method, path, body = lines[2].split(" ", 2)
+        assert (method, path) == ("PUT", "/storage/nearline/http-2")
+        assert orjson.loads(body) == "http:2:" + "x" * 93
 
 
 def test_chart_is_a_png(tmp_path) -> None:

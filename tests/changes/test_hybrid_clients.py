@@ -475,3 +475,58 @@ def test_the_router_process_streams_each_event_as_it_happens(hybrid: Hybrid) -> 
         change = read_until(sock, b'"source":"raw"', buffer)
         assert b'data: {"key":%d,' % key in change
         assert b"\r\n0\r\n\r\n" not in bytes(buffer) + change  # the stream has not ended
+
+
+def after_images(base: dict[int, Any], writes: list[tuple[int, Any]]) -> dict[int, list[Any]]:
+    """Per key, the value after each of its writes, in order (the model's answer)."""
+    state, out = dict(base), {}
+    for key, op in writes:
+        state = model(state, [(key, op)])
+        out.setdefault(key, []).append(state[key])
+    return out
+
+
+async def test_async_consumer_gets_exactly_the_writes_after_its_position_across_a_push(hybrid: Hybrid) -> None:
+    """``AsyncChangeConsumer`` (docs/clients.md): from the tail, each nearline write once
+    as its after-image, a ``VersionSwap`` when a push swaps in, the writes after it from the
+    new version (read with ``async for``), and a resumed consumer gets exactly those."""
+    await asyncio.to_thread(settle, hybrid)  # the helpers block: off the event loop
+    current = hybrid.controller.current
+    assert current is not None
+    new = max(hybrid.controller.versions) + 1
+    keys = list(range(5000, 5008))
+    first = [(k, {"seq": k, "source": "async", "hits": 0}) for k in keys] + [(keys[0], None)] + \
+        [(k, {"set": {"seq": 6000 + k}, "increment": {"hits": 3}}) for k in keys[1:4]]
+    pushed = {k: {"seq": -7, "source": "push-async", "hits": 1} for k in keys}
+    second = [(k, {"set": {"seq": 7000 + k}, "increment": {"hits": 2}}) for k in keys[::2]] + [(keys[1], None)]
+    try:
+        async with venice.AsyncChangeConsumer(hybrid.controller_url, STORE) as consumer:
+            await asyncio.to_thread(write, hybrid.pubsub_url, STORE, P, first)
+            events = [await consumer.next_event(timeout=60) for _ in first]
+            assert all(isinstance(e, venice.Change) and e.version == current for e in events), events
+            changes = [e for e in events if isinstance(e, venice.Change)]
+            assert {k: [c.value for c in changes if c.key == k] for k in keys} == after_images({}, first)
+            assert await consumer.next_event(timeout=1.0) is None  # nothing more, nothing twice
+
+            await asyncio.to_thread(hybrid.push, new, pushed)
+            swap = await consumer.next_event(timeout=60)
+            assert isinstance(swap, venice.VersionSwap) and (swap.old, swap.new) == (current, new)
+            await asyncio.to_thread(write, hybrid.pubsub_url, STORE, P, second)
+            after: list[venice.Change] = []
+            async with asyncio.timeout(120):
+                async for event in consumer:
+                    assert isinstance(event, venice.Change) and event.version == new, event
+                    after.append(event)
+                    if len(after) == len(second):
+                        break
+            expected = after_images(pushed, second)
+            assert {k: [c.value for c in after if c.key == k] for k in keys} == {k: expected.get(k, []) for k in keys}
+            assert await consumer.next_event(timeout=1.0) is None
+
+        async with venice.AsyncChangeConsumer(hybrid.controller_url, STORE, since=swap.position) as resumed:
+            again = [await resumed.next_event(timeout=60) for _ in second]
+            assert await resumed.next_event(timeout=1.0) is None
+        assert sorted((e.partition, e.offset, e.key, e.value) for e in again if isinstance(e, venice.Change)) == \
+            sorted((e.partition, e.offset, e.key, e.value) for e in after)
+    finally:
+        hybrid.controller.swap(current)

@@ -5,6 +5,7 @@ shared read-only with other processes, and hostile set-ups."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -272,3 +273,37 @@ def test_hostile_set_ups(cluster: LocalCluster, tmp_path: Path) -> None:
             reader.get(1)
     finally:
         reader.close()
+
+
+async def test_async_client_reads_computes_and_follows_a_push(cluster: LocalCluster, tmp_path: Path) -> None:
+    """``AsyncDaVinciClient`` (docs/clients.md): the same local copy behind ``await``,
+    checked against the records pushed, and a new version followed while it is open."""
+    base = make_records(120, seed=19)
+    v1, v2 = versioned(base, 1), versioned(base, 2)
+    create_store(cluster.controller_url, "dv-async", partitions=3, replication_factor=1)
+    # Pushes block (a `venice push` process): off the event loop, which keeps serving reads.
+    await asyncio.to_thread(push_ok, cluster, "dv-async", v1, tmp_path / "v1.jsonl")
+    vector = [0.5, -1.0, 2.0, 0.25]
+
+    async with venice.AsyncDaVinciClient(cluster.controller_url, "dv-async", data_dir=tmp_path / "dv") as dv:
+        assert dv.version == 1
+        assert [await dv.get(r["id"]) for r in v1] == [value_of(r) for r in v1]
+        assert await dv.get(424242) is None
+        keys = [v1[7]["id"], 424242, v1[0]["id"]]
+        assert await dv.batch_get(keys) == [value_of(v1[7]), None, value_of(v1[0])]
+        computed = await dv.compute(
+            keys, project=["name"],
+            compute=[{"op": "dot_product", "field": "embedding", "vector": vector, "as": "dot"},
+                     {"op": "count", "field": "embedding", "as": "n"}],
+        )
+        assert computed[1] is None
+        for got, record in ((computed[0], v1[7]), (computed[2], v1[0])):
+            assert got is not None and set(got) == {"name", "dot", "n"}
+            assert got["name"] == record["name"] and got["n"] == len(record["embedding"]) == 4
+            assert got["dot"] == pytest.approx(sum(e * x for e, x in zip(record["embedding"], vector, strict=True)), rel=1e-12)
+
+        await asyncio.to_thread(push_ok, cluster, "dv-async", v2, tmp_path / "v2.jsonl")
+        await asyncio.to_thread(wait_for, lambda: dv.version == 2, 60, "the async client to swap to v2")
+        assert await dv.batch_get([r["id"] for r in v2]) == [value_of(r) for r in v2]
+    with pytest.raises(venice.ReplicaNotReadyError, match="closed"):
+        await dv.get(v1[0]["id"])

@@ -129,9 +129,14 @@ class FakeController:
     """Serves ``GET /routing`` with generations, long polls (``wait_s``) and 304s, like
     the real controller; tests edit the stores in place."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pubsub_url: str = "embedded:///nonexistent") -> None:
         self.generation = 1
         self.stores: dict[str, dict[str, Any]] = {}
+        self.descriptions: dict[str, dict[str, Any]] = {}
+        """``GET /stores/{store}`` answers (see :func:`store_description`)."""
+        self.pubsub_url = pubsub_url
+        """What ``GET /cluster`` says."""
+        self.describes = 0
         self.available = True
         self.fetches = 0
         self.not_modified = 0
@@ -147,6 +152,12 @@ class FakeController:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            return
+        if scope["path"].startswith("/stores/") and scope["method"] == "GET":
+            await self._describe(send, urllib.parse.unquote(scope["path"][len("/stores/") :]))
+            return
+        if scope["path"] == "/cluster" and scope["method"] == "GET":
+            await _respond(send, 200, orjson.dumps({"pubsub_url": self.pubsub_url}), [(b"content-type", b"application/json")])
             return
         if scope["path"] != "/routing":
             await _respond(send, 404, _error("NOT_FOUND", "no such route"))
@@ -172,15 +183,57 @@ class FakeController:
         await _respond(send, 200, body, [(b"content-type", b"application/json")])
 
 
+    async def _describe(self, send: Send, name: str) -> None:
+        self.describes += 1
+        if not self.available:
+            await _respond(send, 503, _error("UNAVAILABLE", "controller is down"))
+            return
+        description = self.descriptions.get(name)
+        if description is None:
+            await _respond(send, 404, _error("STORE_NOT_FOUND", f"store {name!r} does not exist"))
+            return
+        await _respond(send, 200, orjson.dumps(description), [(b"content-type", b"application/json")])
+
+
+def store_description(
+    name: str,
+    key_schema: Any,
+    value_schemas: Mapping[int, Any],
+    partitions: int,
+    *,
+    hybrid: bool = True,
+    write_compute: bool = False,
+    max_value_bytes: int = 1024 * 1024,
+) -> dict[str, Any]:
+    """A ``GET /stores/{store}`` answer as docs/api.md describes it (the fields writers read)."""
+    return {
+        "name": name,
+        "key_schema": key_schema,
+        "value_schemas": {str(sid): schema for sid, schema in value_schemas.items()},
+        "partitions": partitions,
+        "replication_factor": 1,
+        "max_value_bytes": max_value_bytes,
+        "current_version": None,
+        "hybrid": {"rewind_seconds": 60, "offset_lag": 100, "real_time_topic": f"{name}_rt"} if hybrid else None,
+        "write_compute": write_compute,
+        "versions": [],
+    }
+
+
 def store_entry(
     key_schema: Any,
     value_schemas: Mapping[int, Any],
     partitions: int,
     current_version: int | None,
     versions: Mapping[int, Sequence[str]],
+    *,
+    hybrid: bool = False,
+    write_compute: bool = False,
+    store: str = "store",
 ) -> dict[str, Any]:
-    """A routing-table entry where every partition of a version has the same replicas."""
-    return {
+    """A routing-table entry where every partition of a version has the same replicas
+    (``hybrid``: with the real-time settings of ``store_description``)."""
+    entry: dict[str, Any] = {
         "key_schema": key_schema,
         "value_schemas": {str(sid): schema for sid, schema in value_schemas.items()},
         "partitions": partitions,
@@ -189,6 +242,10 @@ def store_entry(
             str(v): {"partitions": {str(p): list(urls) for p in range(partitions)}} for v, urls in versions.items()
         },
     }
+    if hybrid:
+        entry["hybrid"] = {"rewind_seconds": 60, "offset_lag": 100, "real_time_topic": f"{store}_rt"}
+        entry["write_compute"] = write_compute
+    return entry
 
 
 def load(
@@ -259,7 +316,12 @@ def _http_server_in_thread(server: HttpServer) -> Iterator[str]:
     finally:
         if loops:
             loops[0].call_soon_threadsafe(server.request_exit)
-        thread.join(timeout=10)
+        # Graceful shutdown may take its grace period plus the app's own (a router waits up to
+        # its write timeout for writes in flight); on a loaded machine more. A server left
+        # running would leak its connections into later tests: say so here instead.
+        thread.join(timeout=60)
+        if thread.is_alive():
+            raise RuntimeError("a test server did not stop within 60 s of being asked to")
 
 
 @contextmanager

@@ -142,9 +142,12 @@ class TestBatchGet:
         results = http.post("/storage/members?version=1", json={"keys": [1, 2]}).json()["results"]
         assert [r["value"]["name"] for r in results] == ["member-1-v1", "member-2-v1"]
 
-    def test_partitions_spread_over_servers(self, cluster: SampleCluster, http: httpx.Client) -> None:
+    def test_partitions_spread_over_servers(self, cluster: SampleCluster) -> None:
+        # A router whose health tracker sees no time pass (as in test_reads_spread_over_replicas):
+        # on a busy machine measured latency alone would send every partition to one server.
         before = [s.batch_requests for s in cluster.servers]
-        response = http.post("/storage/members", json={"keys": list(range(100))})
+        with router_for(cluster.controller, ReplicaHealth(clock=lambda: 0.0)) as http:
+            response = http.post("/storage/members", json={"keys": list(range(100))})
         assert all(r["found"] for r in response.json()["results"])
         used = sum(1 for s, b in zip(cluster.servers, before, strict=True) if s.batch_requests > b)
         assert used >= 2
@@ -271,14 +274,14 @@ class TestReplicaHealth:
 
     @staticmethod
     @contextmanager
-    def two_replicas(**config: Any) -> Iterator[tuple[FakeStorage, FakeStorage, httpx.Client]]:
+    def two_replicas(health: ReplicaHealth | None = None, **config: Any) -> Iterator[tuple[FakeStorage, FakeStorage, httpx.Client]]:
         first, second = FakeStorage(), FakeStorage()
         records = {f"k{i}": f"v{i}" for i in range(50)}
         load([first, second], "s", 1, "string", "string", 1, records)
         with serve_in_thread(first) as first_url, serve_in_thread(second) as second_url:
             controller = FakeController()
             controller.set_store("s", store_entry("string", {1: "string"}, 1, 1, {1: [first_url, second_url]}))
-            with router_for(controller, **config) as http:
+            with router_for(controller, health, **config) as http:
                 yield first, second, http
 
     def test_a_failing_replica_is_asked_first_no_more(self) -> None:
@@ -293,8 +296,12 @@ class TestReplicaHealth:
             assert second.reads >= 40
 
     def test_hedge_delay_follows_observed_latency(self) -> None:
-        """After fast reads, a stalled replica gets company in tens of ms, not the 250 ms ceiling."""
-        with self.two_replicas(deadline_s=5.0) as (first, _second, http):
+        """After fast reads, a stalled replica gets company in tens of ms, not the 250 ms ceiling.
+
+        The health tracker sees no time pass, so reads take turns on the two replicas: with a
+        real clock on a busy machine, measured latency could rank the first replica last and
+        no read would start on it once it stalls."""
+        with self.two_replicas(ReplicaHealth(clock=lambda: 0.0), deadline_s=5.0) as (first, _second, http):
             for i in range(200):  # latency samples for the hedge delay
                 assert http.get(f"/storage/s/k{i % 50}").status_code == 200
             first.mode, first.hang_s = "hang", 3.0

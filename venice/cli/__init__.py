@@ -10,6 +10,7 @@ from venice.cli.services import controller, router, server
 from venice.cli.store import store
 from venice.cli.tail import tail
 from venice.cli.version import version
+from venice.cli.write import delete, encode, put, update, write
 
 __all__ = ["main"]
 
@@ -17,8 +18,9 @@ __all__ = ["main"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="venice-py")
 def main() -> None:
-    """Venice: serve derived data by key, replaced whole by versioned pushes."""
+    """Venice: serve derived data by key, replaced whole by versioned pushes and kept
+    fresh by nearline writes."""
 
 
-for command in (quickstart, controller, server, router, store, version, push, tail):
+for command in (quickstart, controller, server, router, store, version, push, tail, put, delete, update, write, encode):
     main.add_command(command)
