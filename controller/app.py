@@ -16,6 +16,7 @@ from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.limits import DEFAULT_FORGET_AFTER_S, TOPIC_HEADROOM_BYTES
+from controller.observe import ClusterObserver
 from controller.persistence import MetadataFile
 from controller.protocol import (
     SERVER_ID,
@@ -37,6 +38,7 @@ from venice.errors import (
     VeniceError,
     error_body,
 )
+from venice.metrics import PROMETHEUS_CONTENT_TYPE
 from venice.protocol import Heartbeat
 from venice.pubsub import PubSub
 from venice.structs import real_time_topic
@@ -62,6 +64,8 @@ class Controller:
         self.state: ClusterState = metadata.load(pubsub.url, dead_after_s, forget_after_s)
         # Saved at once: a state that cannot be written shows now, not at the first change.
         self._saved = metadata.save(self.state)
+        self.observer = ClusterObserver(lambda: self.state)
+        self.observer.observe(time.time())
         self._changed = asyncio.Event()
         self._topics_lock = asyncio.Lock()
         """One janitor round at a time: the background loop and a request's own round."""
@@ -86,6 +90,7 @@ class Controller:
                 "retry later"
             ) from exc
         self._wake()
+        self.observer.observe(time.time())
 
     def _wake(self) -> None:
         self._changed.set()
@@ -107,8 +112,9 @@ class Controller:
         now = time.time()
         self.state.rebalance(now)
         for store, number in self.state.expire_pushes(now):
-            log.warning("version %d of %s timed out", number, store)
+            log.warning("version %d of %s timed out", number, store, extra={"store": store, "version": number})
         self.commit()
+        self.observer.observe(now)  # servers going dead change nothing saved
 
     async def topics_once(self) -> None:
         """The topic janitor's round: delete the topics of failed, killed, retired and deleted
@@ -284,6 +290,10 @@ def create_app(controller: Controller) -> FastAPI:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "generation": state().generation}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(controller.observer.render(time.time()), media_type=PROMETHEUS_CONTENT_TYPE)
 
     @app.get("/cluster")
     async def cluster() -> dict[str, Any]:

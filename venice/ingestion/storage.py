@@ -238,6 +238,12 @@ class VersionStorage:
         with _lmdb_errors("stat"), self.env.begin() as txn:
             return int(txn.stat(self._db(partition))["entries"])
 
+    def size_bytes(self) -> int:
+        """Bytes of the environment's pages in use (what the data file holds, free pages
+        included; LMDB never shrinks a file, but reuses its free pages)."""
+        with _lmdb_errors("stat"):
+            return int((self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"])
+
     def dump(self) -> dict[bytes, list[tuple[bytes, bytes]]]:
         """Every named database and its contents (for tests comparing replicas)."""
         out: dict[bytes, list[tuple[bytes, bytes]]] = {}

@@ -89,6 +89,10 @@ class PartitionState:
     reason: str | None = None
     ingested: int = 0
     """Data records this process applied (version and real-time topics)."""
+    ingested_bytes: int = 0
+    """Key and value bytes of the records this process read and processed (applied or skipped)."""
+    vt_end: int | None = None
+    """The version topic's end offset, as last polled (only before end-of-push)."""
     rt_end: int | None = None
     """The real-time topic's end offset, as last polled."""
     need_schema: int | None = None
@@ -102,6 +106,14 @@ class PartitionState:
         if rt_offset is None or self.rt_end is None:
             return None
         return max(0, self.rt_end - rt_offset)
+
+    def version_lag(self) -> int | None:
+        """Version-topic records not applied yet: 0 after end-of-push (``None``: not polled yet)."""
+        if self.checkpoint.end_of_push:
+            return 0
+        if self.vt_end is None:
+            return None
+        return max(0, self.vt_end - self.checkpoint.offset)
 
 
 class VersionIngestion:
@@ -129,6 +141,7 @@ class VersionIngestion:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_lag_poll = -LAG_POLL_S
+        self._last_vt_poll = -LAG_POLL_S
         self._rt_verified = False
         self._rt_checked_at = -LAG_POLL_S
         self._rt_missing_logged = False
@@ -391,6 +404,13 @@ class VersionIngestion:
             for partition, state in self.partitions.items():
                 if partition in ends:
                     state.rt_end = ends[partition]
+        if now - self._last_vt_poll >= LAG_POLL_S and any(not s.checkpoint.end_of_push for s in self.partitions.values()):
+            # Only for the metrics (push progress, a replica catching up): a failed poll waits for the next.
+            self._last_vt_poll = now
+            with contextlib.suppress(VeniceError):
+                vt_ends = await self.pubsub.end_offsets(self.topic)
+                for partition, state in self.partitions.items():
+                    state.vt_end = vt_ends.get(partition, state.vt_end)
         for state in self.partitions.values():
             self._check_ready(state)
 
@@ -527,6 +547,7 @@ class VersionIngestion:
         if applied_to != messages[-1].offset + 1:
             self._reseek = True
         state.ingested += outcome.applied
+        state.ingested_bytes += sum(len(m.key) + len(m.value or b"") for m in messages)
         for skipped in outcome.skipped:
             if skipped.kind not in state.logged:
                 state.logged.add(skipped.kind)

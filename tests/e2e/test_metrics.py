@@ -1,0 +1,137 @@
+"""``GET /metrics`` on real processes after real traffic: the figures move as they must.
+
+Each scrape is parsed with prometheus-client's own text parser (a second implementation
+of the format), and each figure is checked against what the test did: records pushed,
+reads made, a server killed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import create_store, make_records, push, write_jsonl
+from venice.cluster import LocalCluster, wait_for
+from venice.partitioner import partition_for
+from venice.protocol import encode_key_segment
+from venice.schema import AvroCodec
+
+STORE = "metered"
+PARTITIONS = 2
+RECORDS = 120
+DEAD_AFTER_S = 2.0
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(url: str) -> Samples:
+    """Every sample of ``url/metrics`` as {(name, labels): value}, parsed by prometheus-client."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    out: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of ``name`` over the samples whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path_factory.mktemp("metrics"), servers=2, dead_after_s=DEAD_AFTER_S) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def pushed(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, object]]:
+    records = make_records(RECORDS)
+    create_store(cluster.controller_url, STORE, partitions=PARTITIONS, replication_factor=2)
+    result = push(cluster.controller_url, STORE, write_jsonl(Path(tmp_path_factory.mktemp("in")) / "in.jsonl", records))
+    assert result.returncode == 0, result.stderr
+    return records
+
+
+def _server_read(server_url: str, key: int) -> httpx.Response:
+    key_bytes = AvroCodec("long").encode(key)
+    partition = partition_for(key_bytes, PARTITIONS)
+    return httpx.get(f"{server_url}/v1/{STORE}/1/{partition}/{encode_key_segment(key_bytes)}", timeout=5)
+
+
+def test_controller_counts_the_push(cluster: LocalCluster, pushed: list[dict[str, object]]) -> None:
+    samples = scrape(cluster.controller_url)
+    assert value(samples, "venice_controller_pushes_started_total", store=STORE) == 1
+    assert value(samples, "venice_controller_pushes_ended_total", store=STORE) == 1
+    assert total(samples, "venice_controller_pushes_failed_total") == 0
+    assert value(samples, "venice_controller_push_duration_seconds_count") == 1
+    assert value(samples, "venice_controller_stores") == 1
+    assert value(samples, "venice_controller_versions", status="ONLINE") == 1
+    assert value(samples, "venice_controller_current_version", store=STORE) == 1
+    # 2 partitions x R=2, all READY
+    assert value(samples, "venice_controller_replicas", status="READY") == PARTITIONS * 2
+    assert value(samples, "venice_controller_servers", state="live") == 2
+    assert value(samples, "venice_controller_version_swaps_total", store=STORE) == 1
+
+
+def test_server_figures_match_the_push(cluster: LocalCluster, pushed: list[dict[str, object]]) -> None:
+    for server in cluster.servers:
+        samples = scrape(server.url)
+        # R=2 on 2 servers: each holds every partition, so every record.
+        assert total(samples, "venice_server_lmdb_entries", store=STORE, version="1") == RECORDS
+        assert total(samples, "venice_server_ingested_records_total", store=STORE, version="1") == RECORDS
+        assert total(samples, "venice_server_ingested_bytes_total", store=STORE, version="1") > 0
+        assert value(samples, "venice_server_lmdb_bytes", store=STORE, version="1") >= 4096
+        assert value(samples, "venice_server_hosted_versions") == 1
+        for partition in range(PARTITIONS):
+            labels = {"store": STORE, "version": "1", "partition": str(partition)}
+            assert value(samples, "venice_server_replica_status", **labels, status="READY") == 1
+            assert value(samples, "venice_server_replica_status", **labels, status="STARTED") == 0
+            assert value(samples, "venice_server_offset_lag", **labels, topic="version") == 0
+            assert value(samples, "venice_server_poison_pills_total", **labels) == 0
+
+
+def test_a_read_moves_the_server_counters_by_one(cluster: LocalCluster, pushed: list[dict[str, object]]) -> None:
+    url = cluster.servers[0].url
+    before = scrape(url)
+    key = int(pushed[0]["id"])  # type: ignore[call-overload]
+    assert _server_read(url, key).status_code == 200
+    assert _server_read(url, -1).status_code == 404
+    # A store nobody hosts: counted, but under _other, so clients cannot grow the label set.
+    assert httpx.get(f"{url}/v1/no-such-store-{key}/1/0/AA", timeout=5).status_code == 503
+    after = scrape(url)
+    hit = {"store": STORE, "version": "1", "kind": "single"}
+    assert value(after, "venice_server_reads_total", **hit, result="hit") - value(before, "venice_server_reads_total", **hit, result="hit") == 1
+    assert value(after, "venice_server_reads_total", **hit, result="miss") - value(before, "venice_server_reads_total", **hit, result="miss") == 1
+    other = {"store": "_other", "version": "_other", "kind": "single", "result": "REPLICA_NOT_READY"}
+    assert value(after, "venice_server_reads_total", **other) - value(before, "venice_server_reads_total", **other) == 1
+    assert not any("no-such-store" in dict(labels).get("store", "") for _, labels in after)
+
+
+def test_a_killed_server_shows_as_dead(cluster: LocalCluster, pushed: list[dict[str, object]]) -> None:
+    before = scrape(cluster.controller_url)
+    assert value(before, "venice_controller_server_deaths_total") == 0
+    cluster.servers[1].kill()
+
+    def dead() -> Samples | None:
+        samples = scrape(cluster.controller_url)
+        return samples if value(samples, "venice_controller_servers", state="dead") == 1 else None
+
+    samples = wait_for(dead, 30, "the controller to count server-1 dead")
+    assert value(samples, "venice_controller_servers", state="live") == 1
+    assert value(samples, "venice_controller_server_deaths_total") == 1
+    assert value(samples, "venice_controller_heartbeat_age_seconds", server="server-1") > DEAD_AFTER_S
+    assert value(samples, "venice_controller_heartbeat_age_seconds", server="server-0") < DEAD_AFTER_S
