@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from tests.e2e.conftest import create_store, make_records, push, write_jsonl
@@ -53,7 +54,10 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path_factory.mktemp("metrics"), servers=2, dead_after_s=DEAD_AFTER_S) as cluster:
+    cluster = LocalCluster(tmp_path_factory.mktemp("metrics"), servers=2, dead_after_s=DEAD_AFTER_S)
+    for process in [cluster.controller, *cluster.servers]:
+        process.env["VENICE_LOG_FORMAT"] = "json"
+    with cluster:
         yield cluster
 
 
@@ -135,3 +139,21 @@ def test_a_killed_server_shows_as_dead(cluster: LocalCluster, pushed: list[dict[
     assert value(samples, "venice_controller_server_deaths_total") == 1
     assert value(samples, "venice_controller_heartbeat_age_seconds", server="server-1") > DEAD_AFTER_S
     assert value(samples, "venice_controller_heartbeat_age_seconds", server="server-0") < DEAD_AFTER_S
+
+
+def _json_lines(path: Path) -> list[dict[str, object]]:
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    assert lines
+    return [orjson.loads(line) for line in lines]  # every line is one JSON object
+
+
+def test_json_logs_carry_the_events_with_their_fields(cluster: LocalCluster, pushed: list[dict[str, object]]) -> None:
+    controller = _json_lines(cluster.controller.log_path)
+    opened = [e for e in controller if e.get("event") == "push_opened"]
+    assert [(e["store"], e["version"], e["part"], e["level"]) for e in opened] == [(STORE, 1, "controller", "INFO")]
+    ended = [e for e in controller if e.get("event") == "push_ended"]
+    assert [(e["store"], e["version"]) for e in ended] == [(STORE, 1)]
+    server = _json_lines(cluster.servers[0].log_path)
+    eops = sorted(int(e["partition"]) for e in server if e.get("event") == "end_of_push" and e.get("store") == STORE)  # type: ignore[call-overload]
+    assert eops == list(range(PARTITIONS))
+    assert all(str(e["part"]).startswith("server:") for e in server)

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from venice.cli.logopts import log_format_option
 from venice.cli.params import Seconds
 from venice.httpserver import (
     DEFAULT_HEAD_TIMEOUT_S,
@@ -99,6 +100,7 @@ controller_option = click.option(
 @click.option("--dead-after", default=15.0, show_default=True, envvar="VENICE_DEAD_AFTER_S", type=Seconds(0.1, 86400), help="Seconds of heartbeat silence before a server counts as dead.")
 @click.option("--forget-after", default=3600.0, show_default=True, envvar="VENICE_FORGET_AFTER_S", type=Seconds(0.1, 365 * 86400), help="Seconds of heartbeat silence before a dead server is forgotten (no longer counted as a member).")
 @http_limit_options(max_body_bytes=4 * 1024 * 1024)
+@log_format_option(lambda o: "controller")
 def controller(
     host: str,
     port: int,
@@ -139,6 +141,7 @@ def controller(
 @click.option("--drain-grace", default=1.0, show_default=True, envvar="VENICE_DRAIN_GRACE_S", type=click.FloatRange(min=0), help="On SIGTERM: seconds to keep answering reads after the controller stopped routing here.")
 @click.option("--lmdb-map-size", default=1 << 36, show_default=True, envvar="VENICE_LMDB_MAP_SIZE", type=click.IntRange(min=1 << 16), help="Largest size in bytes of one store-version's LMDB; writes beyond it fail the version.")
 @http_limit_options()
+@log_format_option(lambda o: f"server:{o['port']}")
 def server(
     host: str,
     port: int,
@@ -175,6 +178,7 @@ def server(
 @click.option("--deadline", default=2.0, show_default=True, envvar="VENICE_DEADLINE_S", help="Seconds a read may take, failovers included.")
 @click.option("--max-answer-bytes", default=16 * 1024 * 1024, show_default=True, envvar="VENICE_MAX_ANSWER_BYTES", type=click.IntRange(min=1), help="Stored bytes of the values one answer may carry (duplicate keys count each time); beyond: 413 ANSWER_TOO_LARGE.")
 @http_limit_options()
+@log_format_option(lambda o: f"router:{o['port']}")
 def router(host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits) -> None:
     """Run a router: key -> partition -> ready replica, with failover."""
     from router.main import RouterConfig, run

@@ -554,13 +554,20 @@ class VersionIngestion:
                 log.warning(
                     "%s partition %d: skipping real-time record at offset %d (%s: %s); further ones of this kind are counted, not logged",
                     self.topic, tp.partition, skipped.offset, skipped.kind.value, skipped.detail,
+                    extra=self._fields(tp.partition, "poison_pill", offset=skipped.offset, kind=skipped.kind.value),
                 )
         if outcome.need_schema is not None:
             state.need_schema = outcome.need_schema
-            log.info("%s partition %d: paused for unknown value schema %d", self.topic, tp.partition, outcome.need_schema)
+            log.info(
+                "%s partition %d: paused for unknown value schema %d", self.topic, tp.partition, outcome.need_schema,
+                extra=self._fields(tp.partition, "paused_for_schema", schema_id=outcome.need_schema),
+            )
             self._need_schema(outcome.need_schema)
         if outcome.end_of_push:
-            log.info("%s partition %d: end-of-push, %d records", self.topic, tp.partition, outcome.checkpoint.records)
+            log.info(
+                "%s partition %d: end-of-push, %d records", self.topic, tp.partition, outcome.checkpoint.records,
+                extra=self._fields(tp.partition, "end_of_push", records=outcome.checkpoint.records),
+            )
             await self.writer.run(self.storage.sync)  # the pushed data reaches the disk before it is served
             if outcome.checkpoint.failed:
                 self._set_status(state, ReplicaStatus.ERROR, outcome.checkpoint.failed)
@@ -583,6 +590,7 @@ class VersionIngestion:
         log.info(
             "%s partition %d ready: %d records%s", self.topic, state.partition, state.checkpoint.records,
             "" if lag is None else f", real-time lag {lag}",
+            extra=self._fields(state.partition, "replica_ready", records=state.checkpoint.records),
         )
 
     def _set_status(self, state: PartitionState, status: ReplicaStatus, reason: str | None) -> None:
@@ -590,8 +598,12 @@ class VersionIngestion:
             return
         state.status, state.reason = status, reason
         if status is ReplicaStatus.ERROR:
-            log.error("%s partition %d: %s", self.topic, state.partition, reason)
+            log.error("%s partition %d: %s", self.topic, state.partition, reason, extra=self._fields(state.partition, "replica_error"))
         self._on_change(self)
+
+    def _fields(self, partition: int, event: str, **more: object) -> dict[str, object]:
+        """Fields of a log line about one of this version's partitions (:mod:`venice.logs`)."""
+        return {"event": event, "store": self.store, "version": self.version, "partition": partition, **more}
 
     def _fail(self, reason: str, *, only_before_eop: bool = False, only_after_eop: bool = False) -> None:
         for state in self.partitions.values():
