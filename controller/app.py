@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.limits import DEFAULT_FORGET_AFTER_S, TOPIC_HEADROOM_BYTES
 from controller.observe import ClusterObserver
+from controller.overview import overview
 from controller.persistence import MetadataFile
 from controller.protocol import (
     SERVER_ID,
@@ -294,6 +295,10 @@ def create_app(controller: Controller) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(controller.observer.render(time.time()), media_type=PROMETHEUS_CONTENT_TYPE)
+
+    @app.get("/overview")
+    async def cluster_overview() -> dict[str, Any]:
+        return overview(state(), time.time())
 
     @app.get("/cluster")
     async def cluster() -> dict[str, Any]:

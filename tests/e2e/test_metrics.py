@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.conftest import create_store, make_records, push, write_jsonl
+from tests.e2e.conftest import create_store, make_records, push, venice_cli, write_jsonl
 from venice.cluster import LocalCluster, wait_for
 from venice.partitioner import partition_for
 from venice.protocol import encode_key_segment
@@ -157,3 +157,41 @@ def test_json_logs_carry_the_events_with_their_fields(cluster: LocalCluster, pus
     eops = sorted(int(e["partition"]) for e in server if e.get("event") == "end_of_push" and e.get("store") == STORE)  # type: ignore[call-overload]
     assert eops == list(range(PARTITIONS))
     assert all(str(e["part"]).startswith("server:") for e in server)
+
+
+def test_status_shows_the_cluster_on_one_screen(cluster: LocalCluster, pushed: list[dict[str, object]]) -> None:
+    wait_for(lambda: _server_state(cluster, "server-1") == "dead", 30, "server-1 dead in /overview")
+    result = venice_cli("status", "--controller", cluster.controller_url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "\x1b[" not in result.stdout  # no color codes in a pipe
+    assert "servers: 1 live, 0 draining, 1 dead" in lines[0]
+    row = {line.split()[0]: line.split() for line in lines if line.startswith(("server-", STORE))}
+    assert row["server-0"][2] == "live" and row["server-1"][2] == "dead"
+    assert row[STORE][1:5] == ["v1", f"{PARTITIONS}", "x", "2"]
+    assert "v1* ONLINE" in " ".join(row[STORE])
+
+    as_json = venice_cli("status", "--controller", cluster.controller_url, "--json")
+    assert as_json.returncode == 0
+    view = orjson.loads(as_json.stdout)
+    (store,) = view["stores"]
+    (version,) = store["versions"]
+    assert (store["name"], store["current_version"], version["status"], version["records"]) == (STORE, 1, "ONLINE", RECORDS)
+    # server-1 is dead and its replicas dropped: every partition is served, none has its R=2 copies.
+    assert version["progress"] == {
+        "partitions": PARTITIONS, "ready_partitions": PARTITIONS, "replicated_partitions": 0, "records_applied": RECORDS, "push_ended": True,
+    }
+    assert sorted(version["replicas"]) == [str(p) for p in range(PARTITIONS)]
+
+
+def test_status_without_a_controller_is_a_message(tmp_path: Path) -> None:
+    from venice.cluster import free_port
+
+    result = venice_cli("status", "--controller", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def _server_state(cluster: LocalCluster, server_id: str) -> str:
+    view = httpx.get(f"{cluster.controller_url}/overview", timeout=5).json()
+    return next(s["state"] for s in view["servers"] if s["server_id"] == server_id)
