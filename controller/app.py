@@ -1,4 +1,8 @@
-"""The controller's HTTP API (FastAPI): admin traffic only, never on the read path."""
+"""The controller's HTTP API (FastAPI): admin traffic only, never on the read path.
+
+It also serves the dashboard (``/``, ``controller/dashboard/``: plain HTML, CSS and a
+script that polls ``GET /overview``), its metrics (``GET /metrics``) and the overview.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,7 +34,7 @@ from controller.protocol import (
     VersionError,
     VersionOpen,
 )
-from controller.state import UNCHANGED, ClusterState, Hybrid
+from controller.state import UNCHANGED, ClusterState, Hybrid, VersionStatus
 from venice.errors import (
     ConflictError,
     NotFoundError,
@@ -70,6 +75,8 @@ class Controller:
         self._changed = asyncio.Event()
         self._topics_lock = asyncio.Lock()
         """One janitor round at a time: the background loop and a request's own round."""
+        self._push_ends: tuple[float, dict[str, dict[int, int]]] = (-1.0, {})
+        self._push_ends_lock = asyncio.Lock()
 
     def commit(self) -> None:
         """Persist after a mutation and wake long-polls. Runs with no await in between
@@ -216,6 +223,28 @@ class Controller:
         log.warning("%s: its real-time topic kept changing while start offsets were asked; they come with the next topic", store)
         return None
 
+    async def push_topic_ends(self, max_age_s: float = 1.0) -> dict[str, dict[int, int]]:
+        """End offsets of the topics of pushes under way (STARTED versions), asked at most
+        once per ``max_age_s`` however many dashboards poll: what a replica's ingestion
+        lag is measured against. A topic the pub-sub cannot answer for is left out."""
+        async with self._push_ends_lock:
+            asked_at, ends = self._push_ends
+            now = time.monotonic()
+            if now - asked_at < max_age_s:
+                return ends
+            topics = sorted(
+                v.topic for s in self.state.stores.values() for v in s.versions.values() if v.status == VersionStatus.STARTED.value
+            )
+            ends = {}
+            for topic in topics:
+                try:
+                    async with asyncio.timeout(2.0):
+                        ends[topic] = await self.pubsub.end_offsets(topic)
+                except (VeniceError, TimeoutError) as exc:
+                    log.debug("no end offsets for %s: %s", topic, exc)
+            self._push_ends = (time.monotonic(), ends)
+            return ends
+
     async def maintain(self, interval_s: float = 0.5) -> None:
         await supervised("maintain (failover, push timeouts)", self.maintain_once, interval_s, log=log)
 
@@ -249,6 +278,24 @@ def _hybrid(settings: HybridSettings | None) -> Hybrid | None:
 
 def _error_response(exc: VeniceError) -> Response:
     return Response(error_body(exc), status_code=exc.http_status, media_type="application/json")
+
+
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+DASHBOARD_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/dashboard/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"), "/dashboard/dashboard.css": ("dashboard.css", "text/css; charset=utf-8")}
+DASHBOARD_HEADERS = {
+    # Nothing from elsewhere: no CDN, no inline script, no framing.
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-cache",
+}
+
+
+def _dashboard_route(app: FastAPI, path: str, file: str, media_type: str) -> None:
+    body = (DASHBOARD_DIR / file).read_bytes()
+
+    @app.get(path, include_in_schema=False)
+    async def dashboard_file() -> Response:
+        return Response(body, media_type=media_type, headers=DASHBOARD_HEADERS)
 
 
 def create_app(controller: Controller) -> FastAPI:
@@ -296,9 +343,13 @@ def create_app(controller: Controller) -> FastAPI:
     async def metrics() -> Response:
         return Response(controller.observer.render(time.time()), media_type=PROMETHEUS_CONTENT_TYPE)
 
+    for path, (file, media_type) in DASHBOARD_FILES.items():
+        _dashboard_route(app, path, file, media_type)
+
     @app.get("/overview")
     async def cluster_overview() -> dict[str, Any]:
-        return overview(state(), time.time())
+        ends = await controller.push_topic_ends()
+        return overview(state(), time.time(), topic_ends=ends)
 
     @app.get("/cluster")
     async def cluster() -> dict[str, Any]:

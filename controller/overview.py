@@ -10,7 +10,7 @@ the state without I/O; the routers' figures come in as an argument.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controller.state import ClusterState, Store, Version
@@ -19,14 +19,20 @@ from venice.protocol import ReplicaStatus
 __all__ = ["overview"]
 
 
-def overview(state: ClusterState, now: float, routers: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def overview(
+    state: ClusterState,
+    now: float,
+    routers: Sequence[dict[str, Any]] = (),
+    topic_ends: Mapping[str, Mapping[int, int]] | None = None,
+) -> dict[str, Any]:
+    """``topic_ends``: end offsets of version topics (pushes under way), for each replica's lag."""
     live = set(state.live_servers(now))
     held: Counter[str] = Counter()
     stores = []
     for store in sorted(state.stores.values(), key=lambda s: s.name):
         versions = []
         for version in sorted(store.versions.values(), key=lambda v: v.number):
-            versions.append(_version(store, version, held))
+            versions.append(_version(store, version, held, (topic_ends or {}).get(version.topic)))
         stores.append(
             {
                 "name": store.name,
@@ -57,7 +63,7 @@ def overview(state: ClusterState, now: float, routers: Sequence[dict[str, Any]] 
     }
 
 
-def _version(store: Store, version: Version, held: Counter[str]) -> dict[str, Any]:
+def _version(store: Store, version: Version, held: Counter[str], ends: Mapping[int, int] | None) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "version": version.number,
         "status": version.status,
@@ -80,6 +86,8 @@ def _version(store: Store, version: Version, held: Counter[str]) -> dict[str, An
                     "server": replica.server,
                     "status": replica.status,
                     "records": replica.records,
+                    "offset": replica.offset,
+                    "lag": None if ends is None or partition not in ends else max(0, ends[partition] - replica.offset),
                     "rt_lag": replica.rt_lag,
                 }
             )
