@@ -56,6 +56,9 @@ class RoutingCache:
         self._payload_json: tuple[int, bytes] | None = None
         self._moved: asyncio.Event | None = None
         """Set (and replaced) whenever a newer table arrives; long polls wait on it."""
+        self.confirmed_at: float | None = None
+        """``time.monotonic()`` of the controller's last answer (a new table, or a long
+        poll's "unchanged"): how fresh the table is known to be."""
 
     @property
     def table(self) -> RoutingTable:
@@ -88,6 +91,7 @@ class RoutingCache:
             raise RuntimeError("RoutingCache.start() was not called")
         generation = None if self._table is None else self._table.generation
         payload = await self._client.routing(generation, wait_s=wait_s)
+        self.confirmed_at = time.monotonic()
         if payload is None:
             return False
         if self._table is not None and payload.generation < self._table.generation:
