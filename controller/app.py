@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from controller.protocol import (
     VersionError,
     VersionOpen,
 )
+from controller.routers import RouterWatch
 from controller.state import UNCHANGED, ClusterState, Hybrid, VersionStatus
 from venice.errors import (
     ConflictError,
@@ -64,8 +65,11 @@ class Controller:
         pubsub: PubSub,
         dead_after_s: float = 15.0,
         forget_after_s: float = DEFAULT_FORGET_AFTER_S,
+        router_urls: Sequence[str] = (),
     ) -> None:
         self.metadata = metadata
+        self.routers = RouterWatch(router_urls)
+        """The routers whose read rate and p99 the overview shows (scraped in the background)."""
         self.pubsub = pubsub
         self.state: ClusterState = metadata.load(pubsub.url, dead_after_s, forget_after_s)
         # Saved at once: a state that cannot be written shows now, not at the first change.
@@ -301,7 +305,11 @@ def _dashboard_route(app: FastAPI, path: str, file: str, media_type: str) -> Non
 def create_app(controller: Controller) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(controller.maintain()), asyncio.create_task(controller.topics())]
+        tasks = [
+            asyncio.create_task(controller.maintain()),
+            asyncio.create_task(controller.topics()),
+            asyncio.create_task(controller.routers.run()),
+        ]
         try:
             yield
         finally:
@@ -349,7 +357,7 @@ def create_app(controller: Controller) -> FastAPI:
     @app.get("/overview")
     async def cluster_overview() -> dict[str, Any]:
         ends = await controller.push_topic_ends()
-        return overview(state(), time.time(), topic_ends=ends)
+        return overview(state(), time.time(), routers=controller.routers.view(), topic_ends=ends)
 
     @app.get("/cluster")
     async def cluster() -> dict[str, Any]:
