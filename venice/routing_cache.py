@@ -20,13 +20,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 
 import orjson
 
 from venice import protocol
 from venice.controller_client import AsyncControllerClient
 from venice.errors import UnavailableError, VeniceError
-from venice.routing import RoutingTable
+from venice.routing import RoutingTable, StoreRoute
 
 __all__ = ["DEFAULT_REFRESH_INTERVAL_S", "RoutingCache"]
 
@@ -70,6 +71,14 @@ class RoutingCache:
     @property
     def loaded(self) -> bool:
         return self._table is not None
+
+    def stores(self) -> Mapping[str, StoreRoute]:
+        """The stores of the newest table (none before the first)."""
+        return {} if self._table is None else self._table.stores
+
+    def generation(self) -> int:
+        """The newest table's generation (0 before the first)."""
+        return 0 if self._table is None else self._table.generation
 
     async def start(self) -> None:
         """One immediate fetch (failure only logged), then refresh in the background."""

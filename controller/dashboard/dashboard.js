@@ -88,7 +88,7 @@ function routersSection(view) {
       el("td", { class: "num", "data-reads": "" }, r.reads_per_s === null || r.reads_per_s === undefined ? "–" : r.reads_per_s.toFixed(1)),
       el("td", { class: "num", "data-p99": "" }, r.p99_ms === null || r.p99_ms === undefined ? "–" : `${r.p99_ms} ms`),
       el("td", { class: "num" }, num(r.failovers_per_s === undefined ? null : r.failovers_per_s))));
-  return section("Routers: reads", "curl ROUTER/metrics | grep venice_router_", false, "routers",
+  return section("Routers: reads", `venice status --controller ${controller}`, false, "routers",
     rows.length ? table(["router", "state", "#reads/s", "#p99", "#failovers/s"], rows)
       : el("p", { class: "dim" }, "The controller was given no routers to watch (venice controller --router URL)."));
 }

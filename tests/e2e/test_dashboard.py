@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,33 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield cluster
 
 
+class _Reads:
+    """Reads through the router on a thread until the block ends (every answer must be 200)."""
+
+    def __init__(self, router_url: str, keys: list[Any]) -> None:
+        self.router_url, self.keys = router_url, keys
+        self.statuses: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self._stop.is_set():
+                for key in self.keys:
+                    if self._stop.is_set():
+                        break
+                    self.statuses.append(client.get(f"{self.router_url}/storage/{STORE}/{key}").status_code)
+
+    def __enter__(self) -> _Reads:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        assert self.statuses and set(self.statuses) == {200}
+
+
 def _records_applied(controller_url: str, version: int) -> int:
     view = httpx.get(f"{controller_url}/overview", timeout=5).json()
     for store in view["stores"]:
@@ -98,7 +126,8 @@ def test_the_page_follows_a_push_and_a_dead_server_without_reloading(browser: An
 
     create_store(cluster.controller_url, STORE, partitions=PARTITIONS, replication_factor=2)
     page.wait_for_selector(f'tr[data-store="{STORE}"]', timeout=WAIT_MS)
-    job = push_process(cluster.controller_url, STORE, write_jsonl(tmp_path / "in.jsonl", make_records(RECORDS)))
+    records = make_records(RECORDS)
+    job = push_process(cluster.controller_url, STORE, write_jsonl(tmp_path / "in.jsonl", records))
     try:
         # Hold the push job while it writes (SIGSTOP), so the page is seen showing it under way.
         wait_for(lambda: _records_applied(cluster.controller_url, 1) > 0, 120, "the push to start writing", interval_s=0.02)
@@ -116,7 +145,16 @@ def test_the_page_follows_a_push_and_a_dead_server_without_reloading(browser: An
     page.wait_for_selector(f'[data-version="{STORE}:1"][data-status="ONLINE"]', timeout=WAIT_MS)
     assert page.query_selector('[data-push="1"]') is None  # no push under way any more
     assert page.text_content(f'tr[data-store="{STORE}"] td:nth-child(2)') == "v1"
-    _shot(page, tmp_path, "dashboard.png")
+    # Reads through the router: its read rate and p99 reach the page (the controller scrapes it).
+    with _Reads(cluster.router_url, [r["id"] for r in records[:500]]):
+        page.wait_for_function(
+            "() => { const c = document.querySelector('tr[data-router] td[data-reads]');"
+            " return c !== null && parseFloat(c.textContent) > 0; }",
+            timeout=WAIT_MS,
+        )
+        assert page.get_attribute("tr[data-router]", "data-router") == cluster.router_url
+        assert (page.text_content("tr[data-router] td[data-p99]") or "").endswith(" ms")
+        _shot(page, tmp_path, "dashboard.png")
 
     # The store's page: a hash change, not a navigation.
     page.click(f'tr[data-store="{STORE}"] a')

@@ -125,10 +125,56 @@ def test_a_read_moves_the_server_counters_by_one(cluster: LocalCluster, pushed: 
     assert not any("no-such-store" in dict(labels).get("store", "") for _, labels in after)
 
 
+def test_a_read_moves_the_router_counters_by_one(cluster: LocalCluster, pushed: list[dict[str, object]]) -> None:
+    url = cluster.router_url
+    key = pushed[1]["id"]
+    assert httpx.get(f"{url}/storage/{STORE}/{key}", timeout=5).status_code == 200  # the router knows the store now
+    before = scrape(url)
+    assert httpx.get(f"{url}/storage/{STORE}/{key}", timeout=5).status_code == 200
+    assert httpx.get(f"{url}/storage/{STORE}/-1", timeout=5).status_code == 404
+    assert httpx.get(f"{url}/storage/made-up-{key}/1", timeout=5).status_code == 404
+    batch = httpx.post(f"{url}/storage/{STORE}", json={"keys": [key, pushed[2]["id"], -5]}, timeout=5)
+    assert batch.status_code == 200 and [r["found"] for r in batch.json()["results"]] == [True, True, False]
+    after = scrape(url)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("venice_router_requests_total", store=STORE, endpoint="single", status="200") == 1
+    assert moved("venice_router_requests_total", store=STORE, endpoint="single", status="404") == 1
+    assert moved("venice_router_requests_total", store="_other", endpoint="single", status="404") == 1
+    assert moved("venice_router_requests_total", store=STORE, endpoint="batch", status="200") == 1
+    # Latency: the two reads of the known store and the one of the unknown store, each timed once.
+    assert moved("venice_router_request_seconds_count", endpoint="single") == 3
+    assert moved("venice_router_request_seconds_count", endpoint="batch") == 1
+    assert moved("venice_router_request_seconds_bucket", endpoint="single", le="+Inf") == 3
+    assert not any("made-up" in dict(labels).get("store", "") for _, labels in after)
+    assert value(after, "venice_router_routing_generation") == value(scrape(cluster.controller_url), "venice_controller_routing_generation")
+    assert 0 <= value(after, "venice_router_routing_age_seconds") < 60
+    assert value(after, "venice_router_stores") == 1
+
+
+def test_the_overview_shows_the_router_read_rate(cluster: LocalCluster, pushed: list[dict[str, object]]) -> None:
+    def routers() -> list[dict[str, object]] | None:
+        httpx.get(f"{cluster.router_url}/storage/{STORE}/{pushed[0]['id']}", timeout=5)
+        view = httpx.get(f"{cluster.controller_url}/overview", timeout=5).json()["routers"]
+        return view if view and view[0]["reads_per_s"] else None
+
+    (router,) = wait_for(routers, 30, "the controller to see the router's reads")
+    assert router["url"] == cluster.router_url and router["up"] is True
+    assert router["reads_per_s"] > 0 and router["p99_ms"] is not None
+
+
 def test_a_killed_server_shows_as_dead(cluster: LocalCluster, pushed: list[dict[str, object]]) -> None:
     before = scrape(cluster.controller_url)
+    failovers_before = value(scrape(cluster.router_url), "venice_router_replica_failovers_total")
     assert value(before, "venice_controller_server_deaths_total") == 0
     cluster.servers[1].kill()
+    # Before the controller notices, the router still sends some reads to server-1: each
+    # fails to connect and moves on to server-0, so every read still answers.
+    for record in pushed[:20]:
+        assert httpx.get(f"{cluster.router_url}/storage/{STORE}/{record['id']}", timeout=5).status_code == 200
+    assert value(scrape(cluster.router_url), "venice_router_replica_failovers_total") > failovers_before
 
     def dead() -> Samples | None:
         samples = scrape(cluster.controller_url)
