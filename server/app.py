@@ -71,7 +71,6 @@ class StorageApp:
         self._compute = ComputeEndpoint(service.host)
         self._changes = ChangesEndpoint(service.host, lambda: service.draining)
         self.metrics = ServerMetrics(service.host, service.server_id)
-        self._count_read = self.metrics.count_read
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -152,11 +151,12 @@ class StorageApp:
             version_n, partition_n = int(version), int(partition)
         except ValueError as exc:
             raise RequestError(f"malformed read path: {exc}") from exc
-        raw = self._ready(store, version_n, partition_n).get(partition_n, decode_key_segment(key_text))
+        storage = self._ready(store, version_n, partition_n)
+        raw = storage.get(partition_n, decode_key_segment(key_text))
         if raw is None:
-            self._count_read(store, version_n, "single", "miss")
+            storage.misses += 1
             raise KeyNotFoundError(f"key not found in {store} v{version_n}")
-        self._count_read(store, version_n, "single", "hit")
+        storage.hits += 1  # the read counter (server/metrics.py): one attribute increment
         schema_id, value = decode_stored(raw)
         return 200, [_OCTETS, (_SCHEMA_ID, b"%d" % schema_id)], value
 
@@ -171,8 +171,8 @@ class StorageApp:
             storage = self._ready(store, version_n, partition)
         if storage is None:
             return b""
-        self._count_read(store, version_n, "batch", "ok")
-        self.metrics.batch_keys.inc((store, str(version_n)), len(items))
+        storage.batches += 1
+        storage.batch_keys += len(items)
         return encode_batch_response(None if raw is None else decode_stored(raw) for raw in storage.get_many(items))
 
     def _replicas(self) -> dict[str, Any]:

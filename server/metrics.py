@@ -1,8 +1,11 @@
 """A storage server's metrics (``GET /metrics``; every one is listed in docs/operations.md).
 
-Reads are counted on the fast path into a :class:`venice.metrics.Counter` (a dict
-update); everything else is read from the ingestion host when a scrape asks: LMDB sizes
-and entries, records and bytes ingested, lag per partition, poison pills, replica states.
+Reads answered are counted on the fast path by one attribute increment on the
+:class:`~venice.ingestion.VersionStorage` the read already holds (``hits``, ``misses``,
+``batches``, ``batch_keys``); reads refused (a replica not ready, a bad path) into a
+:class:`venice.metrics.Counter`, off the fast path. Everything is read when a scrape
+asks, like the rest: LMDB sizes and entries, records and bytes ingested, lag per
+partition, poison pills, replica states. A store-version's counts go when it does.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 from venice.ingestion import IngestionHost
 from venice.ingestion.version import PartitionState
-from venice.metrics import OTHER, Registry, Sample
+from venice.metrics import OTHER, Counter, Registry, Sample
 from venice.protocol import ReplicaStatus
 
 __all__ = ["ServerMetrics"]
@@ -23,13 +26,15 @@ class ServerMetrics:
     def __init__(self, host: IngestionHost, server_id: str) -> None:
         self.host = host
         self.registry = registry = Registry()
-        self.reads = registry.counter(
+        self.refused = Counter("venice_server_reads_total", "", ("store", "version", "kind", "result"))
+        registry.counter_callback(
             "venice_server_reads_total",
-            "Reads answered, by store-version, kind (single, batch) and result (hit, miss, or the error code).",
+            "Reads, by store-version, kind (single, batch) and result (hit, miss, ok for a batch, or the error code).",
             ("store", "version", "kind", "result"),
+            self._reads,
         )
-        self.batch_keys = registry.counter(
-            "venice_server_batch_keys_total", "Keys asked for in batch reads, by store-version.", ("store", "version")
+        registry.counter_callback(
+            "venice_server_batch_keys_total", "Keys asked for in batch reads, by store-version.", ("store", "version"), self._batch_keys
         )
         registry.gauge("venice_server_info", "This server's identity (always 1).", ("server_id",), lambda: [((server_id,), 1)])
         registry.gauge(
@@ -76,16 +81,13 @@ class ServerMetrics:
             self._statuses,
         )
 
-    def count_read(self, store: str, version: int, kind: str, result: str) -> None:
-        self.reads.inc((store, str(version), kind, result))
-
     def count_refused(self, store: str, version: object, kind: str, code: str) -> None:
         """A read refused with error ``code``; the store-version is a label only when it is
         hosted here (anything a client makes up counts under ``_other``)."""
         if isinstance(version, int) and any(k[0] == store and k[1] == version for k in self.host.hosted):
-            self.reads.inc((store, str(version), kind, code))
+            self.refused.inc((store, str(version), kind, code))
         else:
-            self.reads.inc((OTHER, OTHER, kind, code))
+            self.refused.inc((OTHER, OTHER, kind, code))
 
     def render(self) -> bytes:
         return self.registry.render()
@@ -100,6 +102,21 @@ class ServerMetrics:
     def _partition_samples(self, value: Callable[[PartitionState], int]) -> Iterator[Sample]:
         for labels, state in self._partitions():
             yield labels, float(value(state))
+
+    def _reads(self) -> Iterator[Sample]:
+        answered: dict[tuple[str, ...], float] = {}
+        for hosted in list(self.host.hosted.values()):
+            a, storage = hosted.assignment, hosted.storage
+            labels = (a.store, str(a.version))
+            for kind, result, count in (("single", "hit", storage.hits), ("single", "miss", storage.misses), ("batch", "ok", storage.batches)):
+                key = (*labels, kind, result)
+                answered[key] = answered.get(key, 0) + count
+        yield from answered.items()
+        yield from list(self.refused.values.items())
+
+    def _batch_keys(self) -> Iterator[Sample]:
+        for hosted in list(self.host.hosted.values()):
+            yield (hosted.assignment.store, str(hosted.assignment.version)), float(hosted.storage.batch_keys)
 
     def _lmdb_bytes(self) -> Iterator[Sample]:
         for hosted in list(self.host.hosted.values()):

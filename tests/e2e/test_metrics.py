@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.conftest import create_store, make_records, push, venice_cli, write_jsonl
 from venice.cluster import LocalCluster, wait_for
 from venice.partitioner import partition_for
-from venice.protocol import encode_key_segment
+from venice.protocol import encode_batch_request, encode_key_segment
 from venice.schema import AvroCodec
 
 STORE = "metered"
@@ -116,7 +116,14 @@ def test_a_read_moves_the_server_counters_by_one(cluster: LocalCluster, pushed: 
     assert _server_read(url, -1).status_code == 404
     # A store nobody hosts: counted, but under _other, so clients cannot grow the label set.
     assert httpx.get(f"{url}/v1/no-such-store-{key}/1/0/AA", timeout=5).status_code == 503
+    codec = AvroCodec("long")
+    items = [(partition_for(codec.encode(k), PARTITIONS), codec.encode(k)) for k in (key, -1, key)]
+    batch = httpx.post(f"{url}/v1/batch/{STORE}/1", content=encode_batch_request(items), timeout=5)
+    assert batch.status_code == 200
     after = scrape(url)
+    batch_labels = {"store": STORE, "version": "1", "kind": "batch", "result": "ok"}
+    assert value(after, "venice_server_reads_total", **batch_labels) - value(before, "venice_server_reads_total", **batch_labels) == 1
+    assert value(after, "venice_server_batch_keys_total", store=STORE, version="1") - value(before, "venice_server_batch_keys_total", store=STORE, version="1") == 3
     hit = {"store": STORE, "version": "1", "kind": "single"}
     assert value(after, "venice_server_reads_total", **hit, result="hit") - value(before, "venice_server_reads_total", **hit, result="hit") == 1
     assert value(after, "venice_server_reads_total", **hit, result="miss") - value(before, "venice_server_reads_total", **hit, result="miss") == 1

@@ -97,6 +97,13 @@ class VersionStorage:
             self._checkpoints = self.env.open_db(_CHECKPOINTS, create=not readonly)
         self._dbs: dict[int, lmdb._Database] = {}
         self._logs: dict[int, lmdb._Database] = {}
+        # Reads served from this environment, counted by the server that serves them: an
+        # attribute increment on an object the read already holds is the cheapest count
+        # there is (its metrics read them at scrape time).
+        self.hits = 0
+        self.misses = 0
+        self.batches = 0
+        self.batch_keys = 0
         # Opened up front: opening a named database inside a read transaction is unsafe.
         self.open_partitions(partitions)
 
