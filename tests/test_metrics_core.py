@@ -97,3 +97,10 @@ def test_gauges_are_computed_at_scrape_time() -> None:
     assert samples[("venice_test_bytes", (("store", "a"),))] == 10
     assert samples[("venice_test_bytes", (("store", "b"),))] == 2
     assert samples[("venice_test_done_total", ())] == 3
+
+
+def test_callback_samples_are_bounded() -> None:
+    registry = Registry()
+    registry.gauge("venice_test_age_seconds", "x", ("server",), lambda: [((f"s{i}",), 1.0) for i in range(5000)])
+    samples = parse(registry.render())
+    assert len(samples) == 1000

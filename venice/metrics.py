@@ -12,7 +12,8 @@ against ~0.4 µs and ~0.6 µs here; a storage server answers a read in ~40 µs.
 
 Label sets stay bounded: a label value the part does not know (a store nobody hosts, a
 path a client made up) is counted under :data:`OTHER`, and a metric never holds more
-than ``max_series`` label sets (new ones beyond that go to the all-:data:`OTHER` set).
+than ``max_series`` label sets (new ones beyond that go to the all-:data:`OTHER` set;
+a callback's samples beyond 1,000 are left out).
 
 Each process serves its own figures; no part runs several worker processes today (a
 part that does would need prometheus-client's multiprocess mode, whose files this
@@ -187,7 +188,9 @@ class Registry:
             family = (GaugeMetricFamily if kind == "gauge" else CounterMetricFamily)(
                 _base(name) if kind == "counter" else name, help, labels=labelnames
             )
-            for labels, value in samples():
+            for count, (labels, value) in enumerate(samples()):
+                if count >= DEFAULT_MAX_SERIES:
+                    break  # bounded like the counters: e.g. heartbeat ages of made-up server ids
                 family.add_metric(list(labels), value)
             out.append(family)
         return out

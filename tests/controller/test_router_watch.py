@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
 import pytest
 
-from controller.routers import figures, parse_sample
+from controller.routers import MAX_SCRAPE_BYTES, RouterWatch, figures, parse_sample
 
 
 def router_text(single: int, batch: int, errors: int, failovers: int, buckets: dict[str, int]) -> str:
@@ -53,3 +58,56 @@ def test_no_figures_without_two_scrapes_or_after_a_restart() -> None:
 def test_unreadable_metrics_are_a_value_error(text: str) -> None:
     with pytest.raises(ValueError):
         parse_sample(text, at=0.0)
+
+
+# -- scraping real (hostile) routers over loopback ------------------------------------------
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def answering(status: int, body: bytes) -> Handler:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n" % (status, len(body)) + body)
+        await writer.drain()
+        writer.close()
+
+    return handle
+
+
+async def hanging(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    await asyncio.sleep(30)  # never answers; the scrape times out first
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("handler", "error"),
+    [
+        (answering(200, b"x" * (MAX_SCRAPE_BYTES + 1)), "larger than"),
+        (answering(200, b"garbage {{{ not metrics"), "ValueError"),
+        (answering(500, b"oops"), "HTTP 500"),
+        (hanging, "Timeout"),
+    ],
+)
+async def test_a_hostile_router_shows_as_down(handler: Handler, error: str) -> None:
+    good_text = router_text(10, 0, 0, 0, {"0.001": 10, "+Inf": 10}).encode()
+    async with serving(handler) as bad_url, serving(answering(200, good_text)) as good_url:
+        watch = RouterWatch([bad_url, good_url])
+        async with httpx.AsyncClient() as client:
+            await watch.scrape_once(client)
+            await watch.scrape_once(client)
+        bad, good = watch.view()
+        assert (bad["url"], bad["up"], bad["reads_per_s"]) == (bad_url, False, None)
+        assert error in bad["error"]
+        assert (good["url"], good["up"], good["reads_per_s"]) == (good_url, True, 0.0)
