@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from tests.e2e.conftest import create_store, make_records, push, venice_cli, write_jsonl
+from tests.e2e.scrape import Samples, scrape, total, value
 from venice.cluster import LocalCluster, wait_for
 from venice.partitioner import partition_for
 from venice.protocol import encode_batch_request, encode_key_segment
@@ -24,33 +25,6 @@ STORE = "metered"
 PARTITIONS = 2
 RECORDS = 120
 DEAD_AFTER_S = 2.0
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Samples:
-    """Every sample of ``url/metrics`` as {(name, labels): value}, parsed by prometheus-client."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    response = httpx.get(f"{url}/metrics", timeout=10)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    out: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of ``name`` over the samples whose labels include ``labels``."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
