@@ -195,7 +195,7 @@ def test_status_shows_the_cluster_on_one_screen(cluster: LocalCluster, pushed: l
     assert "servers: 1 live, 0 draining, 1 dead" in lines[0]
     row = {line.split()[0]: line.split() for line in lines if line.startswith(("server-", STORE))}
     assert row["server-0"][2] == "live" and row["server-1"][2] == "dead"
-    assert row[STORE][1:5] == ["v1", f"{PARTITIONS}", "x", "2"]
+    assert row[STORE][1:4] == ["v1", f"{PARTITIONS},", "2"]
     assert "v1* ONLINE" in " ".join(row[STORE])
 
     as_json = venice_cli("status", "--controller", cluster.controller_url, "--json")

@@ -99,12 +99,12 @@ def render(view: dict[str, Any], controller_url: str) -> list[str]:
     lines.append("")
     if view["stores"]:
         lines += _table(
-            ("store", "current", "partitions x R", "rt lag", "versions (* current)"),
+            ("store", "current", "partitions, R", "rt lag", "versions (* current)"),
             [
                 [
                     (store["name"] + (" (hybrid)" if store["hybrid"] else ""), ""),
                     ("-" if store["current_version"] is None else f"v{store['current_version']}", ""),
-                    (f"{store['partitions']} x {store['replication_factor']}", ""),
+                    (f"{store['partitions']}, {store['replication_factor']}", ""),
                     (_lag(store) if store["hybrid"] else "", ""),
                     (_versions(store), _versions_state(store)),
                 ]
