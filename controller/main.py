@@ -45,6 +45,8 @@ class ControllerConfig:
     """A server silent this long is no longer given new replicas."""
     forget_after_s: float = DEFAULT_FORGET_AFTER_S
     """A server silent this long is forgotten: it no longer counts as a member."""
+    router_urls: tuple[str, ...] = ()
+    """Routers whose metrics the dashboard and ``venice status`` show."""
     graceful_shutdown_s: float = 5.0
     http: HttpLimits = field(default_factory=lambda: HttpLimits(max_body_bytes=DEFAULT_MAX_BODY_BYTES))
     """What the controller accepts from its clients (sizes, timeouts, connections)."""
@@ -52,7 +54,8 @@ class ControllerConfig:
 
 def build_server(config: ControllerConfig) -> HttpServer:
     controller = Controller(
-        MetadataFile(config.data_dir), connect(config.pubsub_url), config.dead_after_s, config.forget_after_s
+        MetadataFile(config.data_dir), connect(config.pubsub_url), config.dead_after_s, config.forget_after_s,
+        router_urls=config.router_urls,
     )
     return HttpServer(
         create_app(controller),

@@ -7,7 +7,7 @@ Paths (see docs/api.md):
 * ``POST /v1/batch/{store}/{version}``
 * ``POST /v1/compute/{store}/{version}`` (read compute; through ASGI, beside the fast paths)
 * ``GET  /v1/changes/{store}/{version}?partition=P&from=N`` (a page of a change log; ASGI, may wait)
-* ``GET  /health``, ``GET /admin/replicas``
+* ``GET  /health``, ``GET /admin/replicas``, ``GET /metrics`` (Prometheus text format)
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import orjson
 
 from server.changes import ChangesEndpoint
 from server.compute import ComputeEndpoint
+from server.metrics import ServerMetrics
 from server.reads import ReadPaths
 from server.service import StorageService
 from venice.errors import NotFoundError, VeniceError, error_body
+from venice.metrics import PROMETHEUS_CONTENT_TYPE
 
 __all__ = ["StorageApp"]
 
@@ -32,6 +34,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _JSON = [(b"content-type", b"application/json")]
+_PROMETHEUS = [(b"content-type", PROMETHEUS_CONTENT_TYPE.encode())]
 _OCTETS = (b"content-type", b"application/octet-stream")
 _CONTENT_LENGTH = b"content-length"
 _BODY = "http.response.body"
@@ -61,7 +64,8 @@ class StorageApp:
     def __init__(self, service: StorageService) -> None:
         self.service = service
         host = service.host
-        self.reads = ReadPaths(host.ready, lambda: host.ready_set)
+        self.metrics = ServerMetrics(host, service.server_id)
+        self.reads = ReadPaths(host.ready, lambda: host.ready_set, self.metrics.count_refused)
         self._heartbeat: asyncio.Task[None] | None = None
         self._compute = ComputeEndpoint(service.host)
         self._changes = ChangesEndpoint(service.host, lambda: service.draining)
@@ -102,6 +106,8 @@ class StorageApp:
         if method == "GET" and path == "/health":
             body = orjson.dumps({"status": "ok", "server_id": self.service.server_id})
             return await _respond(send, 200, body, _JSON)
+        if method == "GET" and path == "/metrics":
+            return await _respond(send, 200, self.metrics.render(), _PROMETHEUS)
         if method == "GET" and path == "/admin/replicas":
             return await _respond(send, 200, orjson.dumps(self._replicas()), _JSON)
         if method == "GET" and raw_path.startswith(b"/v1/changes/"):
@@ -129,3 +135,4 @@ class StorageApp:
                 entry["lmdb_entries"] = hosted.storage.count(report.partition)
                 replicas.append(entry)
         return {"server_id": self.service.server_id, "replicas": replicas}
+

@@ -163,6 +163,8 @@ class LocalCluster:
         self.dead_after_s = dead_after_s
         self.logs = self.data_dir / "logs"
         port = free_port(host)
+        # Router ports first: the controller is told where they are (its dashboard shows them).
+        router_ports = [free_port(host) for _ in range(routers)]
         self.controller = ManagedProcess(
             "controller",
             [
@@ -172,16 +174,16 @@ class LocalCluster:
                 "--data-dir", str(self.data_dir / "controller"),
                 "--pubsub-url", self.pubsub_url,
                 "--dead-after", str(dead_after_s),
+                *(arg for p in router_ports for arg in ("--router", f"http://{host}:{p}")),
             ],
             self.logs / "controller.log",
             f"http://{host}:{port}",
         )
         self.servers = [self._server_process(i, (server_args or {}).get(i, ())) for i in range(servers)]
-        self.routers = [self._router_process(i) for i in range(routers)]
+        self.routers = [self._router_process(i, p) for i, p in enumerate(router_ports)]
         self.router = self.routers[0]
 
-    def _router_process(self, index: int) -> ManagedProcess:
-        port = free_port(self.host)
+    def _router_process(self, index: int, port: int) -> ManagedProcess:
         return ManagedProcess(
             "router" if index == 0 else f"router-{index}",
             ["router", "--host", self.host, "--port", str(port), "--controller", self.controller.url,

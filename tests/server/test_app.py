@@ -79,10 +79,28 @@ class TestGetOnBytes:
             return exc.code, exc.message
 
     def decoding_path(self, app: StorageApp, rest: bytes) -> tuple[object, ...]:
+        """The read path as it was before the bytes path: every segment percent-decoded
+        and UTF-8 decoded, then ints, the storage's ``get`` and the stored value split."""
         from urllib.parse import unquote_to_bytes
 
+        from venice.errors import KeyNotFoundError, RequestError
+        from venice.ingestion import decode_stored
+        from venice.protocol import decode_key_segment
+
+        def get(parts: list[str]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+            store, version, partition, key_text = parts
+            try:
+                version_n, partition_n = int(version), int(partition)
+            except ValueError as exc:
+                raise RequestError(f"malformed read path: {exc}") from exc
+            raw = app.service.host.ready(store, version_n, partition_n).get(partition_n, decode_key_segment(key_text))
+            if raw is None:
+                raise KeyNotFoundError(f"key not found in {store} v{version_n}")
+            schema_id, value = decode_stored(raw)
+            return 200, [(b"content-type", b"application/octet-stream"), (b"x-venice-schema-id", b"%d" % schema_id)], value
+
         parts = [(unquote_to_bytes(p) if b"%" in p else p).decode("utf-8", "replace") for p in rest.split(b"/")]
-        return self.answer(app.reads._get_answer, parts)
+        return self.answer(get, parts)
 
     def test_same_answers_as_the_decoding_path(self, app: tuple[StorageApp, object]) -> None:
         server, _ = app
@@ -99,6 +117,30 @@ class TestGetOnBytes:
             for _ in range(2):  # a miss, then the cached reader
                 assert self.answer(server.reads._get_bytes, rest) == self.decoding_path(server, rest), rest
         assert self.answer(server.reads._get_bytes, b"s/1/0/" + good)[0] == 200
+
+    def test_each_read_counts_once(self, app: tuple[StorageApp, object]) -> None:
+        """The metrics' read counters move by exactly one per read, on the first read of a
+        partition (reader lookup) and on the cached reader alike; refusals go to the
+        refused counter with the store-version only when it is hosted."""
+        server, storage = app
+        good = base64.urlsafe_b64encode(b"k").rstrip(b"=")
+        missing = base64.urlsafe_b64encode(b"nope").rstrip(b"=")
+        for n in range(1, 4):
+            assert server.fast_path("GET", b"/v1/s/1/0/" + good, b"", b"")[2] == b"value-k"  # type: ignore[index]
+            assert (storage.hits, storage.misses) == (n, n - 1)  # type: ignore[attr-defined]
+            assert self.answer(server.fast_path, "GET", b"/v1/s/1/0/" + missing, b"", b"")[0] == "KEY_NOT_FOUND"
+            assert (storage.hits, storage.misses) == (n, n)  # type: ignore[attr-defined]
+        frames = struct.pack(">II", 0, 1) + b"k" + struct.pack(">II", 0, 4) + b"nope"
+        server.fast_path("POST", b"/v1/batch/s/1", b"", frames)
+        assert (storage.batches, storage.batch_keys) == (1, 2)  # type: ignore[attr-defined]
+        assert self.answer(server.fast_path, "GET", b"/v1/s/1/7/" + good, b"", b"")[0] == "REPLICA_NOT_READY"
+        assert self.answer(server.fast_path, "GET", b"/v1/zz/x/0/" + good, b"", b"")[0] == "BAD_REQUEST"
+        assert self.answer(server.fast_path, "POST", b"/v1/batch/s/1", b"", b"abc")[0] == "BAD_REQUEST"
+        assert server.metrics.refused.values == {
+            ("_other", "_other", "single", "REPLICA_NOT_READY"): 1,
+            ("_other", "_other", "single", "BAD_REQUEST"): 1,
+            ("_other", "_other", "batch", "BAD_REQUEST"): 1,
+        }
 
     def test_sees_writes_made_after_its_first_read(self, app: tuple[StorageApp, object]) -> None:
         from venice.ingestion.records import Checkpoint, encode_stored

@@ -7,6 +7,7 @@ import click
 from venice.cli.push import push
 from venice.cli.quickstart import quickstart
 from venice.cli.services import controller, router, server
+from venice.cli.status import status
 from venice.cli.store import store
 from venice.cli.tail import tail
 from venice.cli.version import version
@@ -22,5 +23,5 @@ def main() -> None:
     fresh by nearline writes."""
 
 
-for command in (quickstart, controller, server, router, store, version, push, tail, put, delete, update, write, encode):
+for command in (quickstart, controller, server, router, store, version, push, tail, put, delete, update, write, encode, status):
     main.add_command(command)

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from venice.cli.logopts import log_format_option
 from venice.cli.params import Seconds
 from venice.httpserver import (
     DEFAULT_HEAD_TIMEOUT_S,
@@ -78,6 +79,15 @@ def _pubsub_url(pubsub_url: str | None, kafka: str | None, embedded: Path | None
     return f"embedded://{(embedded or data_dir / 'pubsub').resolve()}"
 
 
+def _router_urls(urls: tuple[str, ...]) -> list[str]:
+    from venice.protocol import is_base_url
+
+    for url in urls:
+        if not is_base_url(url):
+            raise click.BadParameter(f"{url[:100]!r} is not a base URL http(s)://HOST[:PORT]", param_hint="--router")
+    return list(urls)
+
+
 host_option = click.option("--host", default="127.0.0.1", show_default=True, envvar="VENICE_HOST")
 controller_option = click.option(
     "--controller",
@@ -99,6 +109,8 @@ controller_option = click.option(
 @click.option("--dead-after", default=15.0, show_default=True, envvar="VENICE_DEAD_AFTER_S", type=Seconds(0.1, 86400), help="Seconds of heartbeat silence before a server counts as dead.")
 @click.option("--forget-after", default=3600.0, show_default=True, envvar="VENICE_FORGET_AFTER_S", type=Seconds(0.1, 365 * 86400), help="Seconds of heartbeat silence before a dead server is forgotten (no longer counted as a member).")
 @http_limit_options(max_body_bytes=4 * 1024 * 1024)
+@click.option("--router", "routers", multiple=True, envvar="VENICE_ROUTERS", help="URL of a router whose read rate and p99 the dashboard and `venice status` show (repeat it; the env var takes several, space-separated).")
+@log_format_option(lambda o: "controller")
 def controller(
     host: str,
     port: int,
@@ -109,6 +121,7 @@ def controller(
     dead_after: float,
     forget_after: float,
     http: HttpLimits,
+    routers: tuple[str, ...],
 ) -> None:
     """Run the controller: store metadata, versions, assignment, routing table."""
     from controller.main import ControllerConfig, run
@@ -124,6 +137,7 @@ def controller(
             port=port,
             dead_after_s=dead_after,
             forget_after_s=forget_after,
+            router_urls=tuple(_router_urls(routers)),
             http=http,
         )
     )
@@ -142,6 +156,7 @@ def controller(
 @click.option("--workers", default=1, show_default=True, envvar="VENICE_WORKERS", type=click.IntRange(1, 64), help="Processes sharing the port (SO_REUSEPORT): this one ingests and serves everything, the others serve reads from the same LMDB files read-only.")
 @click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT (set for the workers --workers starts).")
 @click.option("--read-worker-of", hidden=True, metavar="URL", help="Be a read worker of the ingesting process at URL (set by --workers).")
+@log_format_option(lambda o: f"server:{o['port']}")
 def server(
     host: str,
     port: int,
@@ -188,6 +203,7 @@ def server(
 @http_limit_options()
 @click.option("--workers", default=1, show_default=True, envvar="VENICE_WORKERS", type=click.IntRange(1, 64), help="Router processes sharing the port (SO_REUSEPORT); each uses up to one core.")
 @click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT (set for the workers --workers starts).")
+@log_format_option(lambda o: f"router:{o['port']}")
 def router(
     host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits, workers: int,
     reuse_port: bool,
