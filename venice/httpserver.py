@@ -9,8 +9,10 @@ plain ASGI (and testable under any ASGI server), and adds one thing: an app may
 expose ``fast_path(method, raw_path, query, body)``, a *synchronous* handler tried first; when
 it returns ``(status, headers, body)`` the answer is written at once, with no task,
 no scope and no ASGI messages; when it returns an awaitable of that (an answer that
-needs I/O, like the router's), one task awaits it, still without ASGI. It returns
-``None`` for anything it does not handle. A :class:`venice.errors.VeniceError` it
+needs I/O), one task awaits it, still without ASGI; when it returns a :class:`Deferred`
+(the router's single-key reads), the answer is written when the app resolves it, from
+whatever callback has it: no task, no future. It returns ``None`` for anything it does
+not handle. A :class:`venice.errors.VeniceError` it
 raises becomes the platform's JSON error answer.
 
 What it implements (all our apps need, nothing more):
@@ -68,7 +70,7 @@ import resource
 import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -95,6 +97,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_HEAD_BYTES",
     "DEFAULT_MAX_URL_BYTES",
+    "Deferred",
     "HttpLimits",
     "HttpServer",
 ]
@@ -103,7 +106,68 @@ log = logging.getLogger("venice.http")
 
 Headers = list[tuple[bytes, bytes]]
 FastResponse = tuple[int, Headers, bytes]
-FastPath = Callable[[str, bytes, bytes, bytes], FastResponse | Awaitable[FastResponse] | None]
+
+
+class Deferred:
+    """An answer a fast path gives later: the app calls :meth:`resolve` or :meth:`fail`
+    once, from any callback on the server's loop (an upstream connection's, a timer's),
+    and the connection writes it then. Cheaper than an awaitable answer, which costs a
+    task per request. Apps may subclass it to carry their own per-request state. It is
+    also awaitable (for the app's own ASGI path, or any other host), giving the answer or
+    raising the error."""
+
+    __slots__ = ("_connection", "_outcome", "_request", "_waiter")
+
+    def __init__(self) -> None:
+        self._connection: _Connection | None = None
+        self._request: _Request | None = None
+        self._outcome: FastResponse | BaseException | None = None
+        self._waiter: asyncio.Future[FastResponse] | None = None
+
+    def __await__(self) -> Generator[Any, None, FastResponse]:
+        outcome = self._outcome
+        if outcome is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            return (yield from self._waiter.__await__())
+        self._outcome = None
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def resolve(self, status: int, headers: Headers, body: bytes) -> None:
+        self._settle((status, headers, body))
+
+    def fail(self, exc: BaseException) -> None:
+        """Answer with ``exc``: a :class:`VeniceError` becomes its JSON error answer, anything
+        else a logged 500."""
+        self._settle(exc)
+
+    def _settle(self, outcome: FastResponse | BaseException) -> None:
+        connection, request = self._connection, self._request
+        if connection is None or request is None:
+            waiter = self._waiter
+            if waiter is not None:  # awaited
+                self._waiter = None
+                if not waiter.done():
+                    if isinstance(outcome, BaseException):
+                        waiter.set_exception(outcome)
+                    else:
+                        waiter.set_result(outcome)
+            elif self._outcome is None:  # settled before the connection took it
+                self._outcome = outcome
+            return
+        self._connection = self._request = None
+        connection._deferred_done(request, outcome)
+
+    def _bind(self, connection: _Connection, request: _Request) -> None:
+        outcome, self._outcome = self._outcome, None
+        if outcome is not None:
+            connection._deferred_done(request, outcome)
+        else:
+            self._connection, self._request = connection, request
+
+
+FastPath = Callable[[str, bytes, bytes, bytes], FastResponse | Awaitable[FastResponse] | Deferred | None]
 
 DEFAULT_MAX_CONNECTIONS = 10_000
 DEFAULT_HEAD_TIMEOUT_S = 10.0
@@ -619,9 +683,12 @@ class _Connection(asyncio.Protocol):
             else:
                 answer = None
             if answer is not None:
-                if type(answer) is not tuple:  # a coroutine: the answer needs I/O
+                if type(answer) is not tuple:  # the answer needs I/O
                     self.busy = True
-                    self.task = self.loop.create_task(self._run_fast(answer, request))
+                    if isinstance(answer, Deferred):
+                        answer._bind(self, request)
+                    else:  # an awaitable
+                        self.task = self.loop.create_task(self._run_fast(answer, request))
                     return
                 self._write(answer[0], answer[1], answer[2], request.keep_alive, request.head)
                 if not request.keep_alive or self.closed:
@@ -655,6 +722,24 @@ class _Connection(asyncio.Protocol):
         if framing is not None and framing.continue_due and not self.busy and not self.pending:
             framing.continue_due = False
             self._write_raw(_CONTINUE)
+
+    def _deferred_done(self, request: _Request, outcome: FastResponse | BaseException) -> None:
+        """A :class:`Deferred` answer came: write it (as :meth:`_run_fast` does), go on."""
+        keep_alive = request.keep_alive
+        try:
+            if type(outcome) is tuple:
+                status, headers, body = outcome
+            else:
+                assert isinstance(outcome, BaseException)
+                exc = outcome if isinstance(outcome, Exception) else InternalError(f"answer failed: {outcome!r}")
+                status, headers, body = _failure_response(exc, request)
+                keep_alive = keep_alive and isinstance(exc, VeniceError)
+            self._write(status, headers, body, keep_alive, request.head)
+        except BaseException:
+            keep_alive = False
+            raise
+        finally:
+            self._finish(keep_alive)
 
     async def _run_fast(self, answer: Awaitable[FastResponse], request: _Request) -> None:
         keep_alive = request.keep_alive
