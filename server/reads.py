@@ -22,25 +22,27 @@ from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 from venice.errors import KeyNotFoundError, RequestError, VeniceError
+from venice.httpserver import AnswerHeaders
 from venice.ingestion import decode_stored
 from venice.ingestion.storage import PartitionReader, VersionStorage
 from venice.protocol import SCHEMA_ID_HEADER, decode_batch_request, decode_key_segment, encode_batch_response
 
 __all__ = ["ReadPaths"]
 
-Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+Answer = tuple[int, AnswerHeaders, bytes]
 Refused = Callable[[str, "int | None", str, str], None]
 """``refused(store, version or None, kind, error code)``: kind is ``single`` or ``batch``."""
 
-_OCTETS = (b"content-type", b"application/octet-stream")
+_OCTETS = b"content-type: application/octet-stream\r\n"
 _SCHEMA_ID = SCHEMA_ID_HEADER.encode()
 _READER_CACHE = 4096
-_HEADS: dict[bytes, list[tuple[bytes, bytes]]] = {}
-"""Answer headers of a GET by the 4 schema-id bytes stored before each value."""
+_HEADS: dict[bytes, bytes] = {}
+"""Pre-encoded answer headers of a GET (venice.httpserver.AnswerHeaders) by the 4
+schema-id bytes stored before each value."""
 
 
-def _heads(schema_id_bytes: bytes) -> list[tuple[bytes, bytes]]:
-    heads = [_OCTETS, (_SCHEMA_ID, b"%d" % int.from_bytes(schema_id_bytes, "big"))]
+def _heads(schema_id_bytes: bytes) -> bytes:
+    heads = _OCTETS + b"%s: %d\r\n" % (_SCHEMA_ID, int.from_bytes(schema_id_bytes, "big"))
     if len(_HEADS) < 1024:
         _HEADS[schema_id_bytes] = heads
     return heads
@@ -87,7 +89,7 @@ class ReadPaths:
             if method == "POST" and rest.count(b"/") == 2:
                 kind, store, version = (_text(p) for p in rest.split(b"/"))
                 if kind == "batch":
-                    return 200, [_OCTETS], self._batch_answer(store, version, body)
+                    return 200, _OCTETS, self._batch_answer(store, version, body)
         except KeyNotFoundError:
             raise  # counted as a miss
         except VeniceError as exc:

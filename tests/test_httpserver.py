@@ -55,6 +55,9 @@ class App:
         if path.startswith(b"/code/"):
             self.fast_calls += 1
             return int(path[6:]), [(b"content-length", b"%d" % len(NO_BODY))], NO_BODY
+        if path.startswith(b"/pre/"):  # pre-encoded headers
+            self.fast_calls += 1
+            return int(path[5:]), b"content-type: text/plain\r\nx-pre: 1\r\n", b"pre-encoded"
         if path.startswith((b"/later/", b"/now/")):
             self.fast_calls += 1
             deferred = Deferred()
@@ -298,6 +301,18 @@ async def test_shutdown_waits_for_a_deferred_answer(app: App) -> None:
         response = await later
     assert response.status_code == 200 and response.text == "in-flight"
     await asyncio.wait_for(serving, 5)
+
+
+def test_pre_encoded_headers_are_written_as_they_are(url: str) -> None:
+    answer = raw_exchange(url, b"GET /pre/200 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /pre/200 HTTP/1.1\r\nHost: x\r\n\r\n"
+                               b"GET /pre/204 HTTP/1.1\r\nHost: x\r\n\r\nGET /pre/404 HTTP/1.0\r\n\r\n")
+    head = b"content-type: text/plain\r\nx-pre: 1\r\ncontent-length: 11\r\n"
+    assert answer == (
+        b"HTTP/1.1 200 OK\r\n" + head + b"\r\npre-encoded"
+        + b"HTTP/1.1 200 OK\r\n" + head + b"\r\n"  # HEAD: the length, no body
+        + b"HTTP/1.1 204 No Content\r\ncontent-type: text/plain\r\nx-pre: 1\r\n\r\n"  # no length, no body
+        + b"HTTP/1.1 404 Not Found\r\n" + head + b"connection: close\r\n\r\npre-encoded"
+    )
 
 
 def test_http_1_0_closes_after_the_answer(url: str) -> None:

@@ -97,15 +97,21 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_HEAD_BYTES",
     "DEFAULT_MAX_URL_BYTES",
+    "AnswerHeaders",
     "Deferred",
     "HttpLimits",
     "HttpServer",
+    "header_list",
 ]
 
 log = logging.getLogger("venice.http")
 
 Headers = list[tuple[bytes, bytes]]
-FastResponse = tuple[int, Headers, bytes]
+AnswerHeaders = Headers | bytes
+"""An answer's headers: ``(name, value)`` pairs, or pre-encoded header lines (each
+``name: value\r\n``, without content-length or transfer-encoding), which the fast paths
+build once and reuse: written as they are, they save most of an answer's encoding."""
+FastResponse = tuple[int, AnswerHeaders, bytes]
 
 
 class Deferred:
@@ -134,7 +140,7 @@ class Deferred:
             raise outcome
         return outcome
 
-    def resolve(self, status: int, headers: Headers, body: bytes) -> None:
+    def resolve(self, status: int, headers: AnswerHeaders, body: bytes) -> None:
         self._settle((status, headers, body))
 
     def fail(self, exc: BaseException) -> None:
@@ -246,10 +252,33 @@ def _no_body(status: int) -> bool:
     return status < 200 or status == 204 or status == 304
 
 
-def _encode(status: int, headers: Headers, body: bytes, keep_alive: bool, head: bool = False) -> bytes:
+def header_list(headers: AnswerHeaders) -> Headers:
+    """``(name, value)`` pairs of an answer's headers, pre-encoded or not."""
+    if not isinstance(headers, bytes):
+        return headers
+    pairs: Headers = []
+    for line in headers.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b":")
+            pairs.append((name, value.strip()))
+    return pairs
+
+
+def _encode(status: int, headers: AnswerHeaders, body: bytes, keep_alive: bool, head: bool = False) -> bytes:
     """A whole answer: a content-length of its own unless ``headers`` has one (for HEAD,
     the GET's); ``head`` answers lose their body; 1xx/204/304 lose length and body.
     ``headers`` must not frame the answer otherwise (no transfer-encoding)."""
+    if isinstance(headers, bytes):
+        if not _no_body(status):  # the fast paths' answers: one formatting, no loop
+            return b"%s%scontent-length: %d\r\n%s\r\n%s" % (
+                _status_line(status), headers, len(body), b"" if keep_alive else b"connection: close\r\n",
+                b"" if head else body,
+            )
+        headers = header_list(headers)
+    return _encode_pairs(status, headers, body, keep_alive, head)
+
+
+def _encode_pairs(status: int, headers: Headers, body: bytes, keep_alive: bool, head: bool) -> bytes:
     parts = [_status_line(status)]
     if status != 200 and _no_body(status):
         for name, value in headers:
@@ -704,7 +733,7 @@ class _Connection(asyncio.Protocol):
             self.task = self.loop.create_task(self._run_asgi(request))
             return
 
-    def _write(self, status: int, headers: Headers, body: bytes, keep_alive: bool, head: bool = False) -> None:
+    def _write(self, status: int, headers: AnswerHeaders, body: bytes, keep_alive: bool, head: bool = False) -> None:
         # No last_active update here: a synchronous answer follows its request within
         # microseconds, and _finish marks the end of the ones that took time.
         if self.transport is not None and not self.transport.is_closing():

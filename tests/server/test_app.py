@@ -71,10 +71,11 @@ class TestGetOnBytes:
     @staticmethod
     def answer(call: object, *args: object) -> tuple[object, ...]:
         from venice.errors import VeniceError
+        from venice.httpserver import header_list
 
         try:
             status, headers, body = call(*args)  # type: ignore[operator]
-            return status, sorted(headers), body
+            return status, sorted(header_list(headers)), body
         except VeniceError as exc:
             return exc.code, exc.message
 
