@@ -170,7 +170,7 @@ class ReplicaReader:
             raise error
 
         what = f"store {read.store!r} v{read.version} partition {read.partition}"
-        run = self._first_success(read.replicas, attempt, read.deadline_at, what, first=first, record=first is None)
+        run = self._first_success(read.replicas, attempt, read.deadline_at, what, first=first, record=False)
         task = read.pool.loop.create_task(run)
         task.add_done_callback(read.took_over)
 

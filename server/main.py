@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from server import workercounts
 from server.app import StorageApp
 from server.service import ServerConfig, StorageService
 from venice.httpserver import HttpServer
@@ -93,6 +94,8 @@ async def _serve_with_workers(config: ServerConfig, workers: int) -> None:
 
     public = build_server(config, reuse_port=True)
     assert isinstance(public.app, StorageApp)
+    workercounts.clear(config.data_dir)  # an earlier run's workers'
+    public.app.metrics.with_workers = True
     private = HttpServer(
         _WithoutLifespan(public.app), host="127.0.0.1", port=0, graceful_shutdown_s=5.0, limits=config.http
     )

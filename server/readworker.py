@@ -14,19 +14,28 @@ a client sees one server whichever process its connection landed on.
 A partition the ingesting process stops hosting leaves the manifest within its poll
 interval (0.1 s); until then the worker still answers it from the version's files, which
 stay readable for :data:`~venice.ingestion.manifest.RETIRE_GRACE_S` seconds.
+
+The reads a worker answers are counted as the ingesting process counts its own, and
+published for its ``/metrics`` every second (server/workercounts.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from server import workercounts
 from server.reads import Answer, ReadPaths
 from venice.errors import ReplicaNotReadyError, UnavailableError, VeniceError, error_body
 from venice.ingestion.manifest import HostingView
+from venice.metrics import OTHER, Counter
 
 __all__ = ["ReadWorkerApp"]
 
@@ -36,6 +45,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host", b"upgrade",
                          b"proxy-connection", b"te", b"trailer"})
+log = logging.getLogger("venice.server")
+
 _RELAY_TIMEOUT_S = 120.0
 """Longer than any long poll the ingesting process holds (the change log waits up to 30 s)."""
 
@@ -50,6 +61,8 @@ class ReadWorkerApp:
         self.view: HostingView | None = None
         self.reads: ReadPaths | None = None
         self._client: httpx.AsyncClient | None = None
+        self.refused = Counter("venice_server_reads_total", "", ("store", "version", "kind", "result"))
+        self._publisher: asyncio.Task[None] | None = None
 
     def fast_path(self, method: str, path: bytes, query: bytes, body: bytes) -> Answer | None:
         """A read of a partition the manifest lists as ready, answered here; ``None`` (the
@@ -75,10 +88,16 @@ class ReadWorkerApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 view = self.view = HostingView(self.data_dir, poll_s=self._poll_s)
-                self.reads = ReadPaths(view.ready, self._ready_set)
+                self.reads = ReadPaths(view.ready, self._ready_set, self._count_refused)
                 self._client = httpx.AsyncClient(base_url=self.main_url, timeout=_RELAY_TIMEOUT_S)
+                self._publisher = asyncio.create_task(self._publish_loop())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._publisher is not None:
+                    self._publisher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._publisher
+                self.publish()  # the reads of the last interval
                 self.reads = None
                 if self._client is not None:
                     await self._client.aclose()
@@ -86,6 +105,34 @@ class ReadWorkerApp:
                     self.view.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _count_refused(self, store: str, version: int | None, kind: str, code: str) -> None:
+        """A read refused here. Not ready: not counted, the request is relayed and the
+        ingesting process answers (and counts) it."""
+        if code == ReplicaNotReadyError.code:
+            return
+        view = self.view
+        if version is not None and view is not None and (store, version) in view.entries:
+            self.refused.inc((store, str(version), kind, code))
+        else:
+            self.refused.inc((OTHER, OTHER, kind, code))
+
+    def publish(self) -> None:
+        """Write this worker's counts for the ingesting process (server/workercounts.py)."""
+        view = self.view
+        if view is None:
+            return
+        reads = [[store, version, s.hits, s.misses, s.batches, s.batch_keys] for store, version, s in view.storages()]
+        refused = [[*labels, int(count)] for labels, count in self.refused.values.items()]
+        try:
+            workercounts.write(self.data_dir, os.getpid(), reads, refused)
+        except OSError as exc:
+            log.warning("cannot write this worker's read counts: %s", exc)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await asyncio.sleep(workercounts.PUBLISH_INTERVAL_S)
+            self.publish()
 
     def _ready_set(self) -> object:
         assert self.view is not None

@@ -107,6 +107,42 @@ def test_reads_come_from_the_workers_and_everything_else_is_relayed(cluster: Loc
     assert seen == {_value(r) for r in newer[:30]}
 
 
+def test_metrics_count_the_reads_of_every_process(cluster: LocalCluster) -> None:
+    """Reads on fresh connections land on all three processes (none on the ingesting one
+    with odds of (1/3)^40); its /metrics counts each exactly once, the workers' within
+    their publishing interval. Refusals a worker answers itself count too."""
+    from tests.e2e.scrape import scrape, value
+
+    server = cluster.servers[0]
+    version = int(httpx.get(f"{cluster.controller_url}/stores/{STORE}", timeout=5).json()["current_version"])
+    single = {"store": STORE, "version": str(version), "kind": "single"}
+
+    def counts() -> tuple[float, float, float]:
+        samples = scrape(server.url)
+        return (value(samples, "venice_server_reads_total", **single, result="hit"),
+                value(samples, "venice_server_reads_total", **single, result="miss"),
+                value(samples, "venice_server_reads_total", **single, result="BAD_REQUEST"))
+
+    settled: list[tuple[float, float, float]] = []
+
+    def stable() -> bool:  # two scrapes a publishing interval apart agree: no read is on its way
+        settled.append(counts())
+        return len(settled) > 1 and settled[-1] == settled[-2]
+
+    wait_for(stable, 30, "the read counts to settle", interval_s=1.5)
+    before = settled[-1]
+    records = make_records(200, seed=3)
+    for record in records[:40]:
+        assert _direct_get(server.url, version, record["id"]).status_code == 200
+    for key in (-1, -2, -3):
+        assert _direct_get(server.url, version, key).status_code == 404
+    for _ in range(5):
+        with httpx.Client() as fresh:
+            assert fresh.get(f"{server.url}/v1/{STORE}/{version}/0/a", timeout=3).status_code == 400
+    expected = (before[0] + 40, before[1] + 3, before[2] + 5)
+    wait_for(lambda: counts() == expected, 30, f"the counts to reach {expected}")
+
+
 def test_a_killed_ingesting_process_takes_its_workers_along(cluster: LocalCluster) -> None:
     server = cluster.servers[0]
     port = _port(cluster)

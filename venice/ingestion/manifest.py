@@ -204,6 +204,11 @@ class HostingView:
     def versions(self) -> list[HostedEntry]:
         return list(self.entries.values())
 
+    def storages(self) -> list[tuple[str, int, VersionStorage]]:
+        """``(store, version, storage)`` of every store-version the manifest lists now."""
+        opened = self._open
+        return [(e.store, e.version, opened[e.dir]) for e in list(self.entries.values()) if e.dir in opened]
+
     def refresh(self) -> bool:
         """Re-read the manifest if it changed; True when it did (and parsed)."""
         with self._lock:
