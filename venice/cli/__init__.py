@@ -9,6 +9,7 @@ from venice.cli.quickstart import quickstart
 from venice.cli.services import controller, router, server
 from venice.cli.store import store
 from venice.cli.tail import tail
+from venice.cli.token import token
 from venice.cli.version import version
 from venice.cli.write import delete, encode, put, update, write
 
@@ -22,5 +23,5 @@ def main() -> None:
     fresh by nearline writes."""
 
 
-for command in (quickstart, controller, server, router, store, version, push, tail, put, delete, update, write, encode):
+for command in (quickstart, controller, server, router, store, version, push, tail, put, delete, update, write, encode, token):
     main.add_command(command)
