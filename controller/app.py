@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controller.auth import AuthMiddleware, ControllerAuth
 from controller.limits import DEFAULT_FORGET_AFTER_S, TOPIC_HEADROOM_BYTES
 from controller.persistence import MetadataFile
 from controller.protocol import (
@@ -28,6 +29,7 @@ from controller.protocol import (
     VersionOpen,
 )
 from controller.state import UNCHANGED, ClusterState, Hybrid
+from venice.auth import ANONYMOUS, Action, Principal
 from venice.errors import (
     ConflictError,
     NotFoundError,
@@ -56,8 +58,10 @@ class Controller:
         pubsub: PubSub,
         dead_after_s: float = 15.0,
         forget_after_s: float = DEFAULT_FORGET_AFTER_S,
+        auth: ControllerAuth | None = None,
     ) -> None:
         self.metadata = metadata
+        self.auth = auth if auth is not None else ControllerAuth()
         self.pubsub = pubsub
         self.state: ClusterState = metadata.load(pubsub.url, dead_after_s, forget_after_s)
         # Saved at once: a state that cannot be written shows now, not at the first change.
@@ -262,6 +266,16 @@ def create_app(controller: Controller) -> FastAPI:
     def state() -> ClusterState:
         return controller.state  # looked up per call: the state object is replaced on load
 
+    def private(name: str) -> bool:
+        store = state().stores.get(name)
+        return store is not None and store.private
+
+    app.add_middleware(AuthMiddleware, auth=controller.auth, private=private)
+
+    def principal(request: Request) -> Principal:
+        found = getattr(request.state, "principal", ANONYMOUS)
+        return found if isinstance(found, Principal) else ANONYMOUS
+
     @app.exception_handler(VeniceError)
     async def venice_error(request: Request, exc: VeniceError) -> Response:
         return _error_response(exc)
@@ -321,8 +335,15 @@ def create_app(controller: Controller) -> FastAPI:
         return state().describe_store(state().store(body.name))
 
     @app.get("/stores")
-    async def list_stores() -> dict[str, Any]:
-        return {"stores": [state().describe_store(s) for s in state().stores.values()]}
+    async def list_stores(request: Request) -> dict[str, Any]:
+        caller, policy = principal(request), controller.auth.policy()
+        return {
+            "stores": [
+                state().describe_store(s)
+                for s in state().stores.values()
+                if not policy.required(Action.READ, private=s.private) or caller.may(Action.READ, s.name)
+            ]
+        }
 
     @app.get("/stores/{name}")
     async def get_store(name: str) -> dict[str, Any]:
@@ -337,6 +358,8 @@ def create_app(controller: Controller) -> FastAPI:
             max_value_bytes=body.max_value_bytes,
             hybrid=_hybrid(body.hybrid) if body.hybrid_given else UNCHANGED,
             write_compute=body.write_compute,
+            private=body.private,
+            read_quota=body.read_quota if body.read_quota_given else UNCHANGED,
         )
         controller.commit()
         if body.hybrid_given:
@@ -435,6 +458,20 @@ def create_app(controller: Controller) -> FastAPI:
         state().heartbeat(server_id, body.url, body.replicas, time.time(), draining=body.draining)
         controller.commit()
         return {"assignment": state().assignment_for(server_id), "pubsub_url": state().pubsub_url}
+
+    @app.delete("/servers/{server_id}")
+    async def remove_server(server_id: str) -> dict[str, Any]:
+        state().remove_server(server_id, time.time())
+        controller.commit()
+        return {"removed": server_id}
+
+    @app.get("/auth/tokens")
+    async def tokens(generation: int | None = None) -> Response:
+        """The token table (digests only) for routers and storage servers, which hold the cluster secret."""
+        table = controller.auth.table()  # reads the file again first when it changed
+        if generation is not None and generation == controller.auth.generation:
+            return Response(status_code=304)
+        return ORJSONResponse({"generation": controller.auth.generation, "tokens": table.to_json(public=True)})
 
     @app.get("/routing")
     async def routing(request: Request, generation: int | None = None, wait_s: float = 0.0) -> Response:

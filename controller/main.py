@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.app import MAX_HEARTBEAT_BYTES, Controller, create_app
+from controller.auth import ControllerAuth
 from controller.limits import DEFAULT_FORGET_AFTER_S
 from controller.persistence import MetadataFile
 from venice.httpserver import HttpLimits, HttpServer
@@ -45,14 +46,21 @@ class ControllerConfig:
     """A server silent this long is no longer given new replicas."""
     forget_after_s: float = DEFAULT_FORGET_AFTER_S
     """A server silent this long is forgotten: it no longer counts as a member."""
+    cluster_secret: str | None = field(default=None, repr=False)
+    """What storage servers and routers must present (``None``: anyone may; logged loudly)."""
+    tokens_file: Path | None = None
+    """The token file (digests of admin/writer/reader tokens; ``None``: admin and writes open)."""
     graceful_shutdown_s: float = 5.0
     http: HttpLimits = field(default_factory=lambda: HttpLimits(max_body_bytes=DEFAULT_MAX_BODY_BYTES))
     """What the controller accepts from its clients (sizes, timeouts, connections)."""
 
 
 def build_server(config: ControllerConfig) -> HttpServer:
+    auth = ControllerAuth(config.cluster_secret, config.tokens_file)
+    for warning in auth.warnings():
+        logging.getLogger("venice.controller").warning("OPEN: %s", warning)
     controller = Controller(
-        MetadataFile(config.data_dir), connect(config.pubsub_url), config.dead_after_s, config.forget_after_s
+        MetadataFile(config.data_dir), connect(config.pubsub_url), config.dead_after_s, config.forget_after_s, auth
     )
     return HttpServer(
         create_app(controller),

@@ -102,8 +102,9 @@ class RouterApp:
         max_pending_writes: int = DEFAULT_MAX_PENDING_RECORDS,
         max_pending_write_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
+        cluster_secret: str | None = None,
     ) -> None:
-        self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s)
+        self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s, token=cluster_secret)
         self.changes = ChangeStreams(controller_url, self.cache)
         # A replica's batch answer holds distinct keys only, plus framing: more than
         # this and the caller's answer is over the limit anyway.

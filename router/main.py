@@ -7,7 +7,8 @@ app's lifespan shutdown, which closes the routing cache and the replica pools.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 from router.app import DEFAULT_DEADLINE_S, DEFAULT_MAX_ANSWER_BYTES, RouterApp
 from router.writes import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_RECORDS, DEFAULT_WRITE_TIMEOUT_S
@@ -45,6 +46,8 @@ class RouterConfig:
     max_pending_write_bytes: int = DEFAULT_MAX_PENDING_BYTES
     write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
     """An HTTP write not confirmed durable this soon is a 504."""
+    cluster_secret: str | None = field(default=None, repr=False)
+    """Presented to the controller (routing) and to storage servers; ``None``: an open cluster."""
 
 
 def build_app(config: RouterConfig) -> RouterApp:
@@ -57,6 +60,7 @@ def build_app(config: RouterConfig) -> RouterApp:
         max_pending_writes=config.max_pending_writes,
         max_pending_write_bytes=config.max_pending_write_bytes,
         write_timeout_s=config.write_timeout_s,
+        cluster_secret=config.cluster_secret,
     )
 
 
@@ -73,4 +77,10 @@ def build_server(config: RouterConfig, app: RouterApp | None = None) -> HttpServ
 
 def run(config: RouterConfig) -> None:
     """Serve until SIGTERM/SIGINT. Blocks."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s router:{config.port} %(levelname)s %(message)s")
+    if config.cluster_secret is None:
+        logging.getLogger("venice.router").warning(
+            "OPEN: NO CLUSTER SECRET: this router reaches an open controller and open storage servers "
+            "(give --cluster-secret-file or VENICE_CLUSTER_SECRET)"
+        )
     build_server(config).run()

@@ -23,6 +23,7 @@ import orjson
 from server.changes import ChangesEndpoint
 from server.compute import ComputeEndpoint
 from server.service import StorageService
+from venice.auth import Action, bearer
 from venice.errors import KeyNotFoundError, NotFoundError, RequestError, VeniceError, error_body
 from venice.ingestion import decode_stored
 from venice.protocol import SCHEMA_ID_HEADER, decode_batch_request, decode_key_segment, encode_batch_response
@@ -47,6 +48,13 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[byt
     headers = [*headers, (_CONTENT_LENGTH, b"%d" % len(body))]
     await send({"type": _START, "status": status, "headers": headers})
     await send({"type": _BODY, "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers") or ():
+        if key.lower() == name:
+            return bytes(value)
+    return None
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -105,6 +113,7 @@ class StorageApp:
             body = orjson.dumps({"status": "ok", "server_id": self.service.server_id})
             return await _respond(send, 200, body, _JSON)
         if method == "GET" and path == "/admin/replicas":
+            self.service.auth.check(bearer(_header(scope, b"authorization")), Action.CLUSTER)
             return await _respond(send, 200, orjson.dumps(self._replicas()), _JSON)
         if method == "GET" and raw_path.startswith(b"/v1/changes/"):
             page = await self._changes.answer(raw_path, scope.get("query_string", b""))

@@ -38,4 +38,9 @@ def build_server(config: ServerConfig) -> HttpServer:
 def run(config: ServerConfig) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s server:{config.port} %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per heartbeat is noise
+    if config.cluster_secret is None:
+        log.warning(
+            "OPEN: NO CLUSTER SECRET: anyone who can reach this server can read its admin paths and every store, "
+            "and the controller cannot tell it from a fake (give --cluster-secret-file or VENICE_CLUSTER_SECRET)"
+        )
     build_server(config).run()

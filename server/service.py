@@ -13,10 +13,11 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from venice.auth import AuthPolicy
 from venice.controller_client import AsyncControllerClient
 from venice.errors import InternalError, StoreNotFoundError, UnavailableError, VeniceError
 from venice.httpserver import DEFAULT_LIMITS, HttpLimits
@@ -47,6 +48,8 @@ class ServerConfig:
     """Largest size one store-version's LMDB may grow to; writes beyond it fail."""
     http: HttpLimits = DEFAULT_LIMITS
     """What the server accepts from its clients (sizes, timeouts, connections)."""
+    cluster_secret: str | None = field(default=None, repr=False)
+    """Presented to the controller and required of callers of admin paths; ``None``: open."""
 
     @property
     def url(self) -> str:
@@ -70,7 +73,8 @@ class StorageService:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.server_id = _load_server_id(config.data_dir, config.server_id)
-        self.controller = AsyncControllerClient(config.controller_url, timeout_s=5.0)
+        self.controller = AsyncControllerClient(config.controller_url, timeout_s=5.0, token=config.cluster_secret)
+        self.auth = AuthPolicy(config.cluster_secret)
         self.host = IngestionHost(
             config.data_dir, schema_refresh=self.value_schemas, map_size=config.lmdb_map_size, on_change=self.poke
         )

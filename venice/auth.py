@@ -272,7 +272,10 @@ class AuthPolicy:
             return ANONYMOUS
         if self._secret_digest is not None and hmac.compare_digest(digest(credential).encode(), self._secret_digest):
             return Principal(Role.CLUSTER)
-        entry = self.tokens.lookup(credential) if self.tokens is not None else None
+        if self.tokens is None:
+            # No token file: nothing here can vouch for a token, and nothing needs one.
+            return ANONYMOUS
+        entry = self.tokens.lookup(credential)
         if entry is None:
             raise UnauthorizedError("the bearer token is not known here (revoked, mistyped, or of another cluster)")
         return Principal(entry.role, entry.store, entry.token_id)

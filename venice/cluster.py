@@ -148,8 +148,13 @@ class LocalCluster:
         host: str = "127.0.0.1",
         dead_after_s: float = 15.0,
         server_args: Mapping[int, Sequence[str]] | None = None,
+        cluster_secret: str | None = None,
+        tokens_file: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.cluster_secret = cluster_secret
+        """Handed to every part in its environment (never on a command line, where ps shows it)."""
+        self.tokens_file = tokens_file
         self.host = host
         self.pubsub_url = pubsub_url or f"embedded://{self.data_dir / 'pubsub'}"
         self.dead_after_s = dead_after_s
@@ -164,9 +169,11 @@ class LocalCluster:
                 "--data-dir", str(self.data_dir / "controller"),
                 "--pubsub-url", self.pubsub_url,
                 "--dead-after", str(dead_after_s),
+                *(["--tokens-file", str(tokens_file)] if tokens_file is not None else []),
             ],
             self.logs / "controller.log",
             f"http://{host}:{port}",
+            env=self._secret_env(),
         )
         self.servers = [self._server_process(i, (server_args or {}).get(i, ())) for i in range(servers)]
         self.routers = [self._router_process(i) for i in range(routers)]
@@ -179,6 +186,7 @@ class LocalCluster:
             ["router", "--host", self.host, "--port", str(port), "--controller", self.controller.url],
             self.logs / ("router.log" if index == 0 else f"router-{index}.log"),
             f"http://{self.host}:{port}",
+            env=self._secret_env(),
         )
 
     def _server_process(self, index: int, extra_args: Sequence[str] = ()) -> ManagedProcess:
@@ -196,7 +204,12 @@ class LocalCluster:
             ],
             self.logs / f"server-{index}.log",
             f"http://{self.host}:{port}",
+            env=self._secret_env(),
         )
+
+    def _secret_env(self) -> dict[str, str]:
+        # Always set, so a secret in the caller's own environment never leaks into an open cluster.
+        return {"VENICE_CLUSTER_SECRET": self.cluster_secret or "", "VENICE_CLUSTER_SECRET_FILE": ""}
 
     @property
     def controller_url(self) -> str:

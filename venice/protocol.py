@@ -664,6 +664,10 @@ class StoreRouting:
     hybrid: HybridConfig | None = None
     write_compute: bool = False
     """Partial updates are accepted (only meaningful for hybrid stores)."""
+    private: bool = False
+    """Reads need a reader token (or the cluster secret): docs/security.md."""
+    read_quota: int | None = None
+    """Reads per second each router serves of this store (``None``: no quota)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -679,6 +683,10 @@ class StoreRouting:
         if self.hybrid is not None:
             out["hybrid"] = self.hybrid.to_json()
             out["write_compute"] = self.write_compute
+        if self.private:
+            out["private"] = True
+        if self.read_quota is not None:
+            out["read_quota"] = self.read_quota
         return out
 
     @classmethod
@@ -707,6 +715,8 @@ class StoreRouting:
             retired_versions=frozenset(_int({"v": v}, "v", f"{where}.retired_versions", low=1) for v in _list(obj.get("retired_versions") or [], f"{where}.retired_versions")),
             hybrid=None if hybrid_raw is None else HybridConfig.from_json(hybrid_raw, f"{where}.hybrid"),
             write_compute=_bool(obj, "write_compute", where),
+            private=_bool(obj, "private", where),
+            read_quota=_opt_int(obj, "read_quota", where, low=1),
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from venice.cli.cluster import cluster
 from venice.cli.push import push
 from venice.cli.quickstart import quickstart
 from venice.cli.services import controller, router, server
@@ -23,5 +24,5 @@ def main() -> None:
     fresh by nearline writes."""
 
 
-for command in (quickstart, controller, server, router, store, version, push, tail, put, delete, update, write, encode, token):
+for command in (quickstart, controller, server, router, store, version, push, tail, put, delete, update, write, encode, token, cluster):
     main.add_command(command)

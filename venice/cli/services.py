@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from venice.cli.params import Seconds
+from venice.errors import ConfigError
 from venice.httpserver import (
     DEFAULT_HEAD_TIMEOUT_S,
     DEFAULT_KEEPALIVE_S,
@@ -78,6 +79,24 @@ def _pubsub_url(pubsub_url: str | None, kafka: str | None, embedded: Path | None
     return f"embedded://{(embedded or data_dir / 'pubsub').resolve()}"
 
 
+secret_option = click.option(
+    "--cluster-secret-file",
+    envvar="VENICE_CLUSTER_SECRET_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the cluster secret the parts share (or give the secret itself in VENICE_CLUSTER_SECRET). "
+    "Without one the part is open to anyone who can reach it, and says so in its log.",
+)
+
+
+def _secret(path: Path | None) -> str | None:
+    from venice.auth import load_cluster_secret
+
+    try:
+        return load_cluster_secret(path)
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message, param_hint="--cluster-secret-file") from None
+
+
 host_option = click.option("--host", default="127.0.0.1", show_default=True, envvar="VENICE_HOST")
 controller_option = click.option(
     "--controller",
@@ -99,6 +118,8 @@ controller_option = click.option(
 @click.option("--dead-after", default=15.0, show_default=True, envvar="VENICE_DEAD_AFTER_S", type=Seconds(0.1, 86400), help="Seconds of heartbeat silence before a server counts as dead.")
 @click.option("--forget-after", default=3600.0, show_default=True, envvar="VENICE_FORGET_AFTER_S", type=Seconds(0.1, 365 * 86400), help="Seconds of heartbeat silence before a dead server is forgotten (no longer counted as a member).")
 @http_limit_options(max_body_bytes=4 * 1024 * 1024)
+@secret_option
+@click.option("--tokens-file", envvar="VENICE_TOKENS_FILE", type=click.Path(dir_okay=False, path_type=Path), help="Token file (venice token create): admin, writer and reader tokens, digests only. Without one, admin requests and writes are open.")
 def controller(
     host: str,
     port: int,
@@ -109,9 +130,19 @@ def controller(
     dead_after: float,
     forget_after: float,
     http: HttpLimits,
+    cluster_secret_file: Path | None,
+    tokens_file: Path | None,
 ) -> None:
     """Run the controller: store metadata, versions, assignment, routing table."""
     from controller.main import ControllerConfig, run
+    from venice.auth import TokensFile
+
+    secret = _secret(cluster_secret_file)
+    if tokens_file is not None:
+        try:
+            TokensFile(tokens_file).load()
+        except ConfigError as exc:
+            raise click.BadParameter(exc.message, param_hint="--tokens-file") from None
 
     if forget_after < dead_after:
         raise click.BadParameter(f"must be at least --dead-after ({dead_after:g})", param_hint="--forget-after")
@@ -125,6 +156,8 @@ def controller(
             dead_after_s=dead_after,
             forget_after_s=forget_after,
             http=http,
+            cluster_secret=secret,
+            tokens_file=tokens_file,
         )
     )
 
@@ -139,6 +172,7 @@ def controller(
 @click.option("--drain-grace", default=1.0, show_default=True, envvar="VENICE_DRAIN_GRACE_S", type=click.FloatRange(min=0), help="On SIGTERM: seconds to keep answering reads after the controller stopped routing here.")
 @click.option("--lmdb-map-size", default=1 << 36, show_default=True, envvar="VENICE_LMDB_MAP_SIZE", type=click.IntRange(min=1 << 16), help="Largest size in bytes of one store-version's LMDB; writes beyond it fail the version.")
 @http_limit_options()
+@secret_option
 def server(
     host: str,
     port: int,
@@ -149,6 +183,7 @@ def server(
     drain_grace: float,
     lmdb_map_size: int,
     http: HttpLimits,
+    cluster_secret_file: Path | None,
 ) -> None:
     """Run a storage server: ingest assigned partitions into LMDB and serve reads."""
     from server.main import ServerConfig, run
@@ -164,6 +199,7 @@ def server(
             lmdb_map_size=lmdb_map_size,
             drain_grace_s=drain_grace,
             http=http,
+            cluster_secret=_secret(cluster_secret_file),
         )
     )
 
@@ -175,9 +211,17 @@ def server(
 @click.option("--deadline", default=2.0, show_default=True, envvar="VENICE_DEADLINE_S", help="Seconds a read may take, failovers included.")
 @click.option("--max-answer-bytes", default=16 * 1024 * 1024, show_default=True, envvar="VENICE_MAX_ANSWER_BYTES", type=click.IntRange(min=1), help="Stored bytes of the values one answer may carry (duplicate keys count each time); beyond: 413 ANSWER_TOO_LARGE.")
 @http_limit_options()
-def router(host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits) -> None:
+@secret_option
+def router(
+    host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits,
+    cluster_secret_file: Path | None,
+) -> None:
     """Run a router: key -> partition -> ready replica, with failover."""
     from router.main import RouterConfig, run
 
-    run(RouterConfig(host=host, port=port, controller_url=controller_url, deadline_s=deadline,
-                     max_answer_bytes=max_answer_bytes, http=http))
+    run(
+        RouterConfig(
+            host=host, port=port, controller_url=controller_url, deadline_s=deadline, max_answer_bytes=max_answer_bytes,
+            http=http, cluster_secret=_secret(cluster_secret_file),
+        )
+    )

@@ -1,0 +1,188 @@
+"""Issue 11's attacks on a whole cluster with a cluster secret and a token file (real
+controller, storage servers and router processes on loopback, embedded log).
+
+Each attack is first shown to work on an open cluster (what every cluster was before the
+issue: no secret, no tokens), then refused on a secured one with 401/403 in the one error
+shape, and nothing changes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import VALUE_SCHEMA, make_records, venice_cli, write_jsonl
+from venice.auth import Role, TokensFile, new_secret
+from venice.cluster import LocalCluster, wait_for
+from venice.push.job import run_push
+
+STORE = "secured"
+
+
+def _bearer(token: str | None) -> dict[str, str]:
+    return {} if token is None else {"authorization": f"Bearer {token}"}
+
+
+def _store_body(name: str) -> dict[str, Any]:
+    return {"name": name, "key_schema": "long", "value_schema": VALUE_SCHEMA, "partitions": 2, "replication_factor": 1}
+
+
+def _heartbeat_body(url: str) -> dict[str, Any]:
+    return {"url": url, "replicas": []}
+
+
+def _setup(cluster: LocalCluster, admin: str | None, tmp_path: Path) -> list[dict[str, Any]]:
+    """A store with two pushed versions (so rollback and swap have something to do)."""
+    records = make_records(20)
+    assert httpx.post(f"{cluster.controller_url}/stores", json=_store_body(STORE), headers=_bearer(admin), timeout=10).status_code == 201
+    data = write_jsonl(tmp_path / "data.jsonl", records)
+    run_push(cluster.controller_url, STORE, data, key_field="id", progress=False, timeout_s=120, token=admin)
+    run_push(cluster.controller_url, STORE, data, key_field="id", progress=False, timeout_s=120, token=admin)
+    return records
+
+
+def _attacks(cluster: LocalCluster) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """What anyone who could reach the controller could do (issue 11)."""
+    return [
+        ("POST", "/stores", _store_body("planted")),
+        ("PATCH", f"/stores/{STORE}", {"keep_versions": 5}),
+        ("POST", f"/stores/{STORE}/rollback", None),
+        ("POST", f"/stores/{STORE}/versions/1/swap", None),
+        ("POST", f"/stores/{STORE}/versions", {"defer_swap": False}),  # the start of push --empty
+        ("DELETE", f"/stores/{STORE}", None),
+    ]
+
+
+def _fingerprint(cluster: LocalCluster, admin: str | None) -> tuple[Any, ...]:
+    with httpx.Client(base_url=cluster.controller_url, headers=_bearer(admin), timeout=10) as http:
+        stores = sorted(s["name"] for s in http.get("/stores").json()["stores"])
+        store = http.get(f"/stores/{STORE}").json()
+        servers = sorted((s["server_id"], s["url"]) for s in http.get("/cluster").json()["servers"])
+    return stores, store["current_version"], [v["version"] for v in store["versions"]], store["keep_versions"], servers
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, dict[str, str], Path]]:
+    tmp = tmp_path_factory.mktemp("secured")
+    tokens_file = tmp / "tokens.json"
+    file = TokensFile(tokens_file)
+    tokens = {
+        "secret": new_secret(),
+        "admin": file.create(Role.ADMIN)[0],
+        "writer": file.create(Role.WRITER, STORE)[0],
+        "other_writer": file.create(Role.WRITER, "another")[0],
+        "reader": file.create(Role.READER, STORE)[0],
+    }
+    with LocalCluster(tmp / "cluster", servers=2, cluster_secret=tokens["secret"], tokens_file=tokens_file) as cluster:
+        _setup(cluster, tokens["admin"], tmp)
+        yield cluster, tokens, tokens_file
+
+
+def test_on_an_open_cluster_anyone_can_do_anything(tmp_path: Path) -> None:
+    """Before issue 11 (and still on a cluster started without secret or tokens, which
+    warns at start): every attack below succeeds without any credential."""
+    with LocalCluster(tmp_path / "cluster", servers=1) as cluster:
+        _setup(cluster, None, tmp_path)
+        assert "OPEN: NO CLUSTER SECRET" in (cluster.logs / "controller.log").read_text()
+        assert "OPEN: NO TOKEN FILE" in (cluster.logs / "controller.log").read_text()
+        assert "OPEN: NO CLUSTER SECRET" in (cluster.logs / "server-0.log").read_text()
+        with httpx.Client(base_url=cluster.controller_url, timeout=10) as http:
+            assert http.post("/servers/fake/heartbeat", json=_heartbeat_body("http://127.0.0.1:9")).status_code == 200
+            assert http.get("/routing").status_code == 200
+            for method, path, body in _attacks(cluster):
+                answer = http.request(method, path, json=body)
+                assert answer.status_code < 300, (method, path, answer.text)
+        assert httpx.get(f"{cluster.servers[0].url}/admin/replicas", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("who", [None, "reader", "writer", "other_writer", "secret", "bogus"])
+def test_admin_attacks_are_refused_and_change_nothing(secured: tuple[LocalCluster, dict[str, str], Path], who: str | None) -> None:
+    cluster, tokens, _ = secured
+    before = _fingerprint(cluster, tokens["admin"])
+    credential = {"bogus": "vt_" + "A" * 43}.get(who or "", tokens.get(who or ""))
+    for method, path, body in _attacks(cluster):
+        if who == "writer" and path == f"/stores/{STORE}/versions":
+            continue  # a writer of the store may open a version: that is pushing
+        answer = httpx.request(method, cluster.controller_url + path, json=body, headers=_bearer(credential), timeout=10)
+        expected = 401 if who in (None, "bogus") else 403
+        assert answer.status_code == expected, (who, method, path, answer.text)
+        error = answer.json()["error"]
+        assert error["code"] == ("UNAUTHORIZED" if expected == 401 else "FORBIDDEN")
+        assert set(error) <= {"code", "message", "details"}
+    assert _fingerprint(cluster, tokens["admin"]) == before
+
+
+def test_fake_servers_cannot_register_or_take_over_an_id(secured: tuple[LocalCluster, dict[str, str], Path]) -> None:
+    cluster, tokens, _ = secured
+    before = _fingerprint(cluster, tokens["admin"])
+    real = cluster.servers[0]
+    for credential in (None, tokens["admin"], tokens["writer"], "wrong-secret-0123456789", tokens["secret"] + "x"):
+        for server_id, url in (("fake", "http://127.0.0.1:9"), ("server-0", "http://127.0.0.1:9")):
+            answer = httpx.post(
+                f"{cluster.controller_url}/servers/{server_id}/heartbeat", json=_heartbeat_body(url), headers=_bearer(credential), timeout=10
+            )
+            assert answer.status_code in (401, 403), answer.text
+    # Even with the secret, a registered id stays bound to its URL: 409, nothing moves.
+    answer = httpx.post(
+        f"{cluster.controller_url}/servers/server-0/heartbeat", json=_heartbeat_body("http://127.0.0.1:9"),
+        headers=_bearer(tokens["secret"]), timeout=10,
+    )
+    assert answer.status_code == 409 and answer.json()["error"]["code"] == "CONFLICT", answer.text
+    assert _fingerprint(cluster, tokens["admin"]) == before
+    assert ("server-0", real.url) in before[4]
+
+
+def test_cluster_only_paths_need_the_secret(secured: tuple[LocalCluster, dict[str, str], Path]) -> None:
+    cluster, tokens, _ = secured
+    server = cluster.servers[0].url
+    assert httpx.get(f"{server}/admin/replicas", timeout=5).status_code == 401
+    assert httpx.get(f"{server}/admin/replicas", headers=_bearer(tokens["admin"]), timeout=5).status_code == 401
+    assert httpx.get(f"{server}/admin/replicas", headers=_bearer(tokens["secret"]), timeout=5).status_code == 200
+    assert httpx.get(f"{cluster.controller_url}/routing", timeout=5).status_code == 401
+    assert httpx.get(f"{cluster.controller_url}/routing", headers=_bearer(tokens["reader"]), timeout=5).status_code == 200
+    assert httpx.get(f"{cluster.controller_url}/auth/tokens", headers=_bearer(tokens["admin"]), timeout=5).status_code == 403
+    table = httpx.get(f"{cluster.controller_url}/auth/tokens", headers=_bearer(tokens["secret"]), timeout=5).json()
+    assert sorted(t["role"] for t in table["tokens"]) == ["admin", "reader", "writer", "writer"]
+    assert all(set(t) == {"sha256", "role", "store"} for t in table["tokens"])
+    assert not any(tok in str(table) for tok in tokens.values())
+    # Reads of a public store need nothing: the router serves it to anyone.
+    assert httpx.get(f"{cluster.router_url}/storage/{STORE}/{7919}", timeout=5).status_code == 200
+
+
+def test_the_cli_takes_a_token(secured: tuple[LocalCluster, dict[str, str], Path], tmp_path: Path) -> None:
+    cluster, tokens, tokens_file = secured
+    env_before = os.environ.pop("VENICE_TOKEN", None)
+    try:
+        refused = venice_cli("store", "update", STORE, "--controller", cluster.controller_url, "--keep-versions", "3")
+        assert refused.returncode == 1 and "needs a bearer token" in refused.stderr
+        done = venice_cli("store", "update", STORE, "--controller", cluster.controller_url, "--keep-versions", "3", "--token", tokens["admin"])
+        assert done.returncode == 0, done.stderr
+        hostile = venice_cli("store", "update", STORE, "--controller", cluster.controller_url, "--read-quota", "0", "--token", tokens["admin"])
+        assert hostile.returncode == 2 and "0 is not in the range 1..10000000" in hostile.stderr
+        # A token made now works within a second or so (the controller reads the file again).
+        fresh = venice_cli("token", "create", "--tokens-file", str(tokens_file), "--role", "admin").stdout.strip()
+        wait_for(
+            lambda: venice_cli("store", "describe", STORE, "--controller", cluster.controller_url, "--token", fresh).returncode == 0,
+            30, "a new token to be accepted",
+        )
+    finally:
+        if env_before is not None:
+            os.environ["VENICE_TOKEN"] = env_before
+
+
+def test_an_admin_removes_a_server_then_it_registers_again(secured: tuple[LocalCluster, dict[str, str], Path]) -> None:
+    cluster, tokens, _ = secured
+    refused = venice_cli("cluster", "remove-server", "server-1", "--yes", "--controller", cluster.controller_url, "--token", tokens["writer"])
+    assert refused.returncode == 1 and "may not make admin requests" in refused.stderr
+    gone = venice_cli("cluster", "remove-server", "server-1", "--yes", "--controller", cluster.controller_url, "--token", tokens["admin"])
+    assert gone.returncode == 0 and "removed server server-1" in gone.stdout, gone.stderr
+    missing = venice_cli("cluster", "remove-server", "nobody", "--yes", "--controller", cluster.controller_url, "--token", tokens["admin"])
+    assert missing.returncode == 1 and "no server 'nobody'" in missing.stderr
+    # The real server-1 is still running and holds the secret: its next heartbeat registers it again.
+    cluster.wait_servers_alive(2, 30)
+    listed = venice_cli("cluster", "servers", "--controller", cluster.controller_url)
+    assert f"server-1  {cluster.servers[1].url}  alive" in listed.stdout
