@@ -140,9 +140,7 @@ class AuthMiddleware:
             principal = self._check(scope)
         except VeniceError as exc:
             body = error_body(exc)
-            headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-            if exc.http_status == 401:
-                headers.append((b"www-authenticate", b'Bearer realm="venice"'))
+            headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *exc.headers()]
             await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return None

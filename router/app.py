@@ -59,6 +59,7 @@ from venice.errors import (
     error_body,
 )
 from venice.protocol import BATCH_FRAME_BYTES, Hit
+from venice.quota import ReadQuotas
 from venice.routing import StoreRoute, answer_size, gather_results, plan_batch
 from venice.routing_cache import DEFAULT_REFRESH_INTERVAL_S, RoutingCache
 from venice.schema import AvroCodec, json_default, key_from_text, parse_integer
@@ -122,6 +123,7 @@ class RouterApp:
         )
         self.deadline_s = deadline_s
         self.max_answer_bytes = max_answer_bytes
+        self.quotas = ReadQuotas()
         # Shared rotation counter: consecutive requests start on different replicas.
         self._spread = itertools.count()
 
@@ -169,22 +171,23 @@ class RouterApp:
                 return
             await self.changes.serve(store, scope.get("query_string", b""), list(scope.get("headers", [])), receive, send)
             return
+        extra: list[tuple[bytes, bytes]] = []
         try:
             status, body = await self._dispatch(scope["method"], path, scope.get("query_string", b""), receive)
         except VeniceError as exc:
-            status, body = exc.http_status, error_body(exc)
+            status, body, extra = exc.http_status, error_body(exc), exc.headers()
         except Exception:
             logger.exception("unexpected error serving %s %r", scope["method"], path)
             status, body = 500, error_body(InternalError("unexpected error in the router"))
-        await self._send_json(send, status, body)
+        await self._send_json(send, status, body, extra)
 
     @staticmethod
-    async def _send_json(send: Send, status: int, body: bytes) -> None:
+    async def _send_json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(extra or ())],
             }
         )
         await send({"type": "http.response.body", "body": body})
@@ -255,6 +258,8 @@ class RouterApp:
     async def single_get(self, store: str, key_text: str, query: bytes) -> bytes:
         """JSON of the value of one key, read from the first replica that answers."""
         route = self.cache.table.store(store)
+        if route.read_quota is not None:
+            self.quotas.charge(store, route.read_quota)
         version = route.resolve_version(_version_param(query))
         datum = key_from_text(route.key_codec, key_text)
         if type(datum) is dict or type(datum) is list:
@@ -277,6 +282,8 @@ class RouterApp:
         """
         keys = _parse_keys(body)
         route = self.cache.table.store(store)
+        if route.read_quota is not None:
+            self.quotas.charge(store, route.read_quota, len(keys))
         version = route.resolve_version(_version_param(query))
         codec = route.key_codec
         if codec.type_name == "bytes":
@@ -360,6 +367,8 @@ class RouterApp:
         spec.check_cost(len(keys))
         spec_json = spec.to_bytes()
         route = self.cache.table.store(store)
+        if route.read_quota is not None:
+            self.quotas.charge(store, route.read_quota, len(keys))
         version = route.resolve_version(_version_param(query))
         codec = route.key_codec
         encoded = [codec.encode(_key_datum(codec, key)) for key in keys]

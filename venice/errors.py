@@ -130,6 +130,10 @@ class VeniceError(Exception):
         self.message = message
         self.details = details
 
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """HTTP headers that go with this error's answer, besides its JSON body."""
+        return []
+
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.details:
@@ -231,6 +235,9 @@ class UnauthorizedError(RequestError):
 
     code = "UNAUTHORIZED"
     http_status = 401
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"www-authenticate", b'Bearer realm="venice"')]
 
 
 class ForbiddenError(RequestError):
@@ -378,6 +385,10 @@ class QuotaExceededError(VeniceError):
 
     code = "QUOTA_EXCEEDED"
     http_status = 429
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        wait = self.details.get("retry_after_s")
+        return [(b"retry-after", b"%d" % wait)] if isinstance(wait, int) and not isinstance(wait, bool) else []
 
 
 class PushError(VeniceError):

@@ -210,7 +210,7 @@ def _encode(status: int, headers: Headers, body: bytes, keep_alive: bool, head: 
 
 
 def _error_response(error: VeniceError) -> tuple[int, Headers, bytes]:
-    return error.http_status, [_JSON], error_body(error)
+    return error.http_status, [_JSON, *error.headers()], error_body(error)
 
 
 def _failure_response(exc: Exception, request: _Request) -> tuple[int, Headers, bytes]:

@@ -186,3 +186,24 @@ def test_an_admin_removes_a_server_then_it_registers_again(secured: tuple[LocalC
     cluster.wait_servers_alive(2, 30)
     listed = venice_cli("cluster", "servers", "--controller", cluster.controller_url)
     assert f"server-1  {cluster.servers[1].url}  alive" in listed.stdout
+
+
+def test_read_quota_at_the_router(secured: tuple[LocalCluster, dict[str, str], Path]) -> None:
+    cluster, tokens, _ = secured
+    router = cluster.router_url
+    key = 7919  # make_records' first id
+    with httpx.Client(timeout=10) as http:
+        update = venice_cli("store", "update", STORE, "--controller", cluster.controller_url, "--read-quota", "1", "--token", tokens["admin"])
+        assert update.returncode == 0 and "read quota 1/s per router" in update.stdout, update.stderr
+        # A batch larger than a second of quota can never be paid for: 400, not a 429 to retry for ever.
+        wait_for(lambda: http.post(f"{router}/storage/{STORE}", json={"keys": [key, key * 2]}).status_code == 400, 30, "the quota to reach the router")
+        answers = [http.get(f"{router}/storage/{STORE}/{key}") for _ in range(20)]
+        refused = [a for a in answers if a.status_code == 429]
+        assert refused and len(refused) + sum(a.status_code == 200 for a in answers) == 20
+        for answer in refused:
+            assert answer.json()["error"]["code"] == "QUOTA_EXCEEDED"
+            assert int(answer.headers["retry-after"]) >= 1
+            assert answer.json()["error"]["details"]["retry_after_s"] == int(answer.headers["retry-after"])
+        cleared = venice_cli("store", "update", STORE, "--controller", cluster.controller_url, "--no-read-quota", "--token", tokens["admin"])
+        assert cleared.returncode == 0 and "read quota none" in cleared.stdout
+        wait_for(lambda: all(http.get(f"{router}/storage/{STORE}/{key}").status_code == 200 for _ in range(5)), 30, "the quota to go")
