@@ -24,6 +24,7 @@ from controller.limits import DEFAULT_FORGET_AFTER_S
 from controller.persistence import MetadataFile
 from venice.httpserver import HttpLimits, HttpServer
 from venice.pubsub import connect
+from venice.tls import server_context
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "ControllerConfig", "build_server", "run", "with_heartbeat_limit"]
 
@@ -53,6 +54,9 @@ class ControllerConfig:
     graceful_shutdown_s: float = 5.0
     http: HttpLimits = field(default_factory=lambda: HttpLimits(max_body_bytes=DEFAULT_MAX_BODY_BYTES))
     """What the controller accepts from its clients (sizes, timeouts, connections)."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """Serve HTTPS with this certificate and key (both or neither)."""
 
 
 def build_server(config: ControllerConfig) -> HttpServer:
@@ -68,6 +72,7 @@ def build_server(config: ControllerConfig) -> HttpServer:
         port=config.port,
         graceful_shutdown_s=config.graceful_shutdown_s,
         limits=with_heartbeat_limit(config.http),
+        ssl_context=server_context(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None,
     )
 
 

@@ -35,6 +35,7 @@ import asyncio
 import itertools
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -63,6 +64,7 @@ from venice.quota import ReadQuotas
 from venice.routing import StoreRoute, answer_size, gather_results, plan_batch
 from venice.routing_cache import DEFAULT_REFRESH_INTERVAL_S, RoutingCache
 from venice.schema import AvroCodec, json_default, key_from_text, parse_integer
+from venice.tls import client_context
 
 __all__ = ["DEFAULT_DEADLINE_S", "DEFAULT_MAX_ANSWER_BYTES", "MAX_BATCH_KEYS", "MAX_KEY_DEPTH", "RouterApp"]
 
@@ -104,8 +106,9 @@ class RouterApp:
         max_pending_write_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
         cluster_secret: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s, token=cluster_secret)
+        self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s, token=cluster_secret, ca_file=ca_file)
         self.changes = ChangeStreams(controller_url, self.cache)
         # A replica's batch answer holds distinct keys only, plus framing: more than
         # this and the caller's answer is over the limit anyway.
@@ -113,6 +116,7 @@ class RouterApp:
             hedge_after_s=hedge_after_s,
             on_stale_routing=self.cache.request_refresh,
             max_answer_bytes=max_answer_bytes + BATCH_FRAME_BYTES * MAX_BATCH_KEYS,
+            ssl_context=client_context(ca_file),
         )
         self.writes = RouterWrites(
             controller_url,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from router.app import DEFAULT_DEADLINE_S, DEFAULT_MAX_ANSWER_BYTES, RouterApp
 from router.writes import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_RECORDS, DEFAULT_WRITE_TIMEOUT_S
 from venice.httpserver import DEFAULT_LIMITS, HttpLimits, HttpServer
 from venice.routing_cache import DEFAULT_REFRESH_INTERVAL_S
+from venice.tls import server_context
 
 __all__ = ["DEFAULT_PORT", "RouterConfig", "build_app", "build_server", "run"]
 
@@ -48,6 +50,12 @@ class RouterConfig:
     """An HTTP write not confirmed durable this soon is a 504."""
     cluster_secret: str | None = field(default=None, repr=False)
     """Presented to the controller (routing) and to storage servers; ``None``: an open cluster."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """Serve HTTPS with this certificate and key (both or neither)."""
+    ca_file: Path | None = None
+    """CA bundle the controller's and storage servers' certificates are verified with
+    (default: ``VENICE_CA_FILE``, else the system's)."""
 
 
 def build_app(config: RouterConfig) -> RouterApp:
@@ -61,6 +69,7 @@ def build_app(config: RouterConfig) -> RouterApp:
         max_pending_write_bytes=config.max_pending_write_bytes,
         write_timeout_s=config.write_timeout_s,
         cluster_secret=config.cluster_secret,
+        ca_file=config.ca_file,
     )
 
 
@@ -72,6 +81,7 @@ def build_server(config: RouterConfig, app: RouterApp | None = None) -> HttpServ
         port=config.port,
         graceful_shutdown_s=config.graceful_shutdown_s,
         limits=config.http,
+        ssl_context=server_context(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None,
     )
 
 

@@ -50,10 +50,16 @@ class ServerConfig:
     """What the server accepts from its clients (sizes, timeouts, connections)."""
     cluster_secret: str | None = field(default=None, repr=False)
     """Presented to the controller and required of callers of admin paths; ``None``: open."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """Serve HTTPS with this certificate and key (both or neither)."""
+    ca_file: Path | None = None
+    """CA bundle the controller's certificate is verified with (default: ``VENICE_CA_FILE``,
+    else the system's)."""
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls_cert is not None else 'http'}://{self.host}:{self.port}"
 
 
 def _load_server_id(data_dir: Path, configured: str | None) -> str:
@@ -73,7 +79,9 @@ class StorageService:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.server_id = _load_server_id(config.data_dir, config.server_id)
-        self.controller = AsyncControllerClient(config.controller_url, timeout_s=5.0, token=config.cluster_secret)
+        self.controller = AsyncControllerClient(
+            config.controller_url, timeout_s=5.0, token=config.cluster_secret, ca_file=config.ca_file
+        )
         self.auth = AuthPolicy(config.cluster_secret)
         self.host = IngestionHost(
             config.data_dir, schema_refresh=self.value_schemas, map_size=config.lmdb_map_size, on_change=self.poke

@@ -27,6 +27,7 @@ same kind as ``__cause__``). Everything else goes through httpx.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +39,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import orjson
 
+from venice.auth import TOKEN_ENV
 from venice.errors import (
     DeadlineExceededError,
     InternalError,
@@ -46,6 +48,7 @@ from venice.errors import (
     TransportError,
     error_from_response,
 )
+from venice.tls import client_context
 
 __all__ = ["DEFAULT_TIMEOUT_S", "AsyncClient", "BaseClient", "Client", "encode_key"]
 
@@ -56,9 +59,12 @@ _JSON_HEADERS = {"content-type": "application/json"}
 class BaseClient:
     """I/O-free half of the SDK: what to send and what an answer means."""
 
-    def __init__(self, router_url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, router_url: str, *, timeout: float = DEFAULT_TIMEOUT_S, token: str | None = None) -> None:
         self.router_url = router_url.rstrip("/")
         self.timeout = timeout
+        token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self._auth: dict[str, str] = {"authorization": f"Bearer {token}"} if token else {}
+        """A reader token for private stores (default ``VENICE_TOKEN``), sent with every read."""
 
     def _get_url(self, store: str, key: Any, version: int | None) -> str:
         return self.router_url + self._get_path(store, key, version)
@@ -129,10 +135,12 @@ class Client(BaseClient):
         direct: bool = False,
         hedge_after_s: float | None = None,
         direct_deadline_s: float = 2.0,
+        token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        super().__init__(router_url, timeout=timeout)
-        self._http = httpx.Client(timeout=timeout)
-        self._fast = _KeepAlivePool.for_url(self.router_url, timeout)
+        super().__init__(router_url, timeout=timeout, token=token)
+        self._http = httpx.Client(timeout=timeout, headers=self._auth, verify=client_context(ca_file))
+        self._fast = _KeepAlivePool.for_url(self.router_url, timeout, self._auth.get("authorization"))
         self._direct: Any = None
         self._fallback: type[Exception] = _NeverRaised
         if direct:
@@ -216,9 +224,11 @@ class AsyncClient(BaseClient):
         direct: bool = False,
         hedge_after_s: float | None = None,
         direct_deadline_s: float = 2.0,
+        token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        super().__init__(router_url, timeout=timeout)
-        self._http = httpx.AsyncClient(timeout=timeout)
+        super().__init__(router_url, timeout=timeout, token=token)
+        self._http = httpx.AsyncClient(timeout=timeout, headers=self._auth, verify=client_context(ca_file))
         self._direct: Any = None
         self._fallback: type[Exception] = _NeverRaised
         if direct:
@@ -327,16 +337,17 @@ class _KeepAlivePool:
 
     MAX_IDLE = 32
 
-    def __init__(self, host: str, port: int, netloc: str, timeout: float) -> None:
+    def __init__(self, host: str, port: int, netloc: str, timeout: float, authorization: str | None = None) -> None:
         self._address = (host, port)
         self._timeout = timeout
-        self._head = b" HTTP/1.1\r\nHost: " + netloc.encode("idna") + b"\r\nAccept: */*\r\n\r\n"
+        auth = b"" if authorization is None else b"Authorization: " + authorization.encode("latin-1") + b"\r\n"
+        self._head = b" HTTP/1.1\r\nHost: " + netloc.encode("idna") + b"\r\nAccept: */*\r\n" + auth + b"\r\n"
         self._idle: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
 
     @classmethod
-    def for_url(cls, url: str, timeout: float) -> _KeepAlivePool | None:
+    def for_url(cls, url: str, timeout: float, authorization: str | None = None) -> _KeepAlivePool | None:
         """A pool for a plain-http URL that no proxy setting applies to, else ``None``."""
         import urllib.request  # only here: it pulls in http.client and email
 
@@ -346,7 +357,7 @@ class _KeepAlivePool:
         proxies = urllib.request.getproxies()
         if ("http" in proxies or "all" in proxies) and not urllib.request.proxy_bypass(parts.hostname):
             return None
-        return cls(parts.hostname, parts.port or 80, parts.netloc, timeout)
+        return cls(parts.hostname, parts.port or 80, parts.netloc, timeout, authorization)
 
     def get(self, path: str) -> tuple[int, bytes]:
         request = b"GET " + path.encode("ascii") + self._head

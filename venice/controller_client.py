@@ -32,6 +32,7 @@ from venice.errors import (
     error_from_response,
 )
 from venice.protocol import Heartbeat, HeartbeatAnswer, RoutingTable
+from venice.tls import client_context
 
 __all__ = ["DEFAULT_TIMEOUT_S", "AsyncControllerClient", "BaseControllerClient", "Call", "ControllerClient"]
 
@@ -213,11 +214,17 @@ class ControllerClient(BaseControllerClient):
     """Blocking client of the controller. Thread-safe; reuse one (it keeps connections)."""
 
     def __init__(
-        self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, http: httpx.Client | None = None, token: str | None = None
+        self,
+        url: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        http: httpx.Client | None = None,
+        token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(url, timeout_s=timeout_s, token=token)
         self._own_http = http is None
-        self._http = http if http is not None else httpx.Client(trust_env=False)
+        self._http = http if http is not None else httpx.Client(trust_env=False, verify=client_context(ca_file))
 
     def call(self, call: Call) -> Any:
         with _mapped_errors(self.url, call):
@@ -307,11 +314,17 @@ class AsyncControllerClient(BaseControllerClient):
     """asyncio twin of :class:`ControllerClient`."""
 
     def __init__(
-        self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, http: httpx.AsyncClient | None = None, token: str | None = None
+        self,
+        url: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        http: httpx.AsyncClient | None = None,
+        token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(url, timeout_s=timeout_s, token=token)
         self._own_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(trust_env=False)
+        self._http = http if http is not None else httpx.AsyncClient(trust_env=False, verify=client_context(ca_file))
 
     async def call(self, call: Call) -> Any:
         with _mapped_errors(self.url, call):

@@ -88,6 +88,36 @@ secret_option = click.option(
 )
 
 
+tls_cert_option = click.option("--tls-cert", envvar="VENICE_TLS_CERT", type=click.Path(dir_okay=False, path_type=Path), help="Serve HTTPS with this certificate chain (PEM); give --tls-key too.")
+tls_key_option = click.option("--tls-key", envvar="VENICE_TLS_KEY", type=click.Path(dir_okay=False, path_type=Path), help="The private key (PEM) of --tls-cert.")
+ca_file_option = click.option("--ca-file", envvar="VENICE_CA_FILE", type=click.Path(dir_okay=False, path_type=Path), help="CA bundle (PEM) that other parts' https:// certificates are verified with (default: the system's CAs).")
+
+
+def _tls(cert: Path | None, key: Path | None) -> tuple[Path | None, Path | None]:
+    """Both or neither, and usable: checked now, not at the first handshake."""
+    if (cert is None) != (key is None):
+        raise click.UsageError("give --tls-cert and --tls-key together")
+    if cert is not None and key is not None:
+        from venice.tls import server_context
+
+        try:
+            server_context(cert, key)
+        except ConfigError as exc:
+            raise click.BadParameter(exc.message, param_hint="--tls-cert/--tls-key") from None
+    return cert, key
+
+
+def _ca(path: Path | None) -> Path | None:
+    if path is not None:
+        from venice.tls import client_context
+
+        try:
+            client_context(path)
+        except ConfigError as exc:
+            raise click.BadParameter(exc.message, param_hint="--ca-file") from None
+    return path
+
+
 def _secret(path: Path | None) -> str | None:
     from venice.auth import load_cluster_secret
 
@@ -119,6 +149,8 @@ controller_option = click.option(
 @click.option("--forget-after", default=3600.0, show_default=True, envvar="VENICE_FORGET_AFTER_S", type=Seconds(0.1, 365 * 86400), help="Seconds of heartbeat silence before a dead server is forgotten (no longer counted as a member).")
 @http_limit_options(max_body_bytes=4 * 1024 * 1024)
 @secret_option
+@tls_cert_option
+@tls_key_option
 @click.option("--tokens-file", envvar="VENICE_TOKENS_FILE", type=click.Path(dir_okay=False, path_type=Path), help="Token file (venice token create): admin, writer and reader tokens, digests only. Without one, admin requests and writes are open.")
 def controller(
     host: str,
@@ -131,6 +163,8 @@ def controller(
     forget_after: float,
     http: HttpLimits,
     cluster_secret_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     tokens_file: Path | None,
 ) -> None:
     """Run the controller: store metadata, versions, assignment, routing table."""
@@ -158,6 +192,8 @@ def controller(
             http=http,
             cluster_secret=secret,
             tokens_file=tokens_file,
+            tls_cert=_tls(tls_cert, tls_key)[0],
+            tls_key=tls_key,
         )
     )
 
@@ -173,6 +209,9 @@ def controller(
 @click.option("--lmdb-map-size", default=1 << 36, show_default=True, envvar="VENICE_LMDB_MAP_SIZE", type=click.IntRange(min=1 << 16), help="Largest size in bytes of one store-version's LMDB; writes beyond it fail the version.")
 @http_limit_options()
 @secret_option
+@tls_cert_option
+@tls_key_option
+@ca_file_option
 def server(
     host: str,
     port: int,
@@ -184,6 +223,9 @@ def server(
     lmdb_map_size: int,
     http: HttpLimits,
     cluster_secret_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    ca_file: Path | None,
 ) -> None:
     """Run a storage server: ingest assigned partitions into LMDB and serve reads."""
     from server.main import ServerConfig, run
@@ -200,6 +242,9 @@ def server(
             drain_grace_s=drain_grace,
             http=http,
             cluster_secret=_secret(cluster_secret_file),
+            tls_cert=_tls(tls_cert, tls_key)[0],
+            tls_key=tls_key,
+            ca_file=_ca(ca_file),
         )
     )
 
@@ -212,9 +257,12 @@ def server(
 @click.option("--max-answer-bytes", default=16 * 1024 * 1024, show_default=True, envvar="VENICE_MAX_ANSWER_BYTES", type=click.IntRange(min=1), help="Stored bytes of the values one answer may carry (duplicate keys count each time); beyond: 413 ANSWER_TOO_LARGE.")
 @http_limit_options()
 @secret_option
+@tls_cert_option
+@tls_key_option
+@ca_file_option
 def router(
     host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits,
-    cluster_secret_file: Path | None,
+    cluster_secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None, ca_file: Path | None,
 ) -> None:
     """Run a router: key -> partition -> ready replica, with failover."""
     from router.main import RouterConfig, run
@@ -222,6 +270,7 @@ def router(
     run(
         RouterConfig(
             host=host, port=port, controller_url=controller_url, deadline_s=deadline, max_answer_bytes=max_answer_bytes,
-            http=http, cluster_secret=_secret(cluster_secret_file),
+            http=http, cluster_secret=_secret(cluster_secret_file), tls_cert=_tls(tls_cert, tls_key)[0], tls_key=tls_key,
+            ca_file=_ca(ca_file),
         )
     )
