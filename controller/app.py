@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.auth import AuthMiddleware, ControllerAuth
 from controller.limits import DEFAULT_FORGET_AFTER_S, TOPIC_HEADROOM_BYTES
+from controller.openapi import install as install_openapi
 from controller.persistence import MetadataFile
 from controller.protocol import (
     SERVER_ID,
@@ -220,6 +221,24 @@ class Controller:
         await supervised("topics (topic janitor)", self.topics_once, interval_s, log=log)
 
 
+HEARTBEAT_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["url"],
+                "properties": {
+                    "url": {"type": "string", "maxLength": 2048},
+                    "replicas": {"type": "array", "items": {"type": "object"}},
+                    "draining": {"type": "boolean"},
+                },
+            }
+        }
+    },
+}
+"""Documented by hand: the body is read raw and typed by :class:`venice.protocol.Heartbeat`."""
+
 MAX_HEARTBEAT_BYTES = 64 << 20
 """A heartbeat lists every replica of a server (at most 100,000, a few hundred bytes each)."""
 
@@ -271,6 +290,7 @@ def create_app(controller: Controller) -> FastAPI:
         return store is not None and store.private
 
     app.add_middleware(AuthMiddleware, auth=controller.auth, private=private)
+    install_openapi(app)
 
     def principal(request: Request) -> Principal:
         found = getattr(request.state, "principal", ANONYMOUS)
@@ -450,7 +470,7 @@ def create_app(controller: Controller) -> FastAPI:
         controller.commit()
         return state().describe_version(state().store(name), version)
 
-    @app.post("/servers/{server_id}/heartbeat")
+    @app.post("/servers/{server_id}/heartbeat", openapi_extra={"requestBody": HEARTBEAT_BODY})
     async def heartbeat(server_id: str, request: Request) -> dict[str, Any]:
         if not SERVER_ID.fullmatch(server_id):
             raise RequestError(f"invalid server id {server_id[:40]!r}: 1 to 200 ASCII letters, digits, '.', '_', ':' or '-'")
