@@ -491,7 +491,8 @@ def create_app(controller: Controller) -> FastAPI:
         table = controller.auth.table()  # reads the file again first when it changed
         if generation is not None and generation == controller.auth.generation:
             return Response(status_code=304)
-        return ORJSONResponse({"generation": controller.auth.generation, "tokens": table.to_json(public=True)})
+        tokens = None if controller.auth.file is None else table.to_json(public=True)  # null: no token file, writes open
+        return ORJSONResponse({"generation": controller.auth.generation, "tokens": tokens})
 
     @app.get("/routing")
     async def routing(request: Request, generation: int | None = None, wait_s: float = 0.0) -> Response:

@@ -45,6 +45,7 @@ import orjson
 from router.changes import ChangeStreams
 from router.replicas import ReplicaReader
 from router.writes import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_RECORDS, DEFAULT_WRITE_TIMEOUT_S, RouterWrites
+from venice.auth import Action, bearer
 from venice.compute import ComputeSpec
 from venice.errors import (
     AnswerTooLargeError,
@@ -65,6 +66,7 @@ from venice.routing import StoreRoute, answer_size, gather_results, plan_batch
 from venice.routing_cache import DEFAULT_REFRESH_INTERVAL_S, RoutingCache
 from venice.schema import AvroCodec, json_default, key_from_text, parse_integer
 from venice.tls import client_context
+from venice.token_cache import TokenCache
 
 __all__ = ["DEFAULT_DEADLINE_S", "DEFAULT_MAX_ANSWER_BYTES", "MAX_BATCH_KEYS", "MAX_KEY_DEPTH", "RouterApp"]
 
@@ -109,6 +111,8 @@ class RouterApp:
         ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s, token=cluster_secret, ca_file=ca_file)
+        self.tokens = TokenCache(controller_url, cluster_secret, ca_file=ca_file)
+        """Decides reads of private stores (and the routing table) from the controller's token table."""
         self.changes = ChangeStreams(controller_url, self.cache)
         # A replica's batch answer holds distinct keys only, plus framing: more than
         # this and the caller's answer is over the limit anyway.
@@ -128,6 +132,9 @@ class RouterApp:
         self.deadline_s = deadline_s
         self.max_answer_bytes = max_answer_bytes
         self.quotas = ReadQuotas()
+        self._private_of: object = None
+        self._private_stores: frozenset[str] = frozenset()
+        """Names of the private stores of the routing table ``_private_of``."""
         # Shared rotation counter: consecutive requests start on different replicas.
         self._spread = itertools.count()
 
@@ -141,11 +148,13 @@ class RouterApp:
     async def startup(self) -> None:
         """Never fails for a missing controller: the cache keeps retrying in the background."""
         await self.cache.start()
+        await self.tokens.start()
 
     async def shutdown(self) -> None:
         try:
             await self.writes.aclose()  # writes accepted before the shutdown are made durable first
         finally:
+            await self.tokens.aclose()
             await self.cache.aclose()
             await self.reader.aclose()
 
@@ -173,11 +182,16 @@ class RouterApp:
             except VeniceError as exc:
                 await self._send_json(send, exc.http_status, error_body(exc))
                 return
+            try:
+                self._check_read(store, _authorization(scope))
+            except VeniceError as exc:
+                await self._send_json(send, exc.http_status, error_body(exc), exc.headers())
+                return
             await self.changes.serve(store, scope.get("query_string", b""), list(scope.get("headers", [])), receive, send)
             return
         extra: list[tuple[bytes, bytes]] = []
         try:
-            status, body = await self._dispatch(scope["method"], path, scope.get("query_string", b""), receive)
+            status, body = await self._dispatch(scope["method"], path, scope.get("query_string", b""), receive, scope)
         except VeniceError as exc:
             status, body, extra = exc.http_status, error_body(exc), exc.headers()
         except Exception:
@@ -196,10 +210,10 @@ class RouterApp:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _dispatch(self, method: str, path: bytes, query: bytes, receive: Receive) -> tuple[int, bytes]:
+    async def _dispatch(self, method: str, path: bytes, query: bytes, receive: Receive, scope: Scope) -> tuple[int, bytes]:
         if path.startswith(_STORAGE_PREFIX):
             body = await _read_body(receive) if method in _BODY_METHODS else b""
-            answer = self.fast_path(method, path, query, body)
+            answer = self._reads(method, path, query, body, _authorization(scope))
             if answer is not None:
                 status, _, json_body = await answer
                 return status, json_body
@@ -211,10 +225,12 @@ class RouterApp:
             if method != "POST":
                 return _method_not_allowed(method, path)
             store = _path_text(path[len(_COMPUTE_PREFIX) :], "store name", RequestError)
+            self._check_read(store, _authorization(scope))
             return 200, await self.compute(store, await _read_body(receive), query)
         if path == b"/routing":
             if method != "GET":
                 return _method_not_allowed(method, path)
+            self.tokens.check(bearer(_authorization(scope)), Action.MEMBER)
             return await self.routing(query)
         raise NotFoundError(f"no route {method} {path.decode('latin-1')}")
 
@@ -222,11 +238,24 @@ class RouterApp:
         self, method: str, path: bytes, query: bytes, body: bytes
     ) -> Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]] | None:
         """Reads (single and batch) and writes for :class:`venice.httpserver.HttpServer`,
-        without ASGI; ``None`` sends everything else (health, wrong methods, unknown paths)
-        through ASGI."""
+        without ASGI; ``None`` sends everything else (health, wrong methods, unknown paths,
+        and requests that need a token: reads of private stores, writes when the cluster
+        has a token file; only the ASGI path sees their Authorization header) through ASGI."""
+        return self._reads(method, path, query, body, None, fast=True)
+
+    def _reads(
+        self, method: str, path: bytes, query: bytes, body: bytes, authorization: bytes | None, *, fast: bool = False
+    ) -> Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]] | None:
         if not path.startswith(_STORAGE_PREFIX):
             return None
         store_part, slash, key_part = path[len(_STORAGE_PREFIX) :].partition(b"/")
+        if fast:
+            if (self.tokens.writes_need_token if method in _WRITE_METHODS else self._is_private(store_part)):
+                return None
+        elif slash and method in _WRITE_METHODS:
+            self.tokens.check(bearer(authorization), Action.WRITE, _path_text(store_part, "store name", RequestError))
+        elif (slash and method == "GET") or (not slash and method == "POST"):
+            self._check_read(_path_text(store_part, "store name", RequestError), authorization)
         if slash and method == "GET":
             store = _path_text(store_part, "store name", RequestError)
             return self._answer(self.single_get(store, _path_text(key_part, "key", InvalidKeyError), query))
@@ -237,6 +266,27 @@ class RouterApp:
                 raise BodyTooLargeError(f"request body larger than {MAX_BODY_BYTES} bytes")
             return self._answer(self.batch_get(_path_text(store_part, "store name", RequestError), body, query))
         return None
+
+    def _is_private(self, store_part: bytes) -> bool:
+        """Whether the store named in a read path is private (its reads need a token).
+        Two identity checks per read while no store is private."""
+        cache = self.cache
+        if not cache.loaded:
+            return False  # the read itself answers 503
+        table = cache.table
+        if table is not self._private_of:
+            self._private_of = table
+            self._private_stores = frozenset(n for n, r in table.stores.items() if r.private)
+        if not self._private_stores:
+            return False
+        return _path_text(store_part, "store name", RequestError) in self._private_stores
+
+    def _check_read(self, store: str, authorization: bytes | None) -> None:
+        """401/403 for a read of a private store without a token that may read it."""
+        table = self.cache.table
+        route = table.stores.get(store)
+        private = route is not None and route.private
+        self.tokens.check(bearer(authorization), Action.READ, store, private=private)
 
     @staticmethod
     async def _answer(json_body: Awaitable[bytes]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -493,6 +543,13 @@ def _key_datum(codec: AvroCodec, key: Any) -> Any:
     if codec.type_name == "bytes" and isinstance(key, str):
         return key.encode()
     return key
+
+
+def _authorization(scope: Scope) -> bytes | None:
+    for name, value in scope.get("headers") or ():
+        if name == b"authorization":
+            return bytes(value)
+    return None
 
 
 def _path_text(part: bytes, what: str, error: type[VeniceError]) -> str:

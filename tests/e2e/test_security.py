@@ -15,9 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+import venice
 from tests.e2e.conftest import VALUE_SCHEMA, make_records, venice_cli, write_jsonl
 from venice.auth import Role, TokensFile, new_secret
 from venice.cluster import LocalCluster, wait_for
+from venice.errors import UnauthorizedError
 from venice.push.job import run_push
 
 STORE = "secured"
@@ -207,3 +209,46 @@ def test_read_quota_at_the_router(secured: tuple[LocalCluster, dict[str, str], P
         cleared = venice_cli("store", "update", STORE, "--controller", cluster.controller_url, "--no-read-quota", "--token", tokens["admin"])
         assert cleared.returncode == 0 and "read quota none" in cleared.stdout
         wait_for(lambda: all(http.get(f"{router}/storage/{STORE}/{key}").status_code == 200 for _ in range(5)), 30, "the quota to go")
+
+
+def test_private_store_reads_need_a_reader_token_at_the_router(
+    secured: tuple[LocalCluster, dict[str, str], Path], tmp_path: Path
+) -> None:
+    cluster, tokens, tokens_file = secured
+    router, key = cluster.router_url, 7919
+    made = venice_cli("store", "update", STORE, "--controller", cluster.controller_url, "--private", "--token", tokens["admin"])
+    assert made.returncode == 0 and "private;" in made.stdout, made.stderr
+    try:
+        with httpx.Client(base_url=router, timeout=10) as http:
+            wait_for(lambda: http.get(f"/storage/{STORE}/{key}").status_code == 401, 30, "the store to be private at the router")
+            refused = http.get(f"/storage/{STORE}/{key}")
+            assert refused.json()["error"]["code"] == "UNAUTHORIZED" and refused.headers["www-authenticate"].startswith("Bearer")
+            assert http.post(f"/storage/{STORE}", json={"keys": [key]}).status_code == 401
+            assert http.post(f"/compute/{STORE}", json={"keys": [key], "project": ["name"]}).status_code == 401
+            assert http.get(f"/changes/{STORE}").status_code == 401
+            assert http.get("/routing").status_code == 401  # the table lists private stores' schemas
+            assert http.get(f"/storage/{STORE}/{key}", headers=_bearer("vt_" + "B" * 43)).status_code == 401
+            assert http.get(f"/storage/{STORE}/{key}", headers=_bearer(tokens["other_writer"])).status_code == 403
+            for who in ("reader", "writer", "admin", "secret"):
+                answer = http.get(f"/storage/{STORE}/{key}", headers=_bearer(tokens[who]))
+                assert answer.status_code == 200 and answer.json()["name"] == "member-1", (who, answer.text)
+                batch = http.post(f"/storage/{STORE}", json={"keys": [key, 1]}, headers=_bearer(tokens[who]))
+                assert [r["found"] for r in batch.json()["results"]] == [True, False]
+            # The SDK sends its token; the controller hides the store from anonymous listings.
+            with venice.Client(router, token=tokens["reader"]) as client:
+                assert client.get(STORE, key)["name"] == "member-1"
+            with venice.Client(router, token="") as anonymous, pytest.raises(UnauthorizedError):
+                anonymous.get(STORE, key)
+            listed = httpx.get(f"{cluster.controller_url}/stores", timeout=10).json()["stores"]
+            assert STORE not in [s["name"] for s in listed]
+            assert httpx.get(f"{cluster.controller_url}/stores/{STORE}", timeout=10).status_code == 401
+            # A revoked token stops working within a refresh or two.
+            fresh = TokensFile(tokens_file)
+            new_reader, entry = fresh.create(Role.READER, STORE)
+            wait_for(lambda: http.get(f"/storage/{STORE}/{key}", headers=_bearer(new_reader)).status_code == 200, 30, "a new token")
+            fresh.revoke(entry.token_id)
+            wait_for(lambda: http.get(f"/storage/{STORE}/{key}", headers=_bearer(new_reader)).status_code == 401, 30, "a revoked token")
+    finally:
+        public = venice_cli("store", "update", STORE, "--controller", cluster.controller_url, "--public", "--token", tokens["admin"])
+        assert public.returncode == 0
+    wait_for(lambda: httpx.get(f"{router}/storage/{STORE}/{key}", timeout=10).status_code == 200, 30, "the store to be public again")
