@@ -816,6 +816,7 @@ class ClusterState:
                         rt_start_offsets=version.rt_start_offsets if hybrid is not None else {},
                         consume_rt=self.consumes_rt(store, version),
                         rt_epoch=store.rt_epoch if hybrid is not None else 0,
+                        private=store.private,
                     )
                     result.append(assignment.to_json())
         return result

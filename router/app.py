@@ -113,7 +113,7 @@ class RouterApp:
         self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s, token=cluster_secret, ca_file=ca_file)
         self.tokens = TokenCache(controller_url, cluster_secret, ca_file=ca_file)
         """Decides reads of private stores (and the routing table) from the controller's token table."""
-        self.changes = ChangeStreams(controller_url, self.cache)
+        self.changes = ChangeStreams(controller_url, self.cache, cluster_secret=cluster_secret)
         # A replica's batch answer holds distinct keys only, plus framing: more than
         # this and the caller's answer is over the limit anyway.
         self.reader = ReplicaReader(
@@ -121,6 +121,7 @@ class RouterApp:
             on_stale_routing=self.cache.request_refresh,
             max_answer_bytes=max_answer_bytes + BATCH_FRAME_BYTES * MAX_BATCH_KEYS,
             ssl_context=client_context(ca_file),
+            authorization=None if cluster_secret is None else f"Bearer {cluster_secret}",
         )
         self.writes = RouterWrites(
             controller_url,

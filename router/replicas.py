@@ -61,6 +61,7 @@ class ReplicaReader:
         budget: RetryBudget | None = None,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         ssl_context: ssl.SSLContext | None = None,
+        authorization: str | None = None,
     ) -> None:
         self._hedge_after_s = hedge_after_s
         """A fixed hedge delay, or ``None``: derived from observed latency (see ReplicaHealth)."""
@@ -77,6 +78,7 @@ class ReplicaReader:
             idle_expiry_s=KEEPALIVE_EXPIRY_S,
             max_answer_bytes=max_answer_bytes,
             ssl_context=ssl_context if ssl_context is not None else ssl.create_default_context(),
+            authorization=authorization,
         )
 
     async def get(

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from venice.auth import AuthPolicy
 from venice.controller_client import AsyncControllerClient
 from venice.errors import InternalError, StoreNotFoundError, UnavailableError, VeniceError
 from venice.httpserver import DEFAULT_LIMITS, HttpLimits
 from venice.ingestion import DEFAULT_MAP_SIZE, IngestionHost
 from venice.protocol import Heartbeat, HeartbeatAnswer
 from venice.pubsub import connect
+from venice.token_cache import TokenCache
 
 __all__ = ["ServerConfig", "StorageService"]
 
@@ -82,7 +82,10 @@ class StorageService:
         self.controller = AsyncControllerClient(
             config.controller_url, timeout_s=5.0, token=config.cluster_secret, ca_file=config.ca_file
         )
-        self.auth = AuthPolicy(config.cluster_secret)
+        self.auth = TokenCache(config.controller_url, config.cluster_secret, ca_file=config.ca_file)
+        """Decides reads of private stores and the admin paths (the controller's token table)."""
+        self.private_stores: frozenset[str] = frozenset()
+        """Stores whose reads need a token, as the last assignment said."""
         self.host = IngestionHost(
             config.data_dir, schema_refresh=self.value_schemas, map_size=config.lmdb_map_size, on_change=self.poke
         )
@@ -125,6 +128,8 @@ class StorageService:
         await asyncio.sleep(self.config.drain_grace_s)
 
     async def reconcile(self, answer: HeartbeatAnswer) -> None:
+        # Before the host opens anything of a store, so no read of it is ever unchecked.
+        self.private_stores = frozenset(a.store for a in answer.assignment if a.private)
         if self.host.pubsub is None:
             self.host.pubsub = connect(self.config.pubsub_url or answer.pubsub_url)
         await self.host.reconcile(answer.assignment)
@@ -140,6 +145,7 @@ class StorageService:
         return {int(k): v for k, v in schemas.items()}
 
     async def close(self) -> None:
+        await self.auth.aclose()
         await self.host.close()
         await self.controller.aclose()
         if self.host.pubsub is not None:

@@ -63,6 +63,7 @@ class BaseClient:
         self.router_url = router_url.rstrip("/")
         self.timeout = timeout
         token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self._token = token or None
         self._auth: dict[str, str] = {"authorization": f"Bearer {token}"} if token else {}
         """A reader token for private stores (default ``VENICE_TOKEN``), sent with every read."""
 
@@ -146,7 +147,9 @@ class Client(BaseClient):
         if direct:
             from venice import direct as _direct  # routing, codecs and fastavro: only when asked for
 
-            self._direct = _direct.DirectReader(self.router_url, hedge_after_s=hedge_after_s, deadline_s=direct_deadline_s)
+            self._direct = _direct.DirectReader(
+                self.router_url, hedge_after_s=hedge_after_s, deadline_s=direct_deadline_s, token=self._token
+            )
             self._fallback = _direct.Fallback
 
     def get(self, store: str, key: Any, *, version: int | None = None) -> Any:
@@ -234,7 +237,9 @@ class AsyncClient(BaseClient):
         if direct:
             from venice import direct as _direct
 
-            self._direct = _direct.AsyncDirectReader(self.router_url, hedge_after_s=hedge_after_s, deadline_s=direct_deadline_s)
+            self._direct = _direct.AsyncDirectReader(
+                self.router_url, hedge_after_s=hedge_after_s, deadline_s=direct_deadline_s, token=self._token, ca_file=ca_file
+            )
             self._fallback = _direct.Fallback
 
     async def get(self, store: str, key: Any, *, version: int | None = None) -> Any:

@@ -584,6 +584,8 @@ class Assignment:
     under the same name (made batch-only and hybrid again, or its topic found missing);
     a replica whose real-time checkpoint is of another epoch starts over at these start
     offsets instead of resuming at an offset of a topic that is gone."""
+    private: bool = False
+    """The store's reads need a token or the cluster secret (docs/security.md)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -601,6 +603,8 @@ class Assignment:
             out["rt_start_offsets"] = {str(p): o for p, o in self.rt_start_offsets.items()}
             out["consume_rt"] = self.consume_rt
             out["rt_epoch"] = self.rt_epoch
+        if self.private:
+            out["private"] = True
         return out
 
     @classmethod
@@ -623,6 +627,7 @@ class Assignment:
             rt_start_offsets={_id_key(p, f"{where}.rt_start_offsets"): _int(starts, p, f"{where}.rt_start_offsets") for p in starts},
             consume_rt=_bool(obj, "consume_rt", where),
             rt_epoch=_int(obj, "rt_epoch", where, default=0),
+            private=_bool(obj, "private", where),
         )
 
 

@@ -20,7 +20,10 @@ from tests.e2e.conftest import VALUE_SCHEMA, make_records, venice_cli, write_jso
 from venice.auth import Role, TokensFile, new_secret
 from venice.cluster import LocalCluster, wait_for
 from venice.errors import UnauthorizedError
+from venice.partitioner import partition_for
+from venice.protocol import replica_get_path
 from venice.push.job import run_push
+from venice.schema import AvroCodec
 
 STORE = "secured"
 
@@ -142,7 +145,8 @@ def test_cluster_only_paths_need_the_secret(secured: tuple[LocalCluster, dict[st
     cluster, tokens, _ = secured
     server = cluster.servers[0].url
     assert httpx.get(f"{server}/admin/replicas", timeout=5).status_code == 401
-    assert httpx.get(f"{server}/admin/replicas", headers=_bearer(tokens["admin"]), timeout=5).status_code == 401
+    assert httpx.get(f"{server}/admin/replicas", headers=_bearer(tokens["writer"]), timeout=5).status_code == 403
+    assert httpx.get(f"{server}/admin/replicas", headers=_bearer(tokens["admin"]), timeout=5).status_code == 200
     assert httpx.get(f"{server}/admin/replicas", headers=_bearer(tokens["secret"]), timeout=5).status_code == 200
     assert httpx.get(f"{cluster.controller_url}/routing", timeout=5).status_code == 401
     assert httpx.get(f"{cluster.controller_url}/routing", headers=_bearer(tokens["reader"]), timeout=5).status_code == 200
@@ -239,6 +243,17 @@ def test_private_store_reads_need_a_reader_token_at_the_router(
                 assert client.get(STORE, key)["name"] == "member-1"
             with venice.Client(router, token="") as anonymous, pytest.raises(UnauthorizedError):
                 anonymous.get(STORE, key)
+            # Storage servers check too: a read straight from a server needs the token (or the secret).
+            key_bytes = AvroCodec("long", kind="key").encode(key)
+            path = replica_get_path(STORE, 1 + 1, partition_for(key_bytes, 2), key_bytes)  # v2: _setup pushed twice
+            holders = [s.url for s in cluster.servers]
+            answers = [httpx.get(url + path, timeout=10) for url in holders]
+            assert {a.status_code for a in answers} <= {401, 503} and 401 in {a.status_code for a in answers}
+            with_token = [httpx.get(url + path, headers=_bearer(tokens["reader"]), timeout=10) for url in holders]
+            assert 200 in {a.status_code for a in with_token}
+            assert all(a.status_code in (200, 503) for a in with_token)  # 503: a server not holding the partition
+            with venice.Client(router, token=tokens["reader"], direct=True) as direct:
+                assert direct.get(STORE, key)["name"] == "member-1"
             listed = httpx.get(f"{cluster.controller_url}/stores", timeout=10).json()["stores"]
             assert STORE not in [s["name"] for s in listed]
             assert httpx.get(f"{cluster.controller_url}/stores/{STORE}", timeout=10).status_code == 401
