@@ -232,8 +232,8 @@ class DirectCore:
 class _RoutingThread:
     """A :class:`RoutingCache` on a background thread's event loop, for blocking callers."""
 
-    def __init__(self, url: str, token: str | None = None) -> None:
-        self.cache = RoutingCache(url, token=token)
+    def __init__(self, url: str, token: str | None = None, ca_file: str | os.PathLike[str] | None = None) -> None:
+        self.cache = RoutingCache(url, token=token, ca_file=ca_file)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
@@ -280,12 +280,12 @@ class DirectReader(DirectCore):
 
     def __init__(
         self, router_url: str, *, deadline_s: float = DEFAULT_DIRECT_DEADLINE_S, hedge_after_s: float | None = None,
-        token: str | None = None,
+        token: str | None = None, ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         self.deadline_s = deadline_s
         self.sockets = ReplicaSockets(hedge_after_s=hedge_after_s, authorization=f"Bearer {token}" if token else None)
-        self.routing = _RoutingThread(router_url, token)
+        self.routing = _RoutingThread(router_url, token, ca_file)
         self._prefixes: dict[tuple[str, int], str] = {}
         """``/v1/{store}/{version}/`` by store and version: built once, not per read."""
 

@@ -267,3 +267,35 @@ def test_private_store_reads_need_a_reader_token_at_the_router(
         public = venice_cli("store", "update", STORE, "--controller", cluster.controller_url, "--public", "--token", tokens["admin"])
         assert public.returncode == 0
     wait_for(lambda: httpx.get(f"{router}/storage/{STORE}/{key}", timeout=10).status_code == 200, 30, "the store to be public again")
+
+
+def test_hostile_authorization_headers(secured: tuple[LocalCluster, dict[str, str], Path]) -> None:
+    """Oversized, malformed, non-ASCII and repeated credentials: refused as 401 (or by the
+    HTTP layer's own header limits as a 4xx), never a 5xx, and nothing changes."""
+    cluster, tokens, _ = secured
+    before = _fingerprint(cluster, tokens["admin"])
+    hostile = [
+        b"Bearer " + b"A" * 8000,
+        b"Bearer " + tokens["admin"].encode() + b" extra",
+        b"Basic " + tokens["admin"].encode(),
+        b"bearer",
+        b"Bearer \xff\xfe\xfd",
+        b"Bearer " + tokens["admin"][:-1].encode(),
+        b"Bearer " + tokens["secret"].upper().encode(),
+    ]
+    for value in hostile:
+        for url, method, path in (
+            (cluster.controller_url, "DELETE", f"/stores/{STORE}"),
+            (cluster.controller_url, "POST", "/servers/fake/heartbeat"),
+            (cluster.servers[0].url, "GET", "/admin/replicas"),
+            (cluster.router_url, "GET", "/routing"),
+        ):
+            answer = httpx.request(method, url + path, headers=[(b"authorization", value)], json=_heartbeat_body("http://127.0.0.1:9"), timeout=10)
+            assert 400 <= answer.status_code < 500, (value[:40], url, path, answer.status_code)
+    # Two Authorization headers: the first decides; a valid one after a bogus one does not get in.
+    answer = httpx.delete(
+        f"{cluster.controller_url}/stores/{STORE}",
+        headers=[(b"authorization", b"Bearer vt_bogus"), (b"authorization", f"Bearer {tokens['admin']}".encode())], timeout=10,
+    )
+    assert answer.status_code == 401
+    assert _fingerprint(cluster, tokens["admin"]) == before

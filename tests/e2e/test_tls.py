@@ -79,11 +79,15 @@ def test_every_part_speaks_https_and_reads_flow(tls_cluster: tuple[LocalCluster,
     replica_urls = {u for urls in table.stores[STORE].versions[1].values() for u in urls}
     assert replica_urls == {s.url for s in cluster.servers}
     with venice.Client(cluster.router_url, ca_file=ca) as client:
+        assert client._fast is not None  # the blocking keep-alive fast path, on TLS sockets
         for record in records[:10]:
             value = client.get(STORE, record["id"])
             assert value is not None and value["name"] == record["name"] and value["visits"] == record["visits"]
         values = client.batch_get(STORE, [r["id"] for r in records])
         assert [v["name"] if v else None for v in values] == [r["name"] for r in records]
+    # The blocking direct client's sockets speak no TLS: on an https cluster its reads go through the router.
+    with venice.Client(cluster.router_url, ca_file=ca, direct=True, token=admin) as direct:
+        assert direct.get(STORE, records[3]["id"])["name"] == records[3]["name"]
 
 
 def test_a_client_that_does_not_trust_the_ca_gets_nothing(
