@@ -247,6 +247,8 @@ def test_private_store_reads_need_a_reader_token_at_the_router(
             key_bytes = AvroCodec("long", kind="key").encode(key)
             path = replica_get_path(STORE, 1 + 1, partition_for(key_bytes, 2), key_bytes)  # v2: _setup pushed twice
             holders = [s.url for s in cluster.servers]
+            # Servers learn privacy from their next heartbeat's assignment (every 0.5 s).
+            wait_for(lambda: all(httpx.get(url + path, timeout=10).status_code != 200 for url in holders), 30, "servers to check")
             answers = [httpx.get(url + path, timeout=10) for url in holders]
             assert {a.status_code for a in answers} <= {401, 503} and 401 in {a.status_code for a in answers}
             with_token = [httpx.get(url + path, headers=_bearer(tokens["reader"]), timeout=10) for url in holders]
@@ -254,6 +256,11 @@ def test_private_store_reads_need_a_reader_token_at_the_router(
             assert all(a.status_code in (200, 503) for a in with_token)  # 503: a server not holding the partition
             with venice.Client(router, token=tokens["reader"], direct=True) as direct:
                 assert direct.get(STORE, key)["name"] == "member-1"
+            tail = ["tail", "--controller", cluster.controller_url, "--store", STORE, "--idle-timeout", "1"]
+            refused_tail = venice_cli(*tail, timeout_s=60)
+            assert refused_tail.returncode == 1 and "bearer token" in refused_tail.stderr, refused_tail.stderr
+            tailed = venice_cli(*tail, "--token", tokens["reader"], timeout_s=60)
+            assert tailed.returncode == 0 and f"tailing {STORE}" in tailed.stderr, tailed.stderr
             listed = httpx.get(f"{cluster.controller_url}/stores", timeout=10).json()["stores"]
             assert STORE not in [s["name"] for s in listed]
             assert httpx.get(f"{cluster.controller_url}/stores/{STORE}", timeout=10).status_code == 401
