@@ -129,6 +129,8 @@ class RouterApp:
             max_pending_records=max_pending_writes,
             max_pending_bytes=max_pending_write_bytes,
             write_timeout_s=write_timeout_s,
+            token=cluster_secret,
+            ca_file=ca_file,
         )
         self.deadline_s = deadline_s
         self.max_answer_bytes = max_answer_bytes

@@ -19,6 +19,7 @@ import venice
 from tests.e2e.conftest import VALUE_SCHEMA, make_records, venice_cli, write_jsonl
 from venice.auth import Role, TokensFile, new_secret
 from venice.cluster import LocalCluster, wait_for
+from venice.controller_client import ControllerClient
 from venice.errors import UnauthorizedError
 from venice.partitioner import partition_for
 from venice.protocol import replica_get_path
@@ -306,3 +307,23 @@ def test_hostile_authorization_headers(secured: tuple[LocalCluster, dict[str, st
     )
     assert answer.status_code == 401
     assert _fingerprint(cluster, tokens["admin"]) == before
+
+
+def test_router_writes_need_a_writer_token_of_the_store(secured: tuple[LocalCluster, dict[str, str], Path]) -> None:
+    cluster, tokens, tokens_file = secured
+    store = "nearline"
+    with ControllerClient(cluster.controller_url, token=tokens["admin"]) as controller:
+        controller.create_store({
+            "name": store, "key_schema": "long", "value_schema": {"type": "record", "name": "N", "fields": [{"name": "name", "type": "string", "default": ""}]},
+            "partitions": 2, "hybrid": {"rewind_seconds": 60, "offset_lag": 1000},
+        })
+    writer, _ = TokensFile(tokens_file).create(Role.WRITER, store)
+    url = f"{cluster.router_url}/storage/{store}/1"
+    with httpx.Client(timeout=30) as http:
+        wait_for(lambda: http.put(url, content=b'{"name": "x"}', headers=_bearer(writer)).status_code == 202, 60, "a write with the writer token")
+        for who, expected in ((None, 401), ("bogus", 401), ("reader", 403), ("writer", 403), ("other_writer", 403), ("secret", 403)):
+            credential = {"bogus": "vt_" + "C" * 43}.get(who or "", tokens.get(who or ""))
+            for method, body in (("PUT", b'{"name": "y"}'), ("DELETE", None), ("PATCH", b'{"name": "z"}')):
+                answer = http.request(method, url, content=body, headers=_bearer(credential))
+                assert answer.status_code == expected, (who, method, answer.text)
+        assert http.delete(url, headers=_bearer(tokens["admin"])).status_code == 202
