@@ -1,4 +1,8 @@
-"""The controller's HTTP API (FastAPI): admin traffic only, never on the read path."""
+"""The controller's HTTP API (FastAPI): admin traffic only, never on the read path.
+
+It also serves the dashboard (``/``, ``controller/dashboard/``: plain HTML, CSS and a
+script that polls ``GET /overview``), its metrics (``GET /metrics``) and the overview.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import ORJSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.auth import AuthMiddleware, ControllerAuth
 from controller.limits import DEFAULT_FORGET_AFTER_S, TOPIC_HEADROOM_BYTES
+from controller.observe import ClusterObserver
 from controller.openapi import install as install_openapi
+from controller.overview import overview
 from controller.persistence import MetadataFile
 from controller.protocol import (
     SERVER_ID,
@@ -29,7 +36,8 @@ from controller.protocol import (
     VersionError,
     VersionOpen,
 )
-from controller.state import UNCHANGED, ClusterState, Hybrid
+from controller.routers import RouterWatch
+from controller.state import UNCHANGED, ClusterState, Hybrid, VersionStatus
 from venice.auth import ANONYMOUS, Action, Principal
 from venice.errors import (
     ConflictError,
@@ -40,6 +48,7 @@ from venice.errors import (
     VeniceError,
     error_body,
 )
+from venice.metrics import PROMETHEUS_CONTENT_TYPE
 from venice.protocol import Heartbeat
 from venice.pubsub import PubSub
 from venice.structs import real_time_topic
@@ -60,16 +69,23 @@ class Controller:
         dead_after_s: float = 15.0,
         forget_after_s: float = DEFAULT_FORGET_AFTER_S,
         auth: ControllerAuth | None = None,
+        router_urls: Sequence[str] = (),
     ) -> None:
         self.metadata = metadata
         self.auth = auth if auth is not None else ControllerAuth()
+        self.routers = RouterWatch(router_urls)
+        """The routers whose read rate and p99 the overview shows (scraped in the background)."""
         self.pubsub = pubsub
         self.state: ClusterState = metadata.load(pubsub.url, dead_after_s, forget_after_s)
         # Saved at once: a state that cannot be written shows now, not at the first change.
         self._saved = metadata.save(self.state)
+        self.observer = ClusterObserver(lambda: self.state)
+        self.observer.observe(time.time())
         self._changed = asyncio.Event()
         self._topics_lock = asyncio.Lock()
         """One janitor round at a time: the background loop and a request's own round."""
+        self._push_ends: tuple[float, dict[str, dict[int, int]]] = (-1.0, {})
+        self._push_ends_lock = asyncio.Lock()
 
     def commit(self) -> None:
         """Persist after a mutation and wake long-polls. Runs with no await in between
@@ -91,6 +107,7 @@ class Controller:
                 "retry later"
             ) from exc
         self._wake()
+        self.observer.observe(time.time())
 
     def _wake(self) -> None:
         self._changed.set()
@@ -112,8 +129,9 @@ class Controller:
         now = time.time()
         self.state.rebalance(now)
         for store, number in self.state.expire_pushes(now):
-            log.warning("version %d of %s timed out", number, store)
+            log.warning("version %d of %s timed out", number, store, extra={"store": store, "version": number})
         self.commit()
+        self.observer.observe(now)  # servers going dead change nothing saved
 
     async def topics_once(self) -> None:
         """The topic janitor's round: delete the topics of failed, killed, retired and deleted
@@ -214,6 +232,28 @@ class Controller:
         log.warning("%s: its real-time topic kept changing while start offsets were asked; they come with the next topic", store)
         return None
 
+    async def push_topic_ends(self, max_age_s: float = 1.0) -> dict[str, dict[int, int]]:
+        """End offsets of the topics of pushes under way (STARTED versions), asked at most
+        once per ``max_age_s`` however many dashboards poll: what a replica's ingestion
+        lag is measured against. A topic the pub-sub cannot answer for is left out."""
+        async with self._push_ends_lock:
+            asked_at, ends = self._push_ends
+            now = time.monotonic()
+            if now - asked_at < max_age_s:
+                return ends
+            topics = sorted(
+                v.topic for s in self.state.stores.values() for v in s.versions.values() if v.status == VersionStatus.STARTED.value
+            )
+            ends = {}
+            for topic in topics:
+                try:
+                    async with asyncio.timeout(2.0):
+                        ends[topic] = await self.pubsub.end_offsets(topic)
+                except (VeniceError, TimeoutError) as exc:
+                    log.debug("no end offsets for %s: %s", topic, exc)
+            self._push_ends = (time.monotonic(), ends)
+            return ends
+
     async def maintain(self, interval_s: float = 0.5) -> None:
         await supervised("maintain (failover, push timeouts)", self.maintain_once, interval_s, log=log)
 
@@ -267,10 +307,32 @@ def _error_response(exc: VeniceError) -> Response:
     return Response(error_body(exc), status_code=exc.http_status, media_type="application/json")
 
 
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+DASHBOARD_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/dashboard/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"), "/dashboard/dashboard.css": ("dashboard.css", "text/css; charset=utf-8")}
+DASHBOARD_HEADERS = {
+    # Nothing from elsewhere: no CDN, no inline script, no framing.
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-cache",
+}
+
+
+def _dashboard_route(app: FastAPI, path: str, file: str, media_type: str) -> None:
+    body = (DASHBOARD_DIR / file).read_bytes()
+
+    @app.get(path, include_in_schema=False)
+    async def dashboard_file() -> Response:
+        return Response(body, media_type=media_type, headers=DASHBOARD_HEADERS)
+
+
 def create_app(controller: Controller) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(controller.maintain()), asyncio.create_task(controller.topics())]
+        tasks = [
+            asyncio.create_task(controller.maintain()),
+            asyncio.create_task(controller.topics()),
+            asyncio.create_task(controller.routers.run()),
+        ]
         try:
             yield
         finally:
@@ -318,6 +380,18 @@ def create_app(controller: Controller) -> FastAPI:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "generation": state().generation}
+
+    @app.get("/metrics", response_class=PlainTextResponse)  # documented as text/plain (the Prometheus format)
+    async def metrics() -> Response:
+        return Response(controller.observer.render(time.time()), media_type=PROMETHEUS_CONTENT_TYPE)
+
+    for path, (file, media_type) in DASHBOARD_FILES.items():
+        _dashboard_route(app, path, file, media_type)
+
+    @app.get("/overview")
+    async def cluster_overview() -> dict[str, Any]:
+        ends = await controller.push_topic_ends()
+        return overview(state(), time.time(), routers=controller.routers.view(), topic_ends=ends)
 
     @app.get("/cluster")
     async def cluster() -> dict[str, Any]:

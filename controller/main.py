@@ -51,6 +51,8 @@ class ControllerConfig:
     """What storage servers and routers must present (``None``: anyone may; logged loudly)."""
     tokens_file: Path | None = None
     """The token file (digests of admin/writer/reader tokens; ``None``: admin and writes open)."""
+    router_urls: tuple[str, ...] = ()
+    """Routers whose metrics the dashboard and ``venice status`` show."""
     graceful_shutdown_s: float = 5.0
     http: HttpLimits = field(default_factory=lambda: HttpLimits(max_body_bytes=DEFAULT_MAX_BODY_BYTES))
     """What the controller accepts from its clients (sizes, timeouts, connections)."""
@@ -64,7 +66,8 @@ def build_server(config: ControllerConfig) -> HttpServer:
     for warning in auth.warnings():
         logging.getLogger("venice.controller").warning("OPEN: %s", warning)
     controller = Controller(
-        MetadataFile(config.data_dir), connect(config.pubsub_url), config.dead_after_s, config.forget_after_s, auth
+        MetadataFile(config.data_dir), connect(config.pubsub_url), config.dead_after_s, config.forget_after_s, auth,
+        router_urls=config.router_urls,
     )
     return HttpServer(
         create_app(controller),

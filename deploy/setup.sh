@@ -32,3 +32,11 @@ if command -v java >/dev/null && command -v mvn >/dev/null; then
 else
     echo "warning: java or mvn missing: the Kafka and Spark tests will fail (the quickstart needs neither)" >&2
 fi
+
+# The dashboard's browser test drives Debian's chromium with Playwright (no browser download).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+if [ ! -x /usr/bin/chromium ]; then
+    echo "warning: /usr/bin/chromium missing: the dashboard's browser test will fail (apt-get install chromium)" >&2
+fi

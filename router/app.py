@@ -18,6 +18,7 @@ are answered with one JSON body; every error has the shape of
     POST   /compute/{store}          {"keys": [...], "project": [...], "compute": [...]}
                                      -> {"results": [...]} in key order, computed on the servers
     GET    /changes/{store}          the store's changes as Server-Sent Events (router/changes.py)
+    GET    /metrics                  Prometheus text format (router/metrics.py)
 
 What a request may cost is bounded before the work is done: at most ``MAX_BATCH_KEYS``
 keys, each nested at most ``MAX_KEY_DEPTH`` deep (checked before any key is encoded:
@@ -36,6 +37,7 @@ import itertools
 import logging
 import math
 import os
+import time
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -43,6 +45,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import orjson
 
 from router.changes import ChangeStreams
+from router.metrics import RouterMetrics
 from router.replicas import ReplicaReader
 from router.writes import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_RECORDS, DEFAULT_WRITE_TIMEOUT_S, RouterWrites
 from venice.auth import Action, bearer
@@ -60,6 +63,7 @@ from venice.errors import (
     VeniceError,
     error_body,
 )
+from venice.metrics import OTHER, PROMETHEUS_CONTENT_TYPE
 from venice.protocol import BATCH_FRAME_BYTES, Hit
 from venice.quota import ReadQuotas
 from venice.routing import StoreRoute, answer_size, gather_results, plan_batch
@@ -89,6 +93,8 @@ _HEALTH_BODY = orjson.dumps({"status": "ok"})
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _WRITE_METHODS = frozenset({"PUT", "DELETE", "PATCH"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_PROMETHEUS_HEADERS = [(b"content-type", PROMETHEUS_CONTENT_TYPE.encode())]
+_ENDPOINTS = {b"/health": "health", b"/routing": "routing", b"/metrics": "metrics"}
 
 logger = logging.getLogger("venice.router")
 
@@ -132,6 +138,7 @@ class RouterApp:
             token=cluster_secret,
             ca_file=ca_file,
         )
+        self.metrics = RouterMetrics(self.cache, self.reader.counts)
         self.deadline_s = deadline_s
         self.max_answer_bytes = max_answer_bytes
         self.quotas = ReadQuotas()
@@ -188,9 +195,16 @@ class RouterApp:
             try:
                 self._check_read(store, _authorization(scope))
             except VeniceError as exc:
+                self.metrics.answered(OTHER, "changes", exc.http_status)
                 await self._send_json(send, exc.http_status, error_body(exc), exc.headers())
                 return
+            self.metrics.answered(store, "changes", 200)
             await self.changes.serve(store, scope.get("query_string", b""), list(scope.get("headers", [])), receive, send)
+            return
+        if path == b"/metrics" and scope["method"] == "GET":
+            body = self.metrics.render()
+            self.metrics.answered("", "metrics", 200)
+            await self._send(send, 200, body, _PROMETHEUS_HEADERS)
             return
         extra: list[tuple[bytes, bytes]] = []
         try:
@@ -200,15 +214,21 @@ class RouterApp:
         except Exception:
             logger.exception("unexpected error serving %s %r", scope["method"], path)
             status, body = 500, error_body(InternalError("unexpected error in the router"))
+        if not path.startswith(_STORAGE_PREFIX):  # reads count themselves (_reads)
+            self.metrics.answered("", _ENDPOINTS.get(path, "other"), status)
         await self._send_json(send, status, body, extra)
 
     @staticmethod
     async def _send_json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        await RouterApp._send(send, status, body, [*_JSON_HEADERS, *(extra or ())])
+
+    @staticmethod
+    async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(extra or ())],
+                "headers": [*headers, (b"content-length", str(len(body)).encode())],
             }
         )
         await send({"type": "http.response.body", "body": body})
@@ -220,7 +240,12 @@ class RouterApp:
             if answer is not None:
                 status, _, json_body = await answer
                 return status, json_body
-            _path_text(path[len(_STORAGE_PREFIX) :].partition(b"/")[0], "store name", RequestError)
+            try:
+                store = _path_text(path[len(_STORAGE_PREFIX) :].partition(b"/")[0], "store name", RequestError)
+            except VeniceError as exc:
+                self.metrics.answered(OTHER, "other", exc.http_status)
+                raise
+            self.metrics.answered(store, "other", 405)
             return _method_not_allowed(method, path)
         if path == b"/health":
             return 200, _HEALTH_BODY
@@ -229,7 +254,8 @@ class RouterApp:
                 return _method_not_allowed(method, path)
             store = _path_text(path[len(_COMPUTE_PREFIX) :], "store name", RequestError)
             self._check_read(store, _authorization(scope))
-            return 200, await self.compute(store, await _read_body(receive), query)
+            _, _, answer_body = await self._timed(self.compute(store, await _read_body(receive), query), store, "compute")
+            return 200, answer_body
         if path == b"/routing":
             if method != "GET":
                 return _method_not_allowed(method, path)
@@ -252,22 +278,28 @@ class RouterApp:
         if not path.startswith(_STORAGE_PREFIX):
             return None
         store_part, slash, key_part = path[len(_STORAGE_PREFIX) :].partition(b"/")
-        if fast:
-            if (self.tokens.writes_need_token if method in _WRITE_METHODS else self._is_private(store_part)):
-                return None
-        elif slash and method in _WRITE_METHODS:
-            self.tokens.check(bearer(authorization), Action.WRITE, _path_text(store_part, "store name", RequestError))
-        elif (slash and method == "GET") or (not slash and method == "POST"):
-            self._check_read(_path_text(store_part, "store name", RequestError), authorization)
-        if slash and method == "GET":
-            store = _path_text(store_part, "store name", RequestError)
-            return self._answer(self.single_get(store, _path_text(key_part, "key", InvalidKeyError), query))
-        if slash and method in _WRITE_METHODS:
-            return self._write(method, store_part, key_part, query, body)
-        if not slash and method == "POST":
-            if len(body) > MAX_BODY_BYTES:
-                raise BodyTooLargeError(f"request body larger than {MAX_BODY_BYTES} bytes")
-            return self._answer(self.batch_get(_path_text(store_part, "store name", RequestError), body, query))
+        try:
+            if fast:
+                if (self.tokens.writes_need_token if method in _WRITE_METHODS else self._is_private(store_part)):
+                    return None
+            elif slash and method in _WRITE_METHODS:
+                self.tokens.check(bearer(authorization), Action.WRITE, _path_text(store_part, "store name", RequestError))
+            elif (slash and method == "GET") or (not slash and method == "POST"):
+                self._check_read(_path_text(store_part, "store name", RequestError), authorization)
+            if slash and method == "GET":
+                store = _path_text(store_part, "store name", RequestError)
+                return self._timed(self.single_get(store, _path_text(key_part, "key", InvalidKeyError), query), store, "single")
+            if slash and method in _WRITE_METHODS:
+                return self._write(method, store_part, key_part, query, body)
+            if not slash and method == "POST":
+                if len(body) > MAX_BODY_BYTES:
+                    raise BodyTooLargeError(f"request body larger than {MAX_BODY_BYTES} bytes")
+                store = _path_text(store_part, "store name", RequestError)
+                return self._timed(self.batch_get(store, body, query), store, "batch")
+        except VeniceError as exc:  # refused before any read or write (bad path, no token): counted, not timed
+            endpoint = ("single" if method == "GET" else method.lower()) if slash else "batch"
+            self.metrics.answered(OTHER, endpoint, exc.http_status)
+            raise
         return None
 
     def _is_private(self, store_part: bytes) -> bool:
@@ -291,13 +323,21 @@ class RouterApp:
         private = route is not None and route.private
         self.tokens.check(bearer(authorization), Action.READ, store, private=private)
 
-    @staticmethod
-    async def _answer(json_body: Awaitable[bytes]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        return 200, _JSON_HEADERS, await json_body
-
-    @staticmethod
-    async def _accepted(json_body: Awaitable[bytes]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        return 202, _JSON_HEADERS, await json_body
+    async def _timed(
+        self, json_body: Awaitable[bytes], store: str, endpoint: str, status: int = 200
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Await a read (or a write: ``status`` 202); count it by store, endpoint and status, and time it."""
+        started = time.perf_counter()
+        try:
+            body = await json_body
+        except VeniceError as exc:
+            self.metrics.answered(store, endpoint, exc.http_status, time.perf_counter() - started)
+            raise
+        except Exception:
+            self.metrics.answered(store, endpoint, 500, time.perf_counter() - started)
+            raise
+        self.metrics.answered(store, endpoint, status, time.perf_counter() - started)
+        return status, _JSON_HEADERS, body
 
     def _write(
         self, method: str, store_part: bytes, key_part: bytes, query: bytes, body: bytes
@@ -307,10 +347,10 @@ class RouterApp:
         if len(body) > MAX_BODY_BYTES:  # the server refuses it first (its own limit): for other ASGI servers
             raise BodyTooLargeError(f"request body larger than {MAX_BODY_BYTES} bytes")
         if method == "PUT":
-            return self._accepted(self.writes.put(store, key, body, query))
+            return self._timed(self.writes.put(store, key, body, query), store, "put", 202)
         if method == "PATCH":
-            return self._accepted(self.writes.patch(store, key, body, query))
-        return self._accepted(self.writes.delete(store, key))
+            return self._timed(self.writes.patch(store, key, body, query), store, "patch", 202)
+        return self._timed(self.writes.delete(store, key), store, "delete", 202)
 
     async def single_get(self, store: str, key_text: str, query: bytes) -> bytes:
         """JSON of the value of one key, read from the first replica that answers."""

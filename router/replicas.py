@@ -24,7 +24,7 @@ from venice.errors import (
     VeniceError,
     error_from_response,
 )
-from venice.failover import first_success
+from venice.failover import FailoverCounts, first_success
 from venice.protocol import (
     SCHEMA_ID_HEADER,
     Hit,
@@ -68,6 +68,8 @@ class ReplicaReader:
         self._on_stale_routing = on_stale_routing
         self.health = health if health is not None else ReplicaHealth()
         self.budget = budget if budget is not None else RetryBudget()
+        self.counts = FailoverCounts()
+        """Failovers, hedges and budget refusals of every read (the router's metrics)."""
         # One pool of keep-alive connections per server, so one slow server cannot
         # starve the connections to the others. One TLS context for all: replicas at
         # https:// URLs are verified with it (the router's --ca-file, else the system's CAs).
@@ -180,6 +182,7 @@ class ReplicaReader:
             hedge_after_s=hedge_after_s,
             what=what,
             may_retry=self.budget.try_spend,
+            counts=self.counts,
         )
 
     async def _send(self, url: str, method: str, path: str, body: bytes | None, timeout: float) -> Response:

@@ -7,7 +7,7 @@ Paths (see docs/api.md):
 * ``POST /v1/batch/{store}/{version}``
 * ``POST /v1/compute/{store}/{version}`` (read compute; through ASGI, beside the fast paths)
 * ``GET  /v1/changes/{store}/{version}?partition=P&from=N`` (a page of a change log; ASGI, may wait)
-* ``GET  /health``, ``GET /admin/replicas``
+* ``GET  /health``, ``GET /admin/replicas``, ``GET /metrics`` (Prometheus text format)
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ import orjson
 
 from server.changes import ChangesEndpoint
 from server.compute import ComputeEndpoint
+from server.metrics import ServerMetrics
 from server.service import StorageService
 from venice.auth import Action, Role, bearer
 from venice.errors import ForbiddenError, KeyNotFoundError, NotFoundError, RequestError, VeniceError, error_body
 from venice.ingestion import decode_stored
+from venice.metrics import PROMETHEUS_CONTENT_TYPE
 from venice.protocol import SCHEMA_ID_HEADER, decode_batch_request, decode_key_segment, encode_batch_response
 
 __all__ = ["StorageApp"]
@@ -35,6 +37,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _JSON = [(b"content-type", b"application/json")]
+_PROMETHEUS = [(b"content-type", PROMETHEUS_CONTENT_TYPE.encode())]
 _OCTETS = (b"content-type", b"application/octet-stream")
 _SCHEMA_ID = SCHEMA_ID_HEADER.encode()
 _CONTENT_LENGTH = b"content-length"
@@ -82,6 +85,7 @@ class StorageApp:
         self._heartbeat: asyncio.Task[None] | None = None
         self._compute = ComputeEndpoint(service.host)
         self._changes = ChangesEndpoint(service.host, lambda: service.draining)
+        self.metrics = ServerMetrics(service.host, service.server_id)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -125,6 +129,8 @@ class StorageApp:
         if method == "GET" and path == "/health":
             body = orjson.dumps({"status": "ok", "server_id": self.service.server_id})
             return await _respond(send, 200, body, _JSON)
+        if method == "GET" and path == "/metrics":
+            return await _respond(send, 200, self.metrics.render(), _PROMETHEUS)
         if method == "GET" and path == "/admin/replicas":
             self._check_operator(bearer(_header(scope, b"authorization")))
             return await _respond(send, 200, orjson.dumps(self._replicas()), _JSON)
@@ -153,9 +159,19 @@ class StorageApp:
         raw_parts = path[4:].split(b"/")
         parts = [(unquote_to_bytes(p) if b"%" in p else p).decode("utf-8", "replace") for p in raw_parts]
         if method == "GET" and len(parts) == 4:
-            return self._get_answer(parts)
+            try:
+                return self._get_answer(parts)
+            except KeyNotFoundError:
+                raise  # counted as a miss
+            except VeniceError as exc:
+                self.metrics.count_refused(parts[0], _int_or_none(parts[1]), "single", exc.code)
+                raise
         if method == "POST" and len(parts) == 3 and parts[0] == "batch":
-            return 200, [_OCTETS], self._batch_answer(parts[1], parts[2], body)
+            try:
+                return 200, [_OCTETS], self._batch_answer(parts[1], parts[2], body)
+            except VeniceError as exc:
+                self.metrics.count_refused(parts[1], _int_or_none(parts[2]), "batch", exc.code)
+                raise
         return None
 
     def _get_answer(self, parts: list[str]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -165,9 +181,12 @@ class StorageApp:
             version_n, partition_n = int(version), int(partition)
         except ValueError as exc:
             raise RequestError(f"malformed read path: {exc}") from exc
-        raw = self._ready(store, version_n, partition_n).get(partition_n, decode_key_segment(key_text))
+        storage = self._ready(store, version_n, partition_n)
+        raw = storage.get(partition_n, decode_key_segment(key_text))
         if raw is None:
+            storage.misses += 1
             raise KeyNotFoundError(f"key not found in {store} v{version_n}")
+        storage.hits += 1  # the read counter (server/metrics.py): one attribute increment
         schema_id, value = decode_stored(raw)
         return 200, [_OCTETS, (_SCHEMA_ID, b"%d" % schema_id)], value
 
@@ -182,6 +201,8 @@ class StorageApp:
             storage = self._ready(store, version_n, partition)
         if storage is None:
             return b""
+        storage.batches += 1
+        storage.batch_keys += len(items)
         return encode_batch_response(None if raw is None else decode_stored(raw) for raw in storage.get_many(items))
 
     def _check_operator(self, credential: str | None) -> None:
@@ -200,3 +221,10 @@ class StorageApp:
                 entry["lmdb_entries"] = hosted.storage.count(report.partition)
                 replicas.append(entry)
         return {"server_id": self.service.server_id, "replicas": replicas}
+
+
+def _int_or_none(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None

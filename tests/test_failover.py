@@ -163,3 +163,68 @@ async def test_a_spent_budget_waits_for_the_slow_replica_instead_of_hedging() ->
     assert result == "a"
     assert replicas.asked == ["a"]
     assert budget.asked == 1  # asked once, then no more hedging for this read
+
+
+# -- counts (the router's failover metrics) ------------------------------------------------
+async def test_counts_a_failover() -> None:
+    from venice.failover import FailoverCounts
+
+    counts = FailoverCounts()
+    replicas = Replicas(a="refuse", b="503", c="ok")
+    assert await first_success(["a", "b", "c"], replicas.attempt, deadline_at=deadline_in(5), hedge_after_s=1.0, counts=counts) == "c"
+    assert counts == FailoverCounts(failovers=2, hedges=0, hedges_won=0, budget_refusals=0)
+
+
+async def test_counts_a_hedge_that_wins() -> None:
+    from venice.failover import FailoverCounts
+
+    counts = FailoverCounts()
+    replicas = Replicas(a="hang", b="ok")
+    assert await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(5), hedge_after_s=0.01, counts=counts) == "b"
+    assert counts == FailoverCounts(failovers=0, hedges=1, hedges_won=1, budget_refusals=0)
+
+
+async def test_counts_a_hedge_that_loses() -> None:
+    from venice.failover import FailoverCounts
+
+    counts = FailoverCounts()
+    b_started = asyncio.Event()
+    release_a = asyncio.Event()
+
+    async def attempt(name: str, timeout: float) -> str:
+        if name == "a":
+            await release_a.wait()  # silent until the hedge to b is on its way, then answers first
+            return "a"
+        b_started.set()
+        await asyncio.sleep(60)
+        return "b"
+
+    async def release_after_hedge() -> None:
+        await b_started.wait()
+        release_a.set()
+
+    releaser = asyncio.create_task(release_after_hedge())
+    assert await first_success(["a", "b"], attempt, deadline_at=deadline_in(5), hedge_after_s=0.01, counts=counts) == "a"
+    await releaser
+    assert counts == FailoverCounts(failovers=0, hedges=1, hedges_won=0, budget_refusals=0)
+
+
+async def test_a_failure_beside_a_hedge_counts_as_a_failover() -> None:
+    from venice.failover import FailoverCounts
+
+    counts = FailoverCounts()
+    replicas = Replicas(a="hang", b="refuse", c="ok")
+    # a is silent: b is hedged and fails at once, so c is asked because of a failure.
+    assert await first_success(["a", "b", "c"], replicas.attempt, deadline_at=deadline_in(5), hedge_after_s=0.01, counts=counts) == "c"
+    assert replicas.asked == ["a", "b", "c"]
+    assert counts == FailoverCounts(failovers=1, hedges=1, hedges_won=0, budget_refusals=0)
+
+
+async def test_counts_a_budget_refusal() -> None:
+    from venice.failover import FailoverCounts
+
+    counts = FailoverCounts()
+    replicas = Replicas(a="refuse", b="ok")
+    with pytest.raises(NoReplicaError, match="retry budget"):
+        await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(5), may_retry=lambda: False, counts=counts)
+    assert counts == FailoverCounts(failovers=0, hedges=0, hedges_won=0, budget_refusals=1)

@@ -170,6 +170,8 @@ class LocalCluster:
         self.dead_after_s = dead_after_s
         self.logs = self.data_dir / "logs"
         port = free_port(host)
+        # Router ports first: the controller is told where they are (its dashboard shows them).
+        router_ports = [free_port(host) for _ in range(routers)]
         self.controller = ManagedProcess(
             "controller",
             [
@@ -181,6 +183,7 @@ class LocalCluster:
                 "--dead-after", str(dead_after_s),
                 *(["--tokens-file", str(tokens_file)] if tokens_file is not None else []),
                 *self._tls_args(),
+                *(arg for p in router_ports for arg in ("--router", f"{self.scheme}://{host}:{p}")),
             ],
             self.logs / "controller.log",
             f"{self.scheme}://{host}:{port}",
@@ -188,11 +191,10 @@ class LocalCluster:
             ca_file=ca_file,
         )
         self.servers = [self._server_process(i, (server_args or {}).get(i, ())) for i in range(servers)]
-        self.routers = [self._router_process(i) for i in range(routers)]
+        self.routers = [self._router_process(i, p) for i, p in enumerate(router_ports)]
         self.router = self.routers[0]
 
-    def _router_process(self, index: int) -> ManagedProcess:
-        port = free_port(self.host)
+    def _router_process(self, index: int, port: int) -> ManagedProcess:
         return ManagedProcess(
             "router" if index == 0 else f"router-{index}",
             ["router", "--host", self.host, "--port", str(port), "--controller", self.controller.url, *self._tls_args()],

@@ -85,6 +85,10 @@ class BaseControllerClient:
         return Call("GET", "/cluster")
 
     @staticmethod
+    def _overview() -> Call:
+        return Call("GET", "/overview")
+
+    @staticmethod
     def _list_stores() -> Call:
         return Call("GET", "/stores")
 
@@ -236,6 +240,10 @@ class ControllerClient(BaseControllerClient):
 
     def cluster(self) -> dict[str, Any]:
         return dict(self.call(self._cluster()))
+
+    def overview(self) -> dict[str, Any]:
+        """The whole cluster in one answer (``GET /overview``: servers, stores, replica maps, routers)."""
+        return dict(self.call(self._overview()))
 
     def list_stores(self) -> list[dict[str, Any]]:
         return list(self.call(self._list_stores())["stores"])

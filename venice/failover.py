@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from venice.errors import DeadlineExceededError, NoReplicaError, VeniceError
 
-__all__ = ["DEFAULT_HEDGE_AFTER_S", "first_success"]
+__all__ = ["DEFAULT_HEDGE_AFTER_S", "FailoverCounts", "first_success"]
 
 T = TypeVar("T")
 
@@ -31,6 +32,21 @@ Attempt = Callable[[str, float], Coroutine[Any, Any, T]]
 """``attempt(replica_url, timeout_s)``: one read from one replica."""
 
 
+@dataclass
+class FailoverCounts:
+    """What :func:`first_success` did beyond the first attempt, summed over its calls
+    (a reader's metrics: plain ints, one event loop, nothing locked)."""
+
+    failovers: int = 0
+    """Attempts started because the previous replicas failed (the next replica, at once)."""
+    hedges: int = 0
+    """Attempts started because the earlier ones were still silent after the hedge delay."""
+    hedges_won: int = 0
+    """Reads answered by a hedge, not by the attempts it was sent beside."""
+    budget_refusals: int = 0
+    """Retries or hedges the retry budget did not allow."""
+
+
 async def first_success(
     replicas: Sequence[str],
     attempt: Attempt[T],
@@ -39,18 +55,22 @@ async def first_success(
     hedge_after_s: float = DEFAULT_HEDGE_AFTER_S,
     what: str = "read",
     may_retry: Callable[[], bool] | None = None,
+    counts: FailoverCounts | None = None,
 ) -> T:
     """The result of the first attempt that succeeds.
 
     Raises the first non-retriable error at once (e.g. a bad request), NoReplicaError
     when every replica failed (or the retry budget refused to try the next one),
     DeadlineExceededError when ``deadline_at`` (a ``loop.time()`` instant) passed first.
+    ``counts``, when given, adds up the failovers, hedges and budget refusals.
     """
     loop = asyncio.get_running_loop()
     in_flight: set[asyncio.Task[T]] = set()
+    hedges: set[asyncio.Task[T]] = set()
     failures: list[VeniceError] = []
     next_index = 0
     budget_refused = False
+    after_failure = False
     try:
         while True:
             remaining = deadline_at - loop.time()
@@ -58,10 +78,19 @@ async def first_success(
                 raise DeadlineExceededError(f"{what}: no replica answered within the deadline", **_reasons(failures))
             if next_index < len(replicas) and not budget_refused:
                 if next_index == 0 or may_retry is None or may_retry():
-                    in_flight.add(loop.create_task(attempt(replicas[next_index], remaining)))
+                    task = loop.create_task(attempt(replicas[next_index], remaining))
+                    if next_index > 0 and counts is not None:
+                        if in_flight and not after_failure:
+                            counts.hedges += 1
+                            hedges.add(task)
+                        else:
+                            counts.failovers += 1
+                    in_flight.add(task)
                     next_index += 1
                 else:
                     budget_refused = True
+                    if counts is not None:
+                        counts.budget_refusals += 1
             if not in_flight:
                 if budget_refused:
                     raise NoReplicaError(
@@ -71,25 +100,28 @@ async def first_success(
             can_hedge = next_index < len(replicas) and not budget_refused
             window = min(remaining, hedge_after_s) if can_hedge else remaining
             done, in_flight = await asyncio.wait(in_flight, timeout=window, return_when=asyncio.FIRST_COMPLETED)
+            after_failure = bool(done)  # no winner below: what finished failed; else the window passed
             winner = _settle(done, failures)
             if winner is not None:
+                if counts is not None and winner[1] in hedges:
+                    counts.hedges_won += 1
                 return winner[0]
     finally:
         for task in in_flight:
             task.cancel()
 
 
-def _settle(done: set[asyncio.Task[T]], failures: list[VeniceError]) -> tuple[T] | None:
-    """A 1-tuple with the result of a successful task, or ``None``; records retriable failures.
+def _settle(done: set[asyncio.Task[T]], failures: list[VeniceError]) -> tuple[T, asyncio.Task[T]] | None:
+    """The result of a successful task and the task, or ``None``; records retriable failures.
 
     Every finished task's exception is looked at, so none is left unretrieved.
     """
-    winner: tuple[T] | None = None
+    winner: tuple[T, asyncio.Task[T]] | None = None
     fatal: BaseException | None = None
     for task in done:
         exc = task.exception()
         if exc is None:
-            winner = (task.result(),)
+            winner = (task.result(), task)
         elif isinstance(exc, VeniceError) and exc.retriable:
             failures.append(exc)
         elif fatal is None:

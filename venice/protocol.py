@@ -411,6 +411,11 @@ def _list(value: Any, where: str, *, max_len: int = 1_000_000) -> Sequence[Any]:
     return value
 
 
+def is_base_url(url: str) -> bool:
+    """``http(s)://HOST[:PORT]`` and nothing more (what servers and routers are reached at)."""
+    return _BASE_URL.fullmatch(url) is not None
+
+
 def _url(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")) or len(value) > 2048:
         raise RequestError(f"{where}: {str(value)[:100]!r} is not an http(s) URL")

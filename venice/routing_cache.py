@@ -21,13 +21,14 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Mapping
 
 import orjson
 
 from venice import protocol
 from venice.controller_client import AsyncControllerClient
 from venice.errors import UnavailableError, VeniceError
-from venice.routing import RoutingTable
+from venice.routing import RoutingTable, StoreRoute
 
 __all__ = ["DEFAULT_REFRESH_INTERVAL_S", "RoutingCache"]
 
@@ -67,6 +68,9 @@ class RoutingCache:
         self._payload_json: tuple[int, bytes] | None = None
         self._moved: asyncio.Event | None = None
         """Set (and replaced) whenever a newer table arrives; long polls wait on it."""
+        self.confirmed_at: float | None = None
+        """``time.monotonic()`` of the controller's last answer (a new table, or a long
+        poll's "unchanged"): how fresh the table is known to be."""
 
     @property
     def table(self) -> RoutingTable:
@@ -78,6 +82,14 @@ class RoutingCache:
     @property
     def loaded(self) -> bool:
         return self._table is not None
+
+    def stores(self) -> Mapping[str, StoreRoute]:
+        """The stores of the newest table (none before the first)."""
+        return {} if self._table is None else self._table.stores
+
+    def generation(self) -> int:
+        """The newest table's generation (0 before the first)."""
+        return 0 if self._table is None else self._table.generation
 
     async def start(self) -> None:
         """One immediate fetch (failure only logged), then refresh in the background."""
@@ -99,6 +111,7 @@ class RoutingCache:
             raise RuntimeError("RoutingCache.start() was not called")
         generation = None if self._table is None else self._table.generation
         payload = await self._client.routing(generation, wait_s=wait_s)
+        self.confirmed_at = time.monotonic()
         if payload is None:
             return False
         if self._table is not None and payload.generation < self._table.generation:

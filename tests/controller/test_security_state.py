@@ -91,6 +91,11 @@ class TestRules:
     EXPECTED: ClassVar[dict[tuple[str, str], Action | None]] = {
         ("GET", "/health"): None,
         ("GET", "/cluster"): None,
+        ("GET", "/"): None,
+        ("GET", "/dashboard/dashboard.js"): None,
+        ("GET", "/dashboard/dashboard.css"): None,
+        ("GET", "/metrics"): None,
+        ("GET", "/overview"): None,
         ("GET", "/stores"): None,
         ("GET", "/stores/members"): Action.READ,
         ("GET", "/stores/members/versions"): Action.READ,

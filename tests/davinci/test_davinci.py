@@ -154,13 +154,17 @@ def test_restart_serves_local_data_before_catching_up(cluster: LocalCluster, tmp
         dv.start(timeout=120)
         assert dv.version == 2
         assert [dv.get(r["id"]) for r in v2] == [value_of(r) for r in v2]
+        # The old version's files are dropped by the client's next planning round after the swap.
+        versions = data_dir / "dv-restart" / "versions"
+        wait_for(lambda: [p.name.rpartition("-")[0] for p in versions.iterdir()] == ["dv-restart_v2"], 60,
+                 "the client to drop v1's files")
         dv.close()
     finally:
         cluster.controller.signal(signal.SIGCONT)
     state = json.loads((data_dir / "dv-restart" / STATE_NAME).read_text())
     assert state["serving"] == 2
     # Only the served version's files remain.
-    assert [p.name.rpartition("-")[0] for p in (data_dir / "dv-restart" / "versions").iterdir()] == ["dv-restart_v2"]
+    assert [p.name.rpartition("-")[0] for p in versions.iterdir()] == ["dv-restart_v2"]
 
 
 def test_a_subset_of_partitions(cluster: LocalCluster, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from venice.cli.logopts import log_format_option
 from venice.cli.params import Seconds
 from venice.errors import ConfigError
 from venice.httpserver import (
@@ -127,6 +128,15 @@ def _secret(path: Path | None) -> str | None:
         raise click.BadParameter(exc.message, param_hint="--cluster-secret-file") from None
 
 
+def _router_urls(urls: tuple[str, ...]) -> list[str]:
+    from venice.protocol import is_base_url
+
+    for url in urls:
+        if not is_base_url(url):
+            raise click.BadParameter(f"{url[:100]!r} is not a base URL http(s)://HOST[:PORT]", param_hint="--router")
+    return list(urls)
+
+
 host_option = click.option("--host", default="127.0.0.1", show_default=True, envvar="VENICE_HOST")
 controller_option = click.option(
     "--controller",
@@ -152,6 +162,8 @@ controller_option = click.option(
 @tls_cert_option
 @tls_key_option
 @click.option("--tokens-file", envvar="VENICE_TOKENS_FILE", type=click.Path(dir_okay=False, path_type=Path), help="Token file (venice token create): admin, writer and reader tokens, digests only. Without one, admin requests and writes are open.")
+@click.option("--router", "routers", multiple=True, envvar="VENICE_ROUTERS", help="URL of a router whose read rate and p99 the dashboard and `venice status` show (repeat it; the env var takes several, space-separated).")
+@log_format_option(lambda o: "controller")
 def controller(
     host: str,
     port: int,
@@ -166,6 +178,7 @@ def controller(
     tls_cert: Path | None,
     tls_key: Path | None,
     tokens_file: Path | None,
+    routers: tuple[str, ...],
 ) -> None:
     """Run the controller: store metadata, versions, assignment, routing table."""
     from controller.main import ControllerConfig, run
@@ -189,6 +202,7 @@ def controller(
             port=port,
             dead_after_s=dead_after,
             forget_after_s=forget_after,
+            router_urls=tuple(_router_urls(routers)),
             http=http,
             cluster_secret=secret,
             tokens_file=tokens_file,
@@ -212,6 +226,7 @@ def controller(
 @tls_cert_option
 @tls_key_option
 @ca_file_option
+@log_format_option(lambda o: f"server:{o['port']}")
 def server(
     host: str,
     port: int,
@@ -260,6 +275,7 @@ def server(
 @tls_cert_option
 @tls_key_option
 @ca_file_option
+@log_format_option(lambda o: f"router:{o['port']}")
 def router(
     host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits,
     cluster_secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None, ca_file: Path | None,

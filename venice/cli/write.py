@@ -93,15 +93,8 @@ def _run(work: Callable[[Any], Awaitable[str]], controller: str, pubsub_url: str
 def put(controller: str, store: str, key: str, value: str, schema_id: int | None, pubsub_url: str | None) -> None:
     """Write VALUE under KEY in a hybrid STORE."""
     parsed = _json_argument(value, "--value")
-
-    async def work(producer: Any) -> str:
-        writer = await producer.store_writer(store)
-        datum = writer.key_from_text(key)
-        await producer.put(store, datum, writer.value_from_json(parsed, schema_id), schema_id=schema_id)
-        await producer.flush()
-        return f"put {store} {key}: durable in {writer.topic} partition {writer.partition_of(writer.encode_key(datum))}"
-
-    _run(work, controller, pubsub_url)
+    _write_one(controller, pubsub_url, store, key, "put", lambda p, w, datum: p.put(
+        store, datum, w.value_from_json(parsed, schema_id), schema_id=schema_id))
 
 
 @click.command("delete")
@@ -112,15 +105,7 @@ def put(controller: str, store: str, key: str, value: str, schema_id: int | None
 @handle_errors
 def delete(controller: str, store: str, key: str, pubsub_url: str | None) -> None:
     """Delete KEY from a hybrid STORE."""
-
-    async def work(producer: Any) -> str:
-        writer = await producer.store_writer(store)
-        datum = writer.key_from_text(key)
-        await producer.delete(store, datum)
-        await producer.flush()
-        return f"deleted {store} {key}: durable in {writer.topic} partition {writer.partition_of(writer.encode_key(datum))}"
-
-    _run(work, controller, pubsub_url)
+    _write_one(controller, pubsub_url, store, key, "deleted", lambda p, _w, datum: p.delete(store, datum))
 
 
 @click.command("update")
@@ -134,13 +119,21 @@ def delete(controller: str, store: str, key: str, pubsub_url: str | None) -> Non
 def update(controller: str, store: str, key: str, ops: str, schema_id: int | None, pubsub_url: str | None) -> None:
     """Apply a partial update to KEY in a hybrid STORE with write compute."""
     parsed = _json_argument(ops, "--ops")
+    _write_one(controller, pubsub_url, store, key, "updated", lambda p, w, datum: p.update(
+        store, datum, w.ops_from_json(parsed, schema_id), schema_id=schema_id))
+
+
+def _write_one(controller: str, pubsub_url: str | None, store: str, key: str, verb: str,
+               send: Callable[[Any, Any, Any], Awaitable[None]]) -> None:
+    """One nearline write from the command line: ``send(producer, writer, key datum)``, flushed,
+    then one line saying where it is durable."""
 
     async def work(producer: Any) -> str:
         writer = await producer.store_writer(store)
         datum = writer.key_from_text(key)
-        await producer.update(store, datum, writer.ops_from_json(parsed, schema_id), schema_id=schema_id)
+        await send(producer, writer, datum)
         await producer.flush()
-        return f"updated {store} {key}: durable in {writer.topic} partition {writer.partition_of(writer.encode_key(datum))}"
+        return f"{verb} {store} {key}: durable in {writer.topic} partition {writer.partition_of(writer.encode_key(datum))}"
 
     _run(work, controller, pubsub_url)
 

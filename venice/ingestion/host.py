@@ -141,7 +141,10 @@ class IngestionHost:
                 else:
                     if set(hosted.ingestion.partitions) != set(assignment.partitions):
                         await hosted.ingestion.set_partitions(assignment.partitions)
-                        log.info("now hosting %s partitions %s", assignment.topic, list(assignment.partitions))
+                        log.info(
+                            "now hosting %s partitions %s", assignment.topic, list(assignment.partitions),
+                            extra={"event": "partitions_changed", "store": assignment.store, "version": assignment.version},
+                        )
                     hosted.assignment = assignment
                     hosted.ingestion.update(assignment)
             except VeniceError as exc:

@@ -97,6 +97,13 @@ class VersionStorage:
             self._checkpoints = self.env.open_db(_CHECKPOINTS, create=not readonly)
         self._dbs: dict[int, lmdb._Database] = {}
         self._logs: dict[int, lmdb._Database] = {}
+        # Reads served from this environment, counted by the server that serves them: an
+        # attribute increment on an object the read already holds is the cheapest count
+        # there is (its metrics read them at scrape time).
+        self.hits = 0
+        self.misses = 0
+        self.batches = 0
+        self.batch_keys = 0
         # Opened up front: opening a named database inside a read transaction is unsafe.
         self.open_partitions(partitions)
 
@@ -237,6 +244,12 @@ class VersionStorage:
     def count(self, partition: int) -> int:
         with _lmdb_errors("stat"), self.env.begin() as txn:
             return int(txn.stat(self._db(partition))["entries"])
+
+    def size_bytes(self) -> int:
+        """Bytes of the environment's pages in use (what the data file holds, free pages
+        included; LMDB never shrinks a file, but reuses its free pages)."""
+        with _lmdb_errors("stat"):
+            return int((self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"])
 
     def dump(self) -> dict[bytes, list[tuple[bytes, bytes]]]:
         """Every named database and its contents (for tests comparing replicas)."""

@@ -89,6 +89,10 @@ class PartitionState:
     reason: str | None = None
     ingested: int = 0
     """Data records this process applied (version and real-time topics)."""
+    ingested_bytes: int = 0
+    """Key and value bytes of the records this process read and processed (applied or skipped)."""
+    vt_end: int | None = None
+    """The version topic's end offset, as last polled (only before end-of-push)."""
     rt_end: int | None = None
     """The real-time topic's end offset, as last polled."""
     need_schema: int | None = None
@@ -102,6 +106,14 @@ class PartitionState:
         if rt_offset is None or self.rt_end is None:
             return None
         return max(0, self.rt_end - rt_offset)
+
+    def version_lag(self) -> int | None:
+        """Version-topic records not applied yet: 0 after end-of-push (``None``: not polled yet)."""
+        if self.checkpoint.end_of_push:
+            return 0
+        if self.vt_end is None:
+            return None
+        return max(0, self.vt_end - self.checkpoint.offset)
 
 
 class VersionIngestion:
@@ -129,6 +141,7 @@ class VersionIngestion:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_lag_poll = -LAG_POLL_S
+        self._last_vt_poll = -LAG_POLL_S
         self._rt_verified = False
         self._rt_checked_at = -LAG_POLL_S
         self._rt_missing_logged = False
@@ -391,6 +404,13 @@ class VersionIngestion:
             for partition, state in self.partitions.items():
                 if partition in ends:
                     state.rt_end = ends[partition]
+        if now - self._last_vt_poll >= LAG_POLL_S and any(not s.checkpoint.end_of_push for s in self.partitions.values()):
+            # Only for the metrics (push progress, a replica catching up): a failed poll waits for the next.
+            self._last_vt_poll = now
+            with contextlib.suppress(VeniceError):
+                vt_ends = await self.pubsub.end_offsets(self.topic)
+                for partition, state in self.partitions.items():
+                    state.vt_end = vt_ends.get(partition, state.vt_end)
         for state in self.partitions.values():
             self._check_ready(state)
 
@@ -527,19 +547,27 @@ class VersionIngestion:
         if applied_to != messages[-1].offset + 1:
             self._reseek = True
         state.ingested += outcome.applied
+        state.ingested_bytes += sum(len(m.key) + len(m.value or b"") for m in messages)
         for skipped in outcome.skipped:
             if skipped.kind not in state.logged:
                 state.logged.add(skipped.kind)
                 log.warning(
                     "%s partition %d: skipping real-time record at offset %d (%s: %s); further ones of this kind are counted, not logged",
                     self.topic, tp.partition, skipped.offset, skipped.kind.value, skipped.detail,
+                    extra=self._fields(tp.partition, "poison_pill", offset=skipped.offset, kind=skipped.kind.value),
                 )
         if outcome.need_schema is not None:
             state.need_schema = outcome.need_schema
-            log.info("%s partition %d: paused for unknown value schema %d", self.topic, tp.partition, outcome.need_schema)
+            log.info(
+                "%s partition %d: paused for unknown value schema %d", self.topic, tp.partition, outcome.need_schema,
+                extra=self._fields(tp.partition, "paused_for_schema", schema_id=outcome.need_schema),
+            )
             self._need_schema(outcome.need_schema)
         if outcome.end_of_push:
-            log.info("%s partition %d: end-of-push, %d records", self.topic, tp.partition, outcome.checkpoint.records)
+            log.info(
+                "%s partition %d: end-of-push, %d records", self.topic, tp.partition, outcome.checkpoint.records,
+                extra=self._fields(tp.partition, "end_of_push", records=outcome.checkpoint.records),
+            )
             await self.writer.run(self.storage.sync)  # the pushed data reaches the disk before it is served
             if outcome.checkpoint.failed:
                 self._set_status(state, ReplicaStatus.ERROR, outcome.checkpoint.failed)
@@ -562,6 +590,7 @@ class VersionIngestion:
         log.info(
             "%s partition %d ready: %d records%s", self.topic, state.partition, state.checkpoint.records,
             "" if lag is None else f", real-time lag {lag}",
+            extra=self._fields(state.partition, "replica_ready", records=state.checkpoint.records),
         )
 
     def _set_status(self, state: PartitionState, status: ReplicaStatus, reason: str | None) -> None:
@@ -569,8 +598,12 @@ class VersionIngestion:
             return
         state.status, state.reason = status, reason
         if status is ReplicaStatus.ERROR:
-            log.error("%s partition %d: %s", self.topic, state.partition, reason)
+            log.error("%s partition %d: %s", self.topic, state.partition, reason, extra=self._fields(state.partition, "replica_error"))
         self._on_change(self)
+
+    def _fields(self, partition: int, event: str, **more: object) -> dict[str, object]:
+        """Fields of a log line about one of this version's partitions (:mod:`venice.logs`)."""
+        return {"event": event, "store": self.store, "version": self.version, "partition": partition, **more}
 
     def _fail(self, reason: str, *, only_before_eop: bool = False, only_after_eop: bool = False) -> None:
         for state in self.partitions.values():
