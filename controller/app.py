@@ -70,10 +70,12 @@ class Controller:
         forget_after_s: float = DEFAULT_FORGET_AFTER_S,
         auth: ControllerAuth | None = None,
         router_urls: Sequence[str] = (),
+        ca_file: Path | None = None,
     ) -> None:
         self.metadata = metadata
         self.auth = auth if auth is not None else ControllerAuth()
-        self.routers = RouterWatch(router_urls)
+        # Closed routers show their metrics to the cluster secret (docs/security.md).
+        self.routers = RouterWatch(router_urls, token=self.auth.secret, ca_file=ca_file)
         """The routers whose read rate and p99 the overview shows (scraped in the background)."""
         self.pubsub = pubsub
         self.state: ClusterState = metadata.load(pubsub.url, dead_after_s, forget_after_s)

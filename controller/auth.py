@@ -42,8 +42,8 @@ RULES: list[tuple[str, re.Pattern[str], Action | None]] = [
         ("GET", r"/cluster", None),
         ("GET", r"/(docs|redoc|openapi\.json)", None),
         ("GET", r"/(dashboard/[^/]+)?", None),  # the dashboard's static files: no data
-        ("GET", r"/metrics", None),
-        ("GET", r"/overview", None),
+        ("GET", r"/metrics", Action.MONITOR),
+        ("GET", r"/overview", Action.MONITOR),
         ("GET", r"/stores", None),  # filtered: private stores only for their readers
         ("GET", rf"/stores/{_NAME}(/versions(/{_N})?)?", Action.READ),
         ("POST", r"/stores", Action.ADMIN),

@@ -58,6 +58,8 @@ class ControllerConfig:
     """What the controller accepts from its clients (sizes, timeouts, connections)."""
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    ca_file: Path | None = None
+    """CA bundle the routers' https:// certificates are verified with (default: ``VENICE_CA_FILE``, else the system's)."""
     """Serve HTTPS with this certificate and key (both or neither)."""
 
 
@@ -68,6 +70,7 @@ def build_server(config: ControllerConfig) -> HttpServer:
     controller = Controller(
         MetadataFile(config.data_dir), connect(config.pubsub_url), config.dead_after_s, config.forget_after_s, auth,
         router_urls=config.router_urls,
+        ca_file=config.ca_file,
     )
     return HttpServer(
         create_app(controller),

@@ -138,10 +138,10 @@ class RouterApp:
             token=cluster_secret,
             ca_file=ca_file,
         )
-        self.metrics = RouterMetrics(self.cache, self.reader.counts)
+        self.quotas = ReadQuotas()
+        self.metrics = RouterMetrics(self.cache, self.reader.counts, quotas=self.quotas)
         self.deadline_s = deadline_s
         self.max_answer_bytes = max_answer_bytes
-        self.quotas = ReadQuotas()
         self._private_of: object = None
         self._private_stores: frozenset[str] = frozenset()
         """Names of the private stores of the routing table ``_private_of``."""
@@ -202,6 +202,12 @@ class RouterApp:
             await self.changes.serve(store, scope.get("query_string", b""), list(scope.get("headers", [])), receive, send)
             return
         if path == b"/metrics" and scope["method"] == "GET":
+            try:
+                self.tokens.check(bearer(_authorization(scope)), Action.MONITOR)
+            except VeniceError as exc:
+                self.metrics.answered("", "metrics", exc.http_status)
+                await self._send_json(send, exc.http_status, error_body(exc), exc.headers())
+                return
             body = self.metrics.render()
             self.metrics.answered("", "metrics", 200)
             await self._send(send, 200, body, _PROMETHEUS_HEADERS)

@@ -92,7 +92,7 @@ class StorageApp:
             try:
                 await self._http(scope, receive, send)
             except VeniceError as exc:
-                await _respond(send, exc.http_status, error_body(exc), _JSON)
+                await _respond(send, exc.http_status, error_body(exc), [*_JSON, *exc.headers()])
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
@@ -130,6 +130,7 @@ class StorageApp:
             body = orjson.dumps({"status": "ok", "server_id": self.service.server_id})
             return await _respond(send, 200, body, _JSON)
         if method == "GET" and path == "/metrics":
+            self.service.auth.check(bearer(_header(scope, b"authorization")), Action.MONITOR)
             return await _respond(send, 200, self.metrics.render(), _PROMETHEUS)
         if method == "GET" and path == "/admin/replicas":
             self._check_operator(bearer(_header(scope, b"authorization")))

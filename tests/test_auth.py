@@ -109,6 +109,8 @@ class TestTokensFile:
             file.create(Role.ADMIN, "x")
         with pytest.raises(ConfigError):
             file.create(Role.CLUSTER)
+        with pytest.raises(ConfigError, match="monitor token is for every store"):
+            file.create(Role.MONITOR, "x")
         with pytest.raises(ConfigError):
             file.create(Role.READER, "bad/name")
         assert not file.path.exists()
@@ -122,6 +124,7 @@ def _policy(tmp_path: Path) -> tuple[AuthPolicy, dict[str, str]]:
         "writer_all": file.create(Role.WRITER)[0],
         "reader_a": file.create(Role.READER, "a")[0],
         "reader_all": file.create(Role.READER)[0],
+        "monitor": file.create(Role.MONITOR)[0],
         "secret": SECRET,
     }
     return AuthPolicy(SECRET, file.load()), tokens
@@ -136,6 +139,7 @@ ALLOWED = {
     (Action.READ, "b"): {"admin", "writer_all", "reader_all", "secret"},
     (Action.CLUSTER, None): {"secret"},
     (Action.MEMBER, None): {"admin", "writer_a", "writer_all", "reader_a", "reader_all", "secret"},
+    (Action.MONITOR, None): {"admin", "monitor", "secret"},
 }
 
 
@@ -182,6 +186,30 @@ class TestPolicy:
         with pytest.raises(UnauthorizedError):
             policy.check(SECRET[:-1], Action.CLUSTER)  # prefix
         assert policy.check(SECRET, Action.CLUSTER).role is Role.CLUSTER
+
+    def test_metrics_are_closed_when_anything_is(self, tmp_path: Path) -> None:
+        """Monitoring needs a credential once a secret or a token file is configured."""
+        file = TokensFile(tmp_path / "t.json")
+        monitor = file.create(Role.MONITOR)[0]
+        assert AuthPolicy().check(None, Action.MONITOR).role is None  # open cluster: open metrics
+        secret_only = AuthPolicy(SECRET)
+        with pytest.raises(UnauthorizedError):
+            secret_only.check(None, Action.MONITOR)
+        with pytest.raises(UnauthorizedError):
+            secret_only.check(monitor, Action.MONITOR)  # no token file: nothing vouches for a token
+        assert secret_only.check(SECRET, Action.MONITOR).role is Role.CLUSTER
+        tokens_only = AuthPolicy(tokens=file.load())
+        with pytest.raises(UnauthorizedError):
+            tokens_only.check(None, Action.MONITOR)
+        assert tokens_only.check(monitor, Action.MONITOR).role is Role.MONITOR
+        with pytest.raises(ForbiddenError, match="may not make admin requests"):
+            tokens_only.check(monitor, Action.ADMIN)
+        with pytest.raises(ForbiddenError):
+            tokens_only.check(monitor, Action.WRITE, "a")
+        # A public store stays readable by anyone; a private one is not a monitor's.
+        assert tokens_only.check(monitor, Action.READ, "a").role is Role.MONITOR
+        with pytest.raises(ForbiddenError):
+            tokens_only.check(monitor, Action.READ, "a", private=True)
 
     def test_tokens_only_leave_cluster_paths_open(self, tmp_path: Path) -> None:
         file = TokensFile(tmp_path / "t.json")

@@ -42,6 +42,7 @@ def test_hostile_arguments_are_refused_with_a_message(tmp_path: Path) -> None:
         (["--role", "root"], "Invalid value for '--role'"),
         (["--role", "cluster"], "Invalid value for '--role'"),
         (["--role", "admin", "--store", "x"], "admin token is for every store"),
+        (["--role", "monitor", "--store", "x"], "monitor token is for every store"),
         (["--role", "reader", "--store", "../../etc"], "invalid store name"),
     ]:
         code, _, err = _run("token", "create", "--tokens-file", str(path), *args)
@@ -53,3 +54,13 @@ def test_hostile_arguments_are_refused_with_a_message(tmp_path: Path) -> None:
     assert path.read_text() == "{not json"  # nothing already stored is lost
     code, _, err = _run("token", "revoke", "--tokens-file", str(tmp_path / "none.json"), "zz")
     assert code == 1 and "hex digits" in err
+
+
+def test_a_monitor_token_is_for_every_store(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    code, out, err = _run("token", "create", "--tokens-file", str(path), "--role", "monitor", "--note", "prometheus")
+    assert code == 0 and "created monitor token" in err, err
+    kept = orjson.loads(path.read_bytes())["tokens"]
+    assert [(t["sha256"], t["role"], t["store"]) for t in kept] == [(hashlib.sha256(out.strip().encode()).hexdigest(), "monitor", None)]
+    code, listed, _ = _run("token", "list", "--tokens-file", str(path))
+    assert code == 0 and listed.split()[1:3] == ["monitor", "*"]

@@ -51,7 +51,8 @@ def test_quotas_per_store_with_batch_keys_counting_each() -> None:
     quotas.charge("limited", 5, keys=2)  # 0.5 s at 5/s: 2.5 tokens
     with pytest.raises(QuotaExceededError):
         quotas.charge("limited", 5)
-    assert (quotas.stats["limited"].allowed, quotas.stats["limited"].refused) == (7, 2)
+    limited = quotas.stats["limited"]
+    assert (limited.allowed, limited.refused, limited.refused_requests) == (7, 2, 2)
     assert "free" not in quotas.stats
 
 
@@ -60,6 +61,7 @@ def test_a_batch_larger_than_a_second_of_quota_is_a_bad_request() -> None:
     with pytest.raises(RequestError, match="split it") as info:
         quotas.charge("s", 10, keys=11)
     assert not isinstance(info.value, QuotaExceededError)
+    assert (quotas.stats["s"].refused_requests, quotas.stats["s"].refused, quotas.stats["s"].allowed) == (1, 11, 0)
 
 
 def test_a_changed_quota_starts_a_new_bucket() -> None:

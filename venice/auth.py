@@ -10,7 +10,7 @@ the rules are tested without a network.
   (:func:`hmac.compare_digest` over SHA-256 digests, so neither its content nor its length
   shows in the timing).
 * **Tokens** are 256-bit random strings given to people and programs, each with one role
-  (``admin``, ``writer`` or ``reader``) and, for writers and readers, optionally one
+  (``admin``, ``writer``, ``reader`` or ``monitor``) and, for writers and readers, optionally one
   store. Only their SHA-256 digests are kept (the token file, the table routers get), so a
   stolen file or table lets nobody in: a token is looked up by the digest of what the
   caller presented, which says nothing usable about any token.
@@ -83,6 +83,10 @@ class Role(str, enum.Enum):
     of its store (every store when it names none); also reads them."""
     READER = "reader"
     """Reads of its store (every store when it names none) when the store is private."""
+    MONITOR = "monitor"
+    """The parts' metrics (``GET /metrics``) and the controller's overview (``GET
+    /overview``), and nothing else: what a Prometheus scraper or a dashboard viewer needs.
+    Always for every store (metrics name stores, they hold no data)."""
     CLUSTER = "cluster"
     """A part of the cluster (it holds the cluster secret): heartbeats, routing, the token
     table, reads of every store. Not an admin."""
@@ -95,7 +99,9 @@ class Action(str, enum.Enum):
     CLUSTER = "cluster"
     """What only parts of the cluster do (heartbeats, the token table)."""
     MEMBER = "member"
-    """What any authenticated caller may do (the controller's routing table)."""
+    """What any authenticated caller but a monitor may do (the controller's routing table)."""
+    MONITOR = "monitor"
+    """Reading metrics and the overview: monitor and admin tokens, and the cluster secret."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +121,10 @@ class Principal:
             return False
         if action is Action.CLUSTER:
             return role is Role.CLUSTER
+        if action is Action.MONITOR:
+            return role in (Role.MONITOR, Role.ADMIN, Role.CLUSTER)
+        if role is Role.MONITOR:
+            return False  # least privilege: not even the routing table (it names every server)
         if action is Action.MEMBER:
             return True
         if role is Role.ADMIN:
@@ -204,14 +214,14 @@ class TokenEntry:
         try:
             role = Role(raw.get("role"))
         except ValueError:
-            raise ConfigError(f"token {sha[:12]}: role must be admin, writer or reader") from None
+            raise ConfigError(f"token {sha[:12]}: role must be admin, writer, reader or monitor") from None
         if role is Role.CLUSTER:
-            raise ConfigError(f"token {sha[:12]}: role must be admin, writer or reader")
+            raise ConfigError(f"token {sha[:12]}: role must be admin, writer, reader or monitor")
         store = raw.get("store")
         if store is not None and (not isinstance(store, str) or not _STORE.fullmatch(store)):
             raise ConfigError(f"token {sha[:12]}: store must be a store name or null")
-        if role is Role.ADMIN and store is not None:
-            raise ConfigError(f"token {sha[:12]}: an admin token is for every store (no store)")
+        if role in (Role.ADMIN, Role.MONITOR) and store is not None:
+            raise ConfigError(f"token {sha[:12]}: an {role.value} token is for every store (no store)")
         created = raw.get("created_at", 0.0)
         note = raw.get("note", "")
         return cls(sha, role, store, float(created) if isinstance(created, (int, float)) else 0.0, str(note)[:200])
@@ -284,6 +294,8 @@ class AuthPolicy:
         """Whether ``action`` needs a credential at all under this configuration."""
         if action in (Action.CLUSTER, Action.MEMBER):
             return self._secret_digest is not None
+        if action is Action.MONITOR:
+            return not self.open  # a part closed in any way does not show its metrics to anyone
         if action is Action.READ:
             return private and not self.open
         return self.tokens is not None
@@ -305,6 +317,7 @@ def _what(action: Action, store: str | None, *, verb: bool = False) -> str:
         Action.READ: (f"reading private store {store!r}", f"read store {store!r}"),
         Action.CLUSTER: ("this cluster-internal request", "make cluster-internal requests (they need the cluster secret)"),
         Action.MEMBER: ("this request", "make this request"),
+        Action.MONITOR: ("reading metrics", "read metrics (that needs a monitor or admin token)"),
     }
     return phrases[action][1 if verb else 0]
 
@@ -404,8 +417,8 @@ class TokensFile:
         """A new token added to the file: the token (shown once, kept nowhere) and its entry."""
         if role is Role.CLUSTER:
             raise ConfigError("the cluster role is the cluster secret's, not a token's")
-        if role is Role.ADMIN and store is not None:
-            raise ConfigError("an admin token is for every store: give no --store")
+        if role in (Role.ADMIN, Role.MONITOR) and store is not None:
+            raise ConfigError(f"an {role.value} token is for every store: give no --store")
         if store is not None and not _STORE.fullmatch(store):
             raise ConfigError(f"invalid store name {store[:40]!r}")
         table = self.load()

@@ -52,7 +52,9 @@ class QuotaStats:
     allowed: int = 0
     """Keys read within the quota."""
     refused: int = 0
-    """Keys of requests refused with 429."""
+    """Keys of the requests refused (429, or 400 for more than a second of quota)."""
+    refused_requests: int = 0
+    """Requests refused (429, or 400 for more than a second of quota)."""
 
 
 class ReadQuotas:
@@ -79,6 +81,7 @@ class ReadQuotas:
             stats.allowed += keys
             return
         stats.refused += keys
+        stats.refused_requests += 1
         if math.isinf(wait_s):
             raise RequestError(
                 f"a request of {keys} keys is more than store {store!r} may read in a second at one router "

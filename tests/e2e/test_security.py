@@ -17,6 +17,8 @@ import pytest
 
 import venice
 from tests.e2e.conftest import VALUE_SCHEMA, make_records, venice_cli, write_jsonl
+from tests.e2e.scrape import scrape
+from tests.e2e.scrape import value as sample
 from venice.auth import Role, TokensFile, new_secret
 from venice.cluster import LocalCluster, wait_for
 from venice.controller_client import ControllerClient
@@ -82,6 +84,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalClu
         "writer": file.create(Role.WRITER, STORE)[0],
         "other_writer": file.create(Role.WRITER, "another")[0],
         "reader": file.create(Role.READER, STORE)[0],
+        "monitor": file.create(Role.MONITOR, note="prometheus")[0],
     }
     with LocalCluster(tmp / "cluster", servers=2, cluster_secret=tokens["secret"], tokens_file=tokens_file) as cluster:
         _setup(cluster, tokens["admin"], tmp)
@@ -103,6 +106,8 @@ def test_on_an_open_cluster_anyone_can_do_anything(tmp_path: Path) -> None:
                 answer = http.request(method, path, json=body)
                 assert answer.status_code < 300, (method, path, answer.text)
         assert httpx.get(f"{cluster.servers[0].url}/admin/replicas", timeout=5).status_code == 200
+        for url in _monitored(cluster):  # metrics and the overview: open too
+            assert httpx.get(url, timeout=5).status_code == 200, url
 
 
 @pytest.mark.parametrize("who", [None, "reader", "writer", "other_writer", "secret", "bogus"])
@@ -153,7 +158,7 @@ def test_cluster_only_paths_need_the_secret(secured: tuple[LocalCluster, dict[st
     assert httpx.get(f"{cluster.controller_url}/routing", headers=_bearer(tokens["reader"]), timeout=5).status_code == 200
     assert httpx.get(f"{cluster.controller_url}/auth/tokens", headers=_bearer(tokens["admin"]), timeout=5).status_code == 403
     table = httpx.get(f"{cluster.controller_url}/auth/tokens", headers=_bearer(tokens["secret"]), timeout=5).json()
-    assert sorted(t["role"] for t in table["tokens"]) == ["admin", "reader", "writer", "writer"]
+    assert sorted(t["role"] for t in table["tokens"]) == ["admin", "monitor", "reader", "writer", "writer"]
     assert all(set(t) == {"sha256", "role", "store"} for t in table["tokens"])
     assert not any(tok in str(table) for tok in tokens.values())
     # Reads of a public store need nothing: the router serves it to anyone.
@@ -204,9 +209,21 @@ def test_read_quota_at_the_router(secured: tuple[LocalCluster, dict[str, str], P
         assert update.returncode == 0 and "read quota 1/s per router" in update.stdout, update.stderr
         # A batch larger than a second of quota can never be paid for: 400, not a 429 to retry for ever.
         wait_for(lambda: http.post(f"{router}/storage/{STORE}", json={"keys": [key, key * 2]}).status_code == 400, 30, "the quota to reach the router")
+        # The router's metrics count what the quota refused, by store: requests and keys.
+        # Nothing else reads this store at this router, so each scrape's difference is exactly ours.
+        before = scrape(router, tokens["monitor"])
+        too_big = http.post(f"{router}/storage/{STORE}", json={"keys": [key, key * 2, key * 3]})
+        assert too_big.status_code == 400 and "split it" in too_big.json()["error"]["message"]
+        after = scrape(router, tokens["monitor"])
+        assert sample(after, "venice_router_quota_refused_total", store=STORE) - sample(before, "venice_router_quota_refused_total", store=STORE) == 1
+        assert sample(after, "venice_router_quota_refused_keys_total", store=STORE) - sample(before, "venice_router_quota_refused_keys_total", store=STORE) == 3
         answers = [http.get(f"{router}/storage/{STORE}/{key}") for _ in range(20)]
         refused = [a for a in answers if a.status_code == 429]
         assert refused and len(refused) + sum(a.status_code == 200 for a in answers) == 20
+        later = scrape(router, tokens["monitor"])
+        for name in ("venice_router_quota_refused_total", "venice_router_quota_refused_keys_total"):  # single gets: 1 key each
+            assert sample(later, name, store=STORE) - sample(after, name, store=STORE) == len(refused)
+        assert sample(later, "venice_router_requests_total", store=STORE, endpoint="single", status="429") >= len(refused)
         for answer in refused:
             assert answer.json()["error"]["code"] == "QUOTA_EXCEEDED"
             assert int(answer.headers["retry-after"]) >= 1
@@ -297,6 +314,10 @@ def test_hostile_authorization_headers(secured: tuple[LocalCluster, dict[str, st
             (cluster.controller_url, "POST", "/servers/fake/heartbeat"),
             (cluster.servers[0].url, "GET", "/admin/replicas"),
             (cluster.router_url, "GET", "/routing"),
+            (cluster.controller_url, "GET", "/metrics"),
+            (cluster.controller_url, "GET", "/overview"),
+            (cluster.servers[0].url, "GET", "/metrics"),
+            (cluster.router_url, "GET", "/metrics"),
         ):
             answer = httpx.request(method, url + path, headers=[(b"authorization", value)], json=_heartbeat_body("http://127.0.0.1:9"), timeout=10)
             assert 400 <= answer.status_code < 500, (value[:40], url, path, answer.status_code)
@@ -307,6 +328,92 @@ def test_hostile_authorization_headers(secured: tuple[LocalCluster, dict[str, st
     )
     assert answer.status_code == 401
     assert _fingerprint(cluster, tokens["admin"]) == before
+
+
+def _monitored(cluster: LocalCluster) -> list[str]:
+    """Every URL of the cluster that shows metrics or the overview."""
+    return [
+        f"{cluster.controller_url}/metrics", f"{cluster.controller_url}/overview",
+        *(f"{s.url}/metrics" for s in cluster.servers), f"{cluster.router_url}/metrics",
+    ]
+
+
+def test_metrics_and_the_overview_need_a_monitor_or_admin_token(secured: tuple[LocalCluster, dict[str, str], Path]) -> None:
+    """A closed cluster shows its metrics and overview to monitor and admin tokens and the
+    cluster secret, on every part; nobody else (401 without or with an unknown credential,
+    403 for other roles). The dashboard's static files hold no data and stay public."""
+    cluster, tokens, _ = secured
+    before = _fingerprint(cluster, tokens["admin"])
+    with httpx.Client(timeout=10) as http:
+        for url in _monitored(cluster):
+            for who in ("monitor", "admin", "secret"):
+                # Servers and routers decide with the token table they fetch from the controller.
+                wait_for(lambda: http.get(url, headers=_bearer(tokens[who])).status_code == 200, 30, f"{who} to read {url}")  # noqa: B023
+                answer = http.get(url, headers=_bearer(tokens[who]))
+                if url.endswith("/overview"):
+                    assert [s["server_id"] for s in answer.json()["servers"]] == ["server-0", "server-1"]
+                else:
+                    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+                    assert "# TYPE venice_" in answer.text
+            for who, status, code in ((None, 401, "UNAUTHORIZED"), ("bogus", 401, "UNAUTHORIZED"), ("reader", 403, "FORBIDDEN"),
+                                      ("writer", 403, "FORBIDDEN"), ("other_writer", 403, "FORBIDDEN")):
+                credential = "vt_" + "B" * 43 if who == "bogus" else tokens[who] if who else None
+                answer = http.get(url, headers=_bearer(credential))
+                assert answer.status_code == status, (url, who, answer.text)
+                assert answer.json()["error"]["code"] == code and "venice_" not in answer.text
+                if status == 401:
+                    assert answer.headers["www-authenticate"].startswith("Bearer"), url
+        for path in ("/", "/dashboard/dashboard.js", "/dashboard/dashboard.css"):
+            page = http.get(cluster.controller_url + path)
+            assert page.status_code == 200 and "default-src 'none'" in page.headers["content-security-policy"]
+        # A monitor token may do nothing else: not admin, not writes, not the routing table.
+        monitor = _bearer(tokens["monitor"])
+        for method, path, body in _attacks(cluster):
+            answer = http.request(method, cluster.controller_url + path, json=body, headers=monitor)
+            assert answer.status_code == 403 and answer.json()["error"]["code"] == "FORBIDDEN", (method, path, answer.text)
+        assert http.get(f"{cluster.controller_url}/routing", headers=monitor).status_code == 403
+        assert http.get(f"{cluster.controller_url}/auth/tokens", headers=monitor).status_code == 403
+        assert http.get(f"{cluster.router_url}/routing", headers=monitor).status_code == 403
+        assert http.get(f"{cluster.servers[0].url}/admin/replicas", headers=monitor).status_code == 403
+        assert http.put(f"{cluster.router_url}/storage/{STORE}/1", json={"name": "x"}, headers=monitor).status_code == 403
+        assert http.post(f"{cluster.controller_url}/servers/fake/heartbeat", json=_heartbeat_body("http://127.0.0.1:9"), headers=monitor).status_code == 403
+    assert _fingerprint(cluster, tokens["admin"]) == before
+
+
+def test_a_revoked_monitor_token_stops_reading_metrics(secured: tuple[LocalCluster, dict[str, str], Path]) -> None:
+    cluster, _, tokens_file = secured
+    file = TokensFile(tokens_file)
+    fresh, entry = file.create(Role.MONITOR)
+    urls = _monitored(cluster)
+    with httpx.Client(timeout=10, headers=_bearer(fresh)) as http:
+        wait_for(lambda: all(http.get(url).status_code == 200 for url in urls), 30, "a new monitor token everywhere")
+        file.revoke(entry.token_id)
+        wait_for(lambda: all(http.get(url).status_code == 401 for url in urls), 30, "the revoked token to be refused everywhere")
+        assert all(http.get(url).json()["error"]["code"] == "UNAUTHORIZED" for url in urls)
+
+
+def test_venice_status_takes_a_token(secured: tuple[LocalCluster, dict[str, str], Path]) -> None:
+    cluster, tokens, _ = secured
+    env_before = os.environ.pop("VENICE_TOKEN", None)
+    try:
+        refused = venice_cli("status", "--controller", cluster.controller_url)
+        assert refused.returncode == 1 and "needs a bearer token" in refused.stderr, refused.stderr
+        forbidden = venice_cli("status", "--controller", cluster.controller_url, "--token", tokens["reader"])
+        assert forbidden.returncode == 1 and "may not read metrics" in forbidden.stderr, forbidden.stderr
+        shown = venice_cli("status", "--controller", cluster.controller_url, "--token", tokens["monitor"])
+        assert shown.returncode == 0, shown.stderr
+        assert "server-0" in shown.stdout and "server-1" in shown.stdout and STORE in shown.stdout
+        # The controller scrapes its router with the cluster secret: the router shows as up.
+        wait_for(
+            lambda: venice_cli("status", "--json", "--controller", cluster.controller_url, "--token", tokens["monitor"]).stdout.count('"up": true') == 1,
+            60, "the controller to scrape its closed router",
+        )
+        os.environ["VENICE_TOKEN"] = tokens["monitor"]
+        assert venice_cli("status", "--controller", cluster.controller_url).returncode == 0
+    finally:
+        os.environ.pop("VENICE_TOKEN", None)
+        if env_before is not None:
+            os.environ["VENICE_TOKEN"] = env_before
 
 
 def test_router_writes_need_a_writer_token_of_the_store(secured: tuple[LocalCluster, dict[str, str], Path]) -> None:

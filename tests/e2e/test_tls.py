@@ -17,7 +17,7 @@ import pytest
 import venice
 from tests.e2e.conftest import VALUE_SCHEMA, make_records, write_jsonl
 from venice.auth import Role, TokensFile, new_secret
-from venice.cluster import LocalCluster
+from venice.cluster import LocalCluster, wait_for
 from venice.controller_client import ControllerClient
 from venice.errors import TransportError, VeniceError
 from venice.push.job import run_push
@@ -88,6 +88,10 @@ def test_every_part_speaks_https_and_reads_flow(tls_cluster: tuple[LocalCluster,
     # The blocking direct client's sockets speak no TLS: on an https cluster its reads go through the router.
     with venice.Client(cluster.router_url, ca_file=ca, direct=True, token=admin) as direct:
         assert direct.get(STORE, records[3]["id"])["name"] == records[3]["name"]
+    # The controller scrapes its https:// router (verified with the cluster's CA, with the
+    # cluster secret): the overview shows it up.
+    with ControllerClient(cluster.controller_url, token=admin, ca_file=ca) as controller:
+        wait_for(lambda: [r["up"] for r in controller.overview()["routers"]] == [True], 60, "the controller to scrape its router over TLS")
 
 
 def test_a_client_that_does_not_trust_the_ca_gets_nothing(

@@ -162,6 +162,7 @@ controller_option = click.option(
 @tls_cert_option
 @tls_key_option
 @click.option("--tokens-file", envvar="VENICE_TOKENS_FILE", type=click.Path(dir_okay=False, path_type=Path), help="Token file (venice token create): admin, writer and reader tokens, digests only. Without one, admin requests and writes are open.")
+@ca_file_option
 @click.option("--router", "routers", multiple=True, envvar="VENICE_ROUTERS", help="URL of a router whose read rate and p99 the dashboard and `venice status` show (repeat it; the env var takes several, space-separated).")
 @log_format_option(lambda o: "controller")
 def controller(
@@ -178,6 +179,7 @@ def controller(
     tls_cert: Path | None,
     tls_key: Path | None,
     tokens_file: Path | None,
+    ca_file: Path | None,
     routers: tuple[str, ...],
 ) -> None:
     """Run the controller: store metadata, versions, assignment, routing table."""
@@ -208,6 +210,7 @@ def controller(
             tokens_file=tokens_file,
             tls_cert=_tls(tls_cert, tls_key)[0],
             tls_key=tls_key,
+            ca_file=_ca(ca_file),
         )
     )
 

@@ -29,12 +29,12 @@ tokens_file_option = click.option(
 
 @click.group("token")
 def token() -> None:
-    """Create, list and revoke bearer tokens (admin, writer, reader)."""
+    """Create, list and revoke bearer tokens (admin, writer, reader, monitor)."""
 
 
 @token.command("create")
 @tokens_file_option
-@click.option("--role", required=True, type=click.Choice([r.value for r in Role if r is not Role.CLUSTER]), help="admin: stores, versions, servers; writer: pushes and writes of a store; reader: reads of a private store.")
+@click.option("--role", required=True, type=click.Choice([r.value for r in Role if r is not Role.CLUSTER]), help="admin: stores, versions, servers; writer: pushes and writes of a store; reader: reads of a private store; monitor: /metrics and /overview only.")
 @click.option("--store", help="The one store a writer or reader token is for (default: every store).")
 @click.option("--note", default="", help="A note kept beside the digest (who or what the token is for).")
 @handle_errors
@@ -57,7 +57,7 @@ def list_(tokens_file: Path) -> None:
         return
     for entry in entries:
         made = datetime.datetime.fromtimestamp(entry.created_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        click.echo(f"{entry.token_id}  {entry.role.value:<6}  {entry.store or '*':<20}  {made}  {entry.note}".rstrip())
+        click.echo(f"{entry.token_id}  {entry.role.value:<7}  {entry.store or '*':<20}  {made}  {entry.note}".rstrip())
 
 
 @token.command("revoke")
