@@ -72,6 +72,8 @@ log = logging.getLogger("venice.changes")
 LONG_POLL_S = 10.0
 PAGE = 1000
 RETRY_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+IDLE_WAIT_S = 1.0
+"""How long a partition with nothing to wait on at its replica (no long poll) rests."""
 QUEUE_EVENTS = 10_000
 _TOKEN_FORMAT = 1
 
@@ -380,10 +382,12 @@ class AsyncChangeConsumer:
                 if page is None:
                     continue  # the current version moved: drain
                 await self._deliver(reading, partition, page)
-                if not page.entries and (not page.hybrid or page.next is None):
-                    # Nothing to read on this version (batch-only, or not past end-of-push yet).
+                if not page.entries and (not page.hybrid or page.next is None or not page.consuming):
+                    # Nothing to read on this version for now (batch-only, not past end-of-push
+                    # yet, or a replica not consuming real-time writes, which answers at once
+                    # rather than long-polling): look again in a while, or once the version moves.
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(1.0):
+                        async with asyncio.timeout(IDLE_WAIT_S):
                             await self._moved.wait()
         except asyncio.CancelledError:
             raise
