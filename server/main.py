@@ -12,6 +12,7 @@ import logging
 from server.app import StorageApp
 from server.service import ServerConfig, StorageService
 from venice.httpserver import HttpServer
+from venice.tls import server_context
 
 __all__ = ["ServerConfig", "run"]
 
@@ -25,6 +26,7 @@ def build_server(config: ServerConfig) -> HttpServer:
         log.info("SIGTERM: draining")
         await service.drain()
 
+    tls = server_context(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
     return HttpServer(
         StorageApp(service),
         host=config.host,
@@ -32,10 +34,16 @@ def build_server(config: ServerConfig) -> HttpServer:
         graceful_shutdown_s=5.0,
         limits=config.http,
         before_shutdown=drain,
+        ssl_context=tls,
     )
 
 
 def run(config: ServerConfig) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s server:{config.port} %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per heartbeat is noise
+    if config.cluster_secret is None:
+        log.warning(
+            "OPEN: NO CLUSTER SECRET: anyone who can reach this server can read its admin paths and every store, "
+            "and the controller cannot tell it from a fake (give --cluster-secret-file or VENICE_CLUSTER_SECRET)"
+        )
     build_server(config).run()

@@ -34,6 +34,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import os
 import queue
 import threading
 import zlib
@@ -44,6 +45,7 @@ from typing import Any
 
 import httpx
 
+from venice.auth import TOKEN_ENV
 from venice.controller_client import AsyncControllerClient
 from venice.errors import (
     DeadlineExceededError,
@@ -61,6 +63,7 @@ from venice.protocol import DELETED_SCHEMA_ID, MAX_PARTITIONS, ChangeLogPage, de
 from venice.replica_health import ReplicaHealth
 from venice.routing import StoreRoute
 from venice.routing_cache import RoutingCache
+from venice.tls import client_context
 
 __all__ = ["AsyncChangeConsumer", "Change", "ChangeConsumer", "Position", "VersionSwap"]
 
@@ -205,16 +208,23 @@ class AsyncChangeConsumer:
         routing: RoutingCache | None = None,
         long_poll_s: float = LONG_POLL_S,
         page: int = PAGE,
+        token: str | None = None,
     ) -> None:
+        token = token if token is not None else os.environ.get(TOKEN_ENV) or None
         self.controller_url = controller_url
         self.store = store
         self.since = since
         self.long_poll_s = long_poll_s
         self.page = page
         self._own_routing = routing is None
-        self.routing = routing if routing is not None else RoutingCache(controller_url)
-        self._controller = AsyncControllerClient(controller_url, timeout_s=10.0)
-        self._http = httpx.AsyncClient(trust_env=False, timeout=long_poll_s + 10.0)
+        self.routing = routing if routing is not None else RoutingCache(controller_url, token=token)
+        self._controller = AsyncControllerClient(controller_url, timeout_s=10.0, token=token)
+        # ``token``: a reader token of a private store (default ``VENICE_TOKEN``); the
+        # change logs are read from the storage servers, which check it too.
+        self._http = httpx.AsyncClient(
+            trust_env=False, timeout=long_poll_s + 10.0, verify=client_context(),
+            headers={"authorization": f"Bearer {token}"} if token else None,
+        )
         self._health = ReplicaHealth()
         self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue(QUEUE_EVENTS)
         self._tasks: list[asyncio.Task[None]] = []

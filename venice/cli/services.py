@@ -17,6 +17,7 @@ import click
 
 from venice.cli.logopts import log_format_option
 from venice.cli.params import Seconds
+from venice.errors import ConfigError
 from venice.httpserver import (
     DEFAULT_HEAD_TIMEOUT_S,
     DEFAULT_KEEPALIVE_S,
@@ -79,6 +80,54 @@ def _pubsub_url(pubsub_url: str | None, kafka: str | None, embedded: Path | None
     return f"embedded://{(embedded or data_dir / 'pubsub').resolve()}"
 
 
+secret_option = click.option(
+    "--cluster-secret-file",
+    envvar="VENICE_CLUSTER_SECRET_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the cluster secret the parts share (or give the secret itself in VENICE_CLUSTER_SECRET). "
+    "Without one the part is open to anyone who can reach it, and says so in its log.",
+)
+
+
+tls_cert_option = click.option("--tls-cert", envvar="VENICE_TLS_CERT", type=click.Path(dir_okay=False, path_type=Path), help="Serve HTTPS with this certificate chain (PEM); give --tls-key too.")
+tls_key_option = click.option("--tls-key", envvar="VENICE_TLS_KEY", type=click.Path(dir_okay=False, path_type=Path), help="The private key (PEM) of --tls-cert.")
+ca_file_option = click.option("--ca-file", envvar="VENICE_CA_FILE", type=click.Path(dir_okay=False, path_type=Path), help="CA bundle (PEM) that other parts' https:// certificates are verified with (default: the system's CAs).")
+
+
+def _tls(cert: Path | None, key: Path | None) -> tuple[Path | None, Path | None]:
+    """Both or neither, and usable: checked now, not at the first handshake."""
+    if (cert is None) != (key is None):
+        raise click.UsageError("give --tls-cert and --tls-key together")
+    if cert is not None and key is not None:
+        from venice.tls import server_context
+
+        try:
+            server_context(cert, key)
+        except ConfigError as exc:
+            raise click.BadParameter(exc.message, param_hint="--tls-cert/--tls-key") from None
+    return cert, key
+
+
+def _ca(path: Path | None) -> Path | None:
+    if path is not None:
+        from venice.tls import client_context
+
+        try:
+            client_context(path)
+        except ConfigError as exc:
+            raise click.BadParameter(exc.message, param_hint="--ca-file") from None
+    return path
+
+
+def _secret(path: Path | None) -> str | None:
+    from venice.auth import load_cluster_secret
+
+    try:
+        return load_cluster_secret(path)
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message, param_hint="--cluster-secret-file") from None
+
+
 def _router_urls(urls: tuple[str, ...]) -> list[str]:
     from venice.protocol import is_base_url
 
@@ -109,6 +158,11 @@ controller_option = click.option(
 @click.option("--dead-after", default=15.0, show_default=True, envvar="VENICE_DEAD_AFTER_S", type=Seconds(0.1, 86400), help="Seconds of heartbeat silence before a server counts as dead.")
 @click.option("--forget-after", default=3600.0, show_default=True, envvar="VENICE_FORGET_AFTER_S", type=Seconds(0.1, 365 * 86400), help="Seconds of heartbeat silence before a dead server is forgotten (no longer counted as a member).")
 @http_limit_options(max_body_bytes=4 * 1024 * 1024)
+@secret_option
+@tls_cert_option
+@tls_key_option
+@click.option("--tokens-file", envvar="VENICE_TOKENS_FILE", type=click.Path(dir_okay=False, path_type=Path), help="Token file (venice token create): admin, writer and reader tokens, digests only. Without one, admin requests and writes are open.")
+@ca_file_option
 @click.option("--router", "routers", multiple=True, envvar="VENICE_ROUTERS", help="URL of a router whose read rate and p99 the dashboard and `venice status` show (repeat it; the env var takes several, space-separated).")
 @log_format_option(lambda o: "controller")
 def controller(
@@ -121,10 +175,23 @@ def controller(
     dead_after: float,
     forget_after: float,
     http: HttpLimits,
+    cluster_secret_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tokens_file: Path | None,
+    ca_file: Path | None,
     routers: tuple[str, ...],
 ) -> None:
     """Run the controller: store metadata, versions, assignment, routing table."""
     from controller.main import ControllerConfig, run
+    from venice.auth import TokensFile
+
+    secret = _secret(cluster_secret_file)
+    if tokens_file is not None:
+        try:
+            TokensFile(tokens_file).load()
+        except ConfigError as exc:
+            raise click.BadParameter(exc.message, param_hint="--tokens-file") from None
 
     if forget_after < dead_after:
         raise click.BadParameter(f"must be at least --dead-after ({dead_after:g})", param_hint="--forget-after")
@@ -139,6 +206,11 @@ def controller(
             forget_after_s=forget_after,
             router_urls=tuple(_router_urls(routers)),
             http=http,
+            cluster_secret=secret,
+            tokens_file=tokens_file,
+            tls_cert=_tls(tls_cert, tls_key)[0],
+            tls_key=tls_key,
+            ca_file=_ca(ca_file),
         )
     )
 
@@ -153,6 +225,10 @@ def controller(
 @click.option("--drain-grace", default=1.0, show_default=True, envvar="VENICE_DRAIN_GRACE_S", type=click.FloatRange(min=0), help="On SIGTERM: seconds to keep answering reads after the controller stopped routing here.")
 @click.option("--lmdb-map-size", default=1 << 36, show_default=True, envvar="VENICE_LMDB_MAP_SIZE", type=click.IntRange(min=1 << 16), help="Largest size in bytes of one store-version's LMDB; writes beyond it fail the version.")
 @http_limit_options()
+@secret_option
+@tls_cert_option
+@tls_key_option
+@ca_file_option
 @log_format_option(lambda o: f"server:{o['port']}")
 def server(
     host: str,
@@ -164,6 +240,10 @@ def server(
     drain_grace: float,
     lmdb_map_size: int,
     http: HttpLimits,
+    cluster_secret_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    ca_file: Path | None,
 ) -> None:
     """Run a storage server: ingest assigned partitions into LMDB and serve reads."""
     from server.main import ServerConfig, run
@@ -179,6 +259,10 @@ def server(
             lmdb_map_size=lmdb_map_size,
             drain_grace_s=drain_grace,
             http=http,
+            cluster_secret=_secret(cluster_secret_file),
+            tls_cert=_tls(tls_cert, tls_key)[0],
+            tls_key=tls_key,
+            ca_file=_ca(ca_file),
         )
     )
 
@@ -190,10 +274,22 @@ def server(
 @click.option("--deadline", default=2.0, show_default=True, envvar="VENICE_DEADLINE_S", help="Seconds a read may take, failovers included.")
 @click.option("--max-answer-bytes", default=16 * 1024 * 1024, show_default=True, envvar="VENICE_MAX_ANSWER_BYTES", type=click.IntRange(min=1), help="Stored bytes of the values one answer may carry (duplicate keys count each time); beyond: 413 ANSWER_TOO_LARGE.")
 @http_limit_options()
+@secret_option
+@tls_cert_option
+@tls_key_option
+@ca_file_option
 @log_format_option(lambda o: f"router:{o['port']}")
-def router(host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits) -> None:
+def router(
+    host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits,
+    cluster_secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None, ca_file: Path | None,
+) -> None:
     """Run a router: key -> partition -> ready replica, with failover."""
     from router.main import RouterConfig, run
 
-    run(RouterConfig(host=host, port=port, controller_url=controller_url, deadline_s=deadline,
-                     max_answer_bytes=max_answer_bytes, http=http))
+    run(
+        RouterConfig(
+            host=host, port=port, controller_url=controller_url, deadline_s=deadline, max_answer_bytes=max_answer_bytes,
+            http=http, cluster_secret=_secret(cluster_secret_file), tls_cert=_tls(tls_cert, tls_key)[0], tls_key=tls_key,
+            ca_file=_ca(ca_file),
+        )
+    )
