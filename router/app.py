@@ -220,7 +220,7 @@ class RouterApp:
         except Exception:
             logger.exception("unexpected error serving %s %r", scope["method"], path)
             status, body = 500, error_body(InternalError("unexpected error in the router"))
-        if not path.startswith(_STORAGE_PREFIX):  # reads count themselves (_reads)
+        if not path.startswith((_STORAGE_PREFIX, _COMPUTE_PREFIX)):  # reads and compute count themselves
             self.metrics.answered("", _ENDPOINTS.get(path, "other"), status)
         await self._send_json(send, status, body, extra)
 
@@ -255,11 +255,16 @@ class RouterApp:
             return _method_not_allowed(method, path)
         if path == b"/health":
             return 200, _HEALTH_BODY
-        if path.startswith(_COMPUTE_PREFIX):
+        if path.startswith(_COMPUTE_PREFIX):  # counts itself, like reads: once, by store
             if method != "POST":
+                self.metrics.answered(OTHER, "compute", 405)
                 return _method_not_allowed(method, path)
-            store = _path_text(path[len(_COMPUTE_PREFIX) :], "store name", RequestError)
-            self._check_read(store, _authorization(scope))
+            try:
+                store = _path_text(path[len(_COMPUTE_PREFIX) :], "store name", RequestError)
+                self._check_read(store, _authorization(scope))
+            except VeniceError as exc:
+                self.metrics.answered(OTHER, "compute", exc.http_status)
+                raise
             _, _, answer_body = await self._timed(self.compute(store, await _read_body(receive), query), store, "compute")
             return 200, answer_body
         if path == b"/routing":
