@@ -17,11 +17,13 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import ORJSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controller.auth import AuthMiddleware, ControllerAuth
 from controller.limits import DEFAULT_FORGET_AFTER_S, TOPIC_HEADROOM_BYTES
 from controller.observe import ClusterObserver
+from controller.openapi import install as install_openapi
 from controller.overview import overview
 from controller.persistence import MetadataFile
 from controller.protocol import (
@@ -36,6 +38,7 @@ from controller.protocol import (
 )
 from controller.routers import RouterWatch
 from controller.state import UNCHANGED, ClusterState, Hybrid, VersionStatus
+from venice.auth import ANONYMOUS, Action, Principal
 from venice.errors import (
     ConflictError,
     NotFoundError,
@@ -65,10 +68,14 @@ class Controller:
         pubsub: PubSub,
         dead_after_s: float = 15.0,
         forget_after_s: float = DEFAULT_FORGET_AFTER_S,
+        auth: ControllerAuth | None = None,
         router_urls: Sequence[str] = (),
+        ca_file: Path | None = None,
     ) -> None:
         self.metadata = metadata
-        self.routers = RouterWatch(router_urls)
+        self.auth = auth if auth is not None else ControllerAuth()
+        # Closed routers show their metrics to the cluster secret (docs/security.md).
+        self.routers = RouterWatch(router_urls, token=self.auth.secret, ca_file=ca_file)
         """The routers whose read rate and p99 the overview shows (scraped in the background)."""
         self.pubsub = pubsub
         self.state: ClusterState = metadata.load(pubsub.url, dead_after_s, forget_after_s)
@@ -256,6 +263,24 @@ class Controller:
         await supervised("topics (topic janitor)", self.topics_once, interval_s, log=log)
 
 
+HEARTBEAT_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["url"],
+                "properties": {
+                    "url": {"type": "string", "maxLength": 2048},
+                    "replicas": {"type": "array", "items": {"type": "object"}},
+                    "draining": {"type": "boolean"},
+                },
+            }
+        }
+    },
+}
+"""Documented by hand: the body is read raw and typed by :class:`venice.protocol.Heartbeat`."""
+
 MAX_HEARTBEAT_BYTES = 64 << 20
 """A heartbeat lists every replica of a server (at most 100,000, a few hundred bytes each)."""
 
@@ -324,6 +349,17 @@ def create_app(controller: Controller) -> FastAPI:
     def state() -> ClusterState:
         return controller.state  # looked up per call: the state object is replaced on load
 
+    def private(name: str) -> bool:
+        store = state().stores.get(name)
+        return store is not None and store.private
+
+    app.add_middleware(AuthMiddleware, auth=controller.auth, private=private)
+    install_openapi(app)
+
+    def principal(request: Request) -> Principal:
+        found = getattr(request.state, "principal", ANONYMOUS)
+        return found if isinstance(found, Principal) else ANONYMOUS
+
     @app.exception_handler(VeniceError)
     async def venice_error(request: Request, exc: VeniceError) -> Response:
         return _error_response(exc)
@@ -347,7 +383,7 @@ def create_app(controller: Controller) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "ok", "generation": state().generation}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)  # documented as text/plain (the Prometheus format)
     async def metrics() -> Response:
         return Response(controller.observer.render(time.time()), media_type=PROMETHEUS_CONTENT_TYPE)
 
@@ -395,8 +431,15 @@ def create_app(controller: Controller) -> FastAPI:
         return state().describe_store(state().store(body.name))
 
     @app.get("/stores")
-    async def list_stores() -> dict[str, Any]:
-        return {"stores": [state().describe_store(s) for s in state().stores.values()]}
+    async def list_stores(request: Request) -> dict[str, Any]:
+        caller, policy = principal(request), controller.auth.policy()
+        return {
+            "stores": [
+                state().describe_store(s)
+                for s in state().stores.values()
+                if not policy.required(Action.READ, private=s.private) or caller.may(Action.READ, s.name)
+            ]
+        }
 
     @app.get("/stores/{name}")
     async def get_store(name: str) -> dict[str, Any]:
@@ -411,6 +454,8 @@ def create_app(controller: Controller) -> FastAPI:
             max_value_bytes=body.max_value_bytes,
             hybrid=_hybrid(body.hybrid) if body.hybrid_given else UNCHANGED,
             write_compute=body.write_compute,
+            private=body.private,
+            read_quota=body.read_quota if body.read_quota_given else UNCHANGED,
         )
         controller.commit()
         if body.hybrid_given:
@@ -501,7 +546,7 @@ def create_app(controller: Controller) -> FastAPI:
         controller.commit()
         return state().describe_version(state().store(name), version)
 
-    @app.post("/servers/{server_id}/heartbeat")
+    @app.post("/servers/{server_id}/heartbeat", openapi_extra={"requestBody": HEARTBEAT_BODY})
     async def heartbeat(server_id: str, request: Request) -> dict[str, Any]:
         if not SERVER_ID.fullmatch(server_id):
             raise RequestError(f"invalid server id {server_id[:40]!r}: 1 to 200 ASCII letters, digits, '.', '_', ':' or '-'")
@@ -509,6 +554,21 @@ def create_app(controller: Controller) -> FastAPI:
         state().heartbeat(server_id, body.url, body.replicas, time.time(), draining=body.draining)
         controller.commit()
         return {"assignment": state().assignment_for(server_id), "pubsub_url": state().pubsub_url}
+
+    @app.delete("/servers/{server_id}")
+    async def remove_server(server_id: str) -> dict[str, Any]:
+        state().remove_server(server_id, time.time())
+        controller.commit()
+        return {"removed": server_id}
+
+    @app.get("/auth/tokens")
+    async def tokens(generation: int | None = None) -> Response:
+        """The token table (digests only) for routers and storage servers, which hold the cluster secret."""
+        table = controller.auth.table()  # reads the file again first when it changed
+        if generation is not None and generation == controller.auth.generation:
+            return Response(status_code=304)
+        tokens = None if controller.auth.file is None else table.to_json(public=True)  # null: no token file, writes open
+        return ORJSONResponse({"generation": controller.auth.generation, "tokens": tokens})
 
     @app.get("/routing")
     async def routing(request: Request, generation: int | None = None, wait_s: float = 0.0) -> Response:

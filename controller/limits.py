@@ -57,3 +57,6 @@ MAX_VALUE_SCHEMAS = 1000
 """Value schemas a store may register: every one travels in each routing table and assignment."""
 MAX_SCHEMA_BYTES = 256 << 10
 """Largest schema (its JSON) a store takes, for the same reason."""
+
+MAX_READ_QUOTA = 10_000_000
+"""Reads per second a store's quota may allow at each router (``store update --read-quota``)."""

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.app import MAX_HEARTBEAT_BYTES, Controller, create_app
+from controller.auth import ControllerAuth
 from controller.limits import DEFAULT_FORGET_AFTER_S
 from controller.persistence import MetadataFile
 from venice.httpserver import HttpLimits, HttpServer
 from venice.pubsub import connect
+from venice.tls import server_context
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "ControllerConfig", "build_server", "run", "with_heartbeat_limit"]
 
@@ -45,17 +47,30 @@ class ControllerConfig:
     """A server silent this long is no longer given new replicas."""
     forget_after_s: float = DEFAULT_FORGET_AFTER_S
     """A server silent this long is forgotten: it no longer counts as a member."""
+    cluster_secret: str | None = field(default=None, repr=False)
+    """What storage servers and routers must present (``None``: anyone may; logged loudly)."""
+    tokens_file: Path | None = None
+    """The token file (digests of admin/writer/reader tokens; ``None``: admin and writes open)."""
     router_urls: tuple[str, ...] = ()
     """Routers whose metrics the dashboard and ``venice status`` show."""
     graceful_shutdown_s: float = 5.0
     http: HttpLimits = field(default_factory=lambda: HttpLimits(max_body_bytes=DEFAULT_MAX_BODY_BYTES))
     """What the controller accepts from its clients (sizes, timeouts, connections)."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    ca_file: Path | None = None
+    """CA bundle the routers' https:// certificates are verified with (default: ``VENICE_CA_FILE``, else the system's)."""
+    """Serve HTTPS with this certificate and key (both or neither)."""
 
 
 def build_server(config: ControllerConfig) -> HttpServer:
+    auth = ControllerAuth(config.cluster_secret, config.tokens_file)
+    for warning in auth.warnings():
+        logging.getLogger("venice.controller").warning("OPEN: %s", warning)
     controller = Controller(
-        MetadataFile(config.data_dir), connect(config.pubsub_url), config.dead_after_s, config.forget_after_s,
+        MetadataFile(config.data_dir), connect(config.pubsub_url), config.dead_after_s, config.forget_after_s, auth,
         router_urls=config.router_urls,
+        ca_file=config.ca_file,
     )
     return HttpServer(
         create_app(controller),
@@ -63,6 +78,7 @@ def build_server(config: ControllerConfig) -> HttpServer:
         port=config.port,
         graceful_shutdown_s=config.graceful_shutdown_s,
         limits=with_heartbeat_limit(config.http),
+        ssl_context=server_context(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None,
     )
 
 

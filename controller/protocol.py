@@ -22,6 +22,7 @@ from controller.limits import (
     MAX_OFFSET_LAG,
     MAX_PARTITIONS,
     MAX_PUSH_TIMEOUT_S,
+    MAX_READ_QUOTA,
     MAX_REASON_CHARS,
     MAX_REPLICATION_FACTOR,
     MAX_REWIND_SECONDS,
@@ -90,10 +91,18 @@ class StoreUpdate(_Body):
     max_value_bytes: int | None = Field(default=None, ge=1, le=MAX_VALUE_BYTES_LIMIT, strict=True)
     hybrid: HybridSettings | None = None
     write_compute: bool | None = Field(default=None, strict=True)
+    private: bool | None = Field(default=None, strict=True)
+    """Reads need a reader token (docs/security.md)."""
+    read_quota: int | None = Field(default=None, ge=1, le=MAX_READ_QUOTA, strict=True)
+    """Reads per second at each router; ``null`` removes the quota (see :attr:`read_quota_given`)."""
 
     @property
     def hybrid_given(self) -> bool:
         return "hybrid" in self.model_fields_set
+
+    @property
+    def read_quota_given(self) -> bool:
+        return "read_quota" in self.model_fields_set
 
 
 class ValueSchemaAdd(_Body):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 
 from venice.supervise import supervised
+from venice.tls import client_context
 
 __all__ = ["RouterSample", "RouterWatch", "figures", "parse_sample"]
 
@@ -84,8 +86,13 @@ def figures(before: RouterSample | None, after: RouterSample) -> dict[str, Any]:
 class RouterWatch:
     """Scrapes the routers in the background; :meth:`view` is what ``GET /overview`` lists."""
 
-    def __init__(self, urls: Sequence[str]) -> None:
+    def __init__(
+        self, urls: Sequence[str], *, token: str | None = None, ca_file: str | os.PathLike[str] | None = None
+    ) -> None:
         self.urls = [u.rstrip("/") for u in urls]
+        self._headers = {"authorization": f"Bearer {token}"} if token is not None else {}
+        """The cluster secret: a closed router shows its metrics to it (or to monitor and admin tokens)."""
+        self._ca_file = ca_file
         self._samples: dict[str, list[RouterSample]] = {u: [] for u in self.urls}
         self._up: dict[str, bool] = dict.fromkeys(self.urls, False)
         self._errors: dict[str, str] = {}
@@ -128,7 +135,7 @@ class RouterWatch:
     async def run(self, interval_s: float = SCRAPE_INTERVAL_S) -> None:
         if not self.urls:
             return
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(trust_env=False, verify=client_context(self._ca_file), headers=self._headers) as client:
 
             async def step() -> None:
                 await self.scrape_once(client)

@@ -42,6 +42,7 @@ from controller.limits import (
     MAX_OFFSET_LAG,
     MAX_PARTITIONS,
     MAX_PUSH_TIMEOUT_S,
+    MAX_READ_QUOTA,
     MAX_REPLICATION_FACTOR,
     MAX_REWIND_SECONDS,
     MAX_SCHEMA_BYTES,
@@ -54,6 +55,7 @@ from venice import protocol
 from venice.errors import (
     ConflictError,
     NotEnoughServersError,
+    NotFoundError,
     PushInProgressError,
     RequestError,
     SchemaError,
@@ -164,6 +166,10 @@ class Store:
     new real-time topic under the same name (made hybrid, or its topic found missing),
     before that topic exists. Assignments carry it next to the start offsets, so a
     server never resumes a checkpoint of a topic that is gone in the new one."""
+    private: bool = False
+    """Reads need a reader token (or the cluster secret); public stores are readable by anyone."""
+    read_quota: int | None = None
+    """Reads per second each router serves of the store (batch keys count one each); ``None``: no quota."""
 
     @property
     def latest_schema_id(self) -> int:
@@ -289,11 +295,18 @@ class ClusterState:
         max_value_bytes: int | None = None,
         hybrid: Hybrid | None = UNCHANGED,
         write_compute: bool | None = None,
+        private: bool | None = None,
+        read_quota: int | None = UNCHANGED,
     ) -> Store:
         """Change the settings given. ``hybrid=None`` makes the store batch-only again: its
-        real-time topic is deleted, and write compute (which needs it) is turned off."""
+        real-time topic is deleted, and write compute (which needs it) is turned off.
+        ``read_quota=None`` removes the store's read quota."""
         store = self.store(name)
         _check_settings(keep_versions, push_timeout_s, max_value_bytes)
+        if private is not None:
+            _check_bool("private", private)
+        if read_quota is not UNCHANGED and read_quota is not None:
+            _check_int("read_quota", read_quota, 1, MAX_READ_QUOTA)
         if hybrid is not UNCHANGED and hybrid is not None:
             _check_hybrid(hybrid)
         if write_compute is not None:
@@ -314,6 +327,10 @@ class ClusterState:
         elif hybrid is not UNCHANGED and hybrid is not None:
             self._make_hybrid(store, hybrid)
         store.write_compute = write_compute_after
+        if private is not None:
+            store.private = private
+        if read_quota is not UNCHANGED:
+            store.read_quota = read_quota
         self._changed()
         return store
 
@@ -463,8 +480,17 @@ class ClusterState:
         self, server_id: str, url: str, replicas: Iterable[ReplicaReport], now: float, *, draining: bool = False
     ) -> None:
         server = self.servers.get(server_id)
+        if server is not None and server.url != url:
+            # A server id is bound to the URL it registered with: a heartbeat naming
+            # another URL is a misconfigured or hostile part trying to take over the
+            # id's replicas (and reads). An admin removes the id to move it.
+            raise ConflictError(
+                f"server {server_id!r} is registered at {server.url}, not {url[:200]}; "
+                f"remove it first (venice cluster remove-server {server_id}) to move it",
+                server_id=server_id,
+            )
         was_live = server is not None and now - server.last_heartbeat <= self.dead_after_s
-        if server is None or server.url != url:
+        if server is None:
             self.servers[server_id] = server = Server(server_id, url)
             self._changed()
         server.last_heartbeat = now
@@ -632,6 +658,15 @@ class ClusterState:
                         self._place(version, partition, wanted, set(live))
                     self._advance(store, version)
 
+    def remove_server(self, server_id: str, now: float) -> None:
+        """An admin's removal of a server: its replicas move as for a dead server, and its
+        id may register again (at any URL) with its next heartbeat."""
+        if server_id not in self.servers:
+            raise NotFoundError(f"no server {server_id[:200]!r} is registered")
+        del self.servers[server_id]
+        self._changed()
+        self.rebalance(now)
+
     def _forget(self, now: float) -> None:
         """Drop servers silent for ``forget_after_s``: the "most servers silent" guard counts
         recent members only, so servers that left for good cannot block failover for ever."""
@@ -781,6 +816,7 @@ class ClusterState:
                         rt_start_offsets=version.rt_start_offsets if hybrid is not None else {},
                         consume_rt=self.consumes_rt(store, version),
                         rt_epoch=store.rt_epoch if hybrid is not None else 0,
+                        private=store.private,
                     )
                     result.append(assignment.to_json())
         return result
@@ -813,6 +849,8 @@ class ClusterState:
                 ),
                 hybrid=self._hybrid_config(store),
                 write_compute=store.write_compute,
+                private=store.private,
+                read_quota=store.read_quota,
             )
         table = protocol.RoutingTable(self.generation, stores).to_json()
         self._routing_cache = (self.generation, table)
@@ -872,6 +910,8 @@ class ClusterState:
             "hybrid": None if hybrid is None else hybrid.to_json(),
             "rt_epoch": store.rt_epoch if hybrid is not None else None,
             "write_compute": store.write_compute,
+            "private": store.private,
+            "read_quota": store.read_quota,
             "current_version": store.current_version,
             "created_at": store.created_at,
             "versions": [

@@ -36,6 +36,7 @@ import asyncio
 import itertools
 import logging
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
@@ -47,6 +48,7 @@ from router.changes import ChangeStreams
 from router.metrics import RouterMetrics
 from router.replicas import GetOutcome, ReplicaReader
 from router.writes import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_RECORDS, DEFAULT_WRITE_TIMEOUT_S, RouterWrites
+from venice.auth import Action, bearer
 from venice.compute import ComputeSpec
 from venice.errors import (
     AnswerTooLargeError,
@@ -64,9 +66,12 @@ from venice.errors import (
 from venice.httpserver import AnswerHeaders, Deferred
 from venice.metrics import OTHER, PROMETHEUS_CONTENT_TYPE
 from venice.protocol import BATCH_FRAME_BYTES, Hit
+from venice.quota import ReadQuotas
 from venice.routing import StoreRoute, answer_size, gather_results, plan_batch
 from venice.routing_cache import DEFAULT_REFRESH_INTERVAL_S, RoutingCache
 from venice.schema import AvroCodec, json_default, key_from_text, parse_integer
+from venice.tls import client_context
+from venice.token_cache import TokenCache
 
 __all__ = ["DEFAULT_DEADLINE_S", "DEFAULT_MAX_ANSWER_BYTES", "MAX_BATCH_KEYS", "MAX_KEY_DEPTH", "RouterApp"]
 
@@ -111,15 +116,21 @@ class RouterApp:
         max_pending_writes: int = DEFAULT_MAX_PENDING_RECORDS,
         max_pending_write_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
+        cluster_secret: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s)
-        self.changes = ChangeStreams(controller_url, self.cache)
+        self.cache = RoutingCache(controller_url, refresh_interval_s=refresh_interval_s, token=cluster_secret, ca_file=ca_file)
+        self.tokens = TokenCache(controller_url, cluster_secret, ca_file=ca_file)
+        """Decides reads of private stores (and the routing table) from the controller's token table."""
+        self.changes = ChangeStreams(controller_url, self.cache, cluster_secret=cluster_secret)
         # A replica's batch answer holds distinct keys only, plus framing: more than
         # this and the caller's answer is over the limit anyway.
         self.reader = ReplicaReader(
             hedge_after_s=hedge_after_s,
             on_stale_routing=self.cache.request_refresh,
             max_answer_bytes=max_answer_bytes + BATCH_FRAME_BYTES * MAX_BATCH_KEYS,
+            ssl_context=client_context(ca_file),
+            authorization=None if cluster_secret is None else f"Bearer {cluster_secret}",
         )
         self.writes = RouterWrites(
             controller_url,
@@ -127,10 +138,16 @@ class RouterApp:
             max_pending_records=max_pending_writes,
             max_pending_bytes=max_pending_write_bytes,
             write_timeout_s=write_timeout_s,
+            token=cluster_secret,
+            ca_file=ca_file,
         )
-        self.metrics = RouterMetrics(self.cache, self.reader.counts)
+        self.quotas = ReadQuotas()
+        self.metrics = RouterMetrics(self.cache, self.reader.counts, quotas=self.quotas)
         self.deadline_s = deadline_s
         self.max_answer_bytes = max_answer_bytes
+        self._private_of: object = None
+        self._private_stores: frozenset[str] = frozenset()
+        """Names of the private stores of the routing table ``_private_of``."""
         # Shared rotation counter: consecutive requests start on different replicas.
         self._spread = itertools.count()
 
@@ -144,11 +161,13 @@ class RouterApp:
     async def startup(self) -> None:
         """Never fails for a missing controller: the cache keeps retrying in the background."""
         await self.cache.start()
+        await self.tokens.start()
 
     async def shutdown(self) -> None:
         try:
             await self.writes.aclose()  # writes accepted before the shutdown are made durable first
         finally:
+            await self.tokens.aclose()
             await self.cache.aclose()
             await self.reader.aclose()
 
@@ -176,28 +195,41 @@ class RouterApp:
             except VeniceError as exc:
                 await self._send_json(send, exc.http_status, error_body(exc))
                 return
+            try:
+                self._check_read(store, _authorization(scope))
+            except VeniceError as exc:
+                self.metrics.answered(OTHER, "changes", exc.http_status)
+                await self._send_json(send, exc.http_status, error_body(exc), exc.headers())
+                return
             self.metrics.answered(store, "changes", 200)
             await self.changes.serve(store, scope.get("query_string", b""), list(scope.get("headers", [])), receive, send)
             return
         if path == b"/metrics" and scope["method"] == "GET":
+            try:
+                self.tokens.check(bearer(_authorization(scope)), Action.MONITOR)
+            except VeniceError as exc:
+                self.metrics.answered("", "metrics", exc.http_status)
+                await self._send_json(send, exc.http_status, error_body(exc), exc.headers())
+                return
             body = self.metrics.render()
             self.metrics.answered("", "metrics", 200)
             await self._send(send, 200, body, _PROMETHEUS_HEADERS)
             return
+        extra: list[tuple[bytes, bytes]] = []
         try:
-            status, body = await self._dispatch(scope["method"], path, scope.get("query_string", b""), receive)
+            status, body = await self._dispatch(scope["method"], path, scope.get("query_string", b""), receive, scope)
         except VeniceError as exc:
-            status, body = exc.http_status, error_body(exc)
+            status, body, extra = exc.http_status, error_body(exc), exc.headers()
         except Exception:
             logger.exception("unexpected error serving %s %r", scope["method"], path)
             status, body = 500, error_body(InternalError("unexpected error in the router"))
-        if not path.startswith(_STORAGE_PREFIX):  # reads count themselves (fast_path)
+        if not path.startswith((_STORAGE_PREFIX, _COMPUTE_PREFIX)):  # reads and compute count themselves
             self.metrics.answered("", _ENDPOINTS.get(path, "other"), status)
-        await self._send_json(send, status, body)
+        await self._send_json(send, status, body, extra)
 
     @staticmethod
-    async def _send_json(send: Send, status: int, body: bytes) -> None:
-        await RouterApp._send(send, status, body, _JSON_HEADERS)
+    async def _send_json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        await RouterApp._send(send, status, body, [*_JSON_HEADERS, *(extra or ())])
 
     @staticmethod
     async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -210,10 +242,10 @@ class RouterApp:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _dispatch(self, method: str, path: bytes, query: bytes, receive: Receive) -> tuple[int, bytes]:
+    async def _dispatch(self, method: str, path: bytes, query: bytes, receive: Receive, scope: Scope) -> tuple[int, bytes]:
         if path.startswith(_STORAGE_PREFIX):
             body = await _read_body(receive) if method in _BODY_METHODS else b""
-            answer = self.fast_path(method, path, query, body)
+            answer = self._reads(method, path, query, body, _authorization(scope))
             if answer is not None:
                 status, _, json_body = await answer
                 return status, json_body
@@ -226,15 +258,22 @@ class RouterApp:
             return _method_not_allowed(method, path)
         if path == b"/health":
             return 200, _HEALTH_BODY
-        if path.startswith(_COMPUTE_PREFIX):
+        if path.startswith(_COMPUTE_PREFIX):  # counts itself, like reads: once, by store
             if method != "POST":
+                self.metrics.answered(OTHER, "compute", 405)
                 return _method_not_allowed(method, path)
-            store = _path_text(path[len(_COMPUTE_PREFIX) :], "store name", RequestError)
+            try:
+                store = _path_text(path[len(_COMPUTE_PREFIX) :], "store name", RequestError)
+                self._check_read(store, _authorization(scope))
+            except VeniceError as exc:
+                self.metrics.answered(OTHER, "compute", exc.http_status)
+                raise
             _, _, answer_body = await self._timed(self.compute(store, await _read_body(receive), query), store, "compute")
             return 200, answer_body
         if path == b"/routing":
             if method != "GET":
                 return _method_not_allowed(method, path)
+            self.tokens.check(bearer(_authorization(scope)), Action.MEMBER)
             return await self.routing(query)
         raise NotFoundError(f"no route {method} {path.decode('latin-1')}")
 
@@ -242,12 +281,25 @@ class RouterApp:
         self, method: str, path: bytes, query: bytes, body: bytes
     ) -> Awaitable[tuple[int, AnswerHeaders, bytes]] | Deferred | None:
         """Reads (single and batch) and writes for :class:`venice.httpserver.HttpServer`,
-        without ASGI; ``None`` sends everything else (health, wrong methods, unknown paths)
-        through ASGI."""
+        without ASGI; ``None`` sends everything else (health, wrong methods, unknown paths,
+        and requests that need a token: reads of private stores, writes when the cluster
+        has a token file; only the ASGI path sees their Authorization header) through ASGI."""
+        return self._reads(method, path, query, body, None, fast=True)
+
+    def _reads(
+        self, method: str, path: bytes, query: bytes, body: bytes, authorization: bytes | None, *, fast: bool = False
+    ) -> Awaitable[tuple[int, AnswerHeaders, bytes]] | Deferred | None:
         if not path.startswith(_STORAGE_PREFIX):
             return None
         store_part, slash, key_part = path[len(_STORAGE_PREFIX) :].partition(b"/")
         try:
+            if fast:
+                if (self.tokens.writes_need_token if method in _WRITE_METHODS else self._is_private(store_part)):
+                    return None
+            elif slash and method in _WRITE_METHODS:
+                self.tokens.check(bearer(authorization), Action.WRITE, _path_text(store_part, "store name", RequestError))
+            elif (slash and method == "GET") or (not slash and method == "POST"):
+                self._check_read(_path_text(store_part, "store name", RequestError), authorization)
             if slash and method == "GET":
                 store = _path_text(store_part, "store name", RequestError)
                 key_text = _path_text(key_part, "key", InvalidKeyError)
@@ -260,11 +312,32 @@ class RouterApp:
                 return self._timed(self.batch_get(store, body, query), store, "batch")
             else:
                 return None
-        except VeniceError as exc:  # refused before any read or write: counted, not timed
+        except VeniceError as exc:  # refused before any read or write (bad path, no token): counted, not timed
             endpoint = ("single" if method == "GET" else method.lower()) if slash else "batch"
             self.metrics.answered(OTHER, endpoint, exc.http_status)
             raise
         return self._single(store, key_text, query)  # counts and times itself
+
+    def _is_private(self, store_part: bytes) -> bool:
+        """Whether the store named in a read path is private (its reads need a token).
+        Two identity checks per read while no store is private."""
+        cache = self.cache
+        if not cache.loaded:
+            return False  # the read itself answers 503
+        table = cache.table
+        if table is not self._private_of:
+            self._private_of = table
+            self._private_stores = frozenset(n for n, r in table.stores.items() if r.private)
+        if not self._private_stores:
+            return False
+        return _path_text(store_part, "store name", RequestError) in self._private_stores
+
+    def _check_read(self, store: str, authorization: bytes | None) -> None:
+        """401/403 for a read of a private store without a token that may read it."""
+        table = self.cache.table
+        route = table.stores.get(store)
+        private = route is not None and route.private
+        self.tokens.check(bearer(authorization), Action.READ, store, private=private)
 
     async def _timed(
         self, json_body: Awaitable[bytes], store: str, endpoint: str, status: int = 200
@@ -330,6 +403,8 @@ class RouterApp:
     def _plan_single(self, store: str, key_text: str, query: bytes) -> tuple[StoreRoute, int, int, bytes, list[str]]:
         """Route, version, partition, key bytes and replicas (best first) of a single-key read."""
         route = self.cache.table.store(store)
+        if route.read_quota is not None:
+            self.quotas.charge(store, route.read_quota)
         version = route.resolve_version(_version_param(query))
         datum = key_from_text(route.key_codec, key_text)
         if type(datum) is dict or type(datum) is list:
@@ -354,6 +429,8 @@ class RouterApp:
         """
         keys = _parse_keys(body)
         route = self.cache.table.store(store)
+        if route.read_quota is not None:
+            self.quotas.charge(store, route.read_quota, len(keys))
         version = route.resolve_version(_version_param(query))
         codec = route.key_codec
         if codec.type_name == "bytes":
@@ -437,6 +514,8 @@ class RouterApp:
         spec.check_cost(len(keys))
         spec_json = spec.to_bytes()
         route = self.cache.table.store(store)
+        if route.read_quota is not None:
+            self.quotas.charge(store, route.read_quota, len(keys))
         version = route.resolve_version(_version_param(query))
         codec = route.key_codec
         encoded = [codec.encode(_key_datum(codec, key)) for key in keys]
@@ -590,6 +669,13 @@ def _key_datum(codec: AvroCodec, key: Any) -> Any:
     if codec.type_name == "bytes" and isinstance(key, str):
         return key.encode()
     return key
+
+
+def _authorization(scope: Scope) -> bytes | None:
+    for name, value in scope.get("headers") or ():
+        if name == b"authorization":
+            return bytes(value)
+    return None
 
 
 def _path_text(part: bytes, what: str, error: type[VeniceError]) -> str:

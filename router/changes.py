@@ -87,7 +87,12 @@ def event_bytes(event: Change | VersionSwap) -> bytes:
 class ChangeStreams:
     """Serves the SSE streams of one router (its routing cache, its controller)."""
 
-    def __init__(self, controller_url: str, cache: RoutingCache, *, heartbeat_s: float = HEARTBEAT_S, max_streams: int = MAX_STREAMS) -> None:
+    def __init__(
+        self, controller_url: str, cache: RoutingCache, *, heartbeat_s: float = HEARTBEAT_S, max_streams: int = MAX_STREAMS,
+        cluster_secret: str | None = None,
+    ) -> None:
+        self.cluster_secret = cluster_secret
+        """What the streams' consumers show the controller and the storage servers."""
         self.controller_url = controller_url
         self.cache = cache
         self.heartbeat_s = heartbeat_s
@@ -101,7 +106,9 @@ class ChangeStreams:
         consumer: AsyncChangeConsumer | None = None
         try:
             try:
-                consumer = AsyncChangeConsumer(self.controller_url, store, since=_since(query, headers), routing=self.cache)
+                consumer = AsyncChangeConsumer(
+                    self.controller_url, store, since=_since(query, headers), routing=self.cache, token=self.cluster_secret or ""
+                )
                 await consumer.start()
             except VeniceError as exc:
                 return await _error(send, exc)

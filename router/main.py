@@ -7,12 +7,15 @@ app's lifespan shutdown, which closes the routing cache and the replica pools.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from router.app import DEFAULT_DEADLINE_S, DEFAULT_MAX_ANSWER_BYTES, RouterApp
 from router.writes import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_RECORDS, DEFAULT_WRITE_TIMEOUT_S
 from venice.httpserver import DEFAULT_LIMITS, HttpLimits, HttpServer
 from venice.routing_cache import DEFAULT_REFRESH_INTERVAL_S
+from venice.tls import server_context
 
 __all__ = ["DEFAULT_PORT", "RouterConfig", "build_app", "build_server", "run"]
 
@@ -47,6 +50,14 @@ class RouterConfig:
     max_pending_write_bytes: int = DEFAULT_MAX_PENDING_BYTES
     write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
     """An HTTP write not confirmed durable this soon is a 504."""
+    cluster_secret: str | None = field(default=None, repr=False)
+    """Presented to the controller (routing) and to storage servers; ``None``: an open cluster."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """Serve HTTPS with this certificate and key (both or neither)."""
+    ca_file: Path | None = None
+    """CA bundle the controller's and storage servers' certificates are verified with
+    (default: ``VENICE_CA_FILE``, else the system's)."""
 
 
 def build_app(config: RouterConfig) -> RouterApp:
@@ -59,6 +70,8 @@ def build_app(config: RouterConfig) -> RouterApp:
         max_pending_writes=config.max_pending_writes,
         max_pending_write_bytes=config.max_pending_write_bytes,
         write_timeout_s=config.write_timeout_s,
+        cluster_secret=config.cluster_secret,
+        ca_file=config.ca_file,
     )
 
 
@@ -71,9 +84,16 @@ def build_server(config: RouterConfig, app: RouterApp | None = None) -> HttpServ
         graceful_shutdown_s=config.graceful_shutdown_s,
         limits=config.http,
         reuse_port=config.reuse_port,
+        ssl_context=server_context(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None,
     )
 
 
 def run(config: RouterConfig) -> None:
     """Serve until SIGTERM/SIGINT. Blocks."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s router:{config.port} %(levelname)s %(message)s")
+    if config.cluster_secret is None:
+        logging.getLogger("venice.router").warning(
+            "OPEN: NO CLUSTER SECRET: this router reaches an open controller and open storage servers "
+            "(give --cluster-secret-file or VENICE_CLUSTER_SECRET)"
+        )
     build_server(config).run()

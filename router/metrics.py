@@ -13,15 +13,19 @@ import time
 from collections.abc import Callable
 
 from venice.failover import FailoverCounts
-from venice.metrics import OTHER, Registry
+from venice.metrics import OTHER, Registry, Sample
+from venice.quota import ReadQuotas
 from venice.routing_cache import RoutingCache
 
 __all__ = ["RouterMetrics"]
 
 
 class RouterMetrics:
-    def __init__(self, cache: RoutingCache, counts: FailoverCounts, connections: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, cache: RoutingCache, counts: FailoverCounts, connections: Callable[[], int] | None = None, *, quotas: ReadQuotas | None = None
+    ) -> None:
         self.cache = cache
+        self.quotas = quotas if quotas is not None else ReadQuotas()
         self.registry = registry = Registry()
         self.requests = registry.counter(
             "venice_router_requests_total",
@@ -53,6 +57,18 @@ class RouterMetrics:
             (),
             self._age,
         )
+        registry.counter_callback(
+            "venice_router_quota_refused_total",
+            "Reads refused by the store's read quota at this router (429 QUOTA_EXCEEDED, or 400 for a batch larger than a second of quota), by store.",
+            ("store",),
+            lambda: self._quota_samples("refused_requests"),
+        )
+        registry.counter_callback(
+            "venice_router_quota_refused_keys_total",
+            "Keys of the reads the read quota refused (a batch or compute request of K keys counts K), by store.",
+            ("store",),
+            lambda: self._quota_samples("refused"),
+        )
         registry.gauge("venice_router_stores", "Stores in the routing table.", (), lambda: [((), len(cache.stores()))])
 
     def store_label(self, store: str) -> str:
@@ -74,3 +90,9 @@ class RouterMetrics:
     def _age(self) -> list[tuple[tuple[str, ...], float]]:
         confirmed = self.cache.confirmed_at
         return [] if confirmed is None else [((), time.monotonic() - confirmed)]
+
+    def _quota_samples(self, field: str) -> list[Sample]:
+        """One sample per store of the routing table that has refused a read here: store
+        labels are bounded by the table (a store deleted since drops out)."""
+        stores = self.cache.stores()
+        return [((store,), float(getattr(stats, field))) for store, stats in list(self.quotas.stats.items()) if store in stores and stats.refused_requests]

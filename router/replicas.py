@@ -75,6 +75,8 @@ class ReplicaReader:
         health: ReplicaHealth | None = None,
         budget: RetryBudget | None = None,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
+        authorization: str | None = None,
     ) -> None:
         self._hedge_after_s = hedge_after_s
         """A fixed hedge delay, or ``None``: derived from observed latency (see ReplicaHealth)."""
@@ -84,15 +86,16 @@ class ReplicaReader:
         self.counts = FailoverCounts()
         """Failovers, hedges and budget refusals of every read (the router's metrics)."""
         # One pool of keep-alive connections per server, so one slow server cannot
-        # starve the connections to the others. One TLS context for all (replicas
-        # speak plain http, but an https URL still works).
+        # starve the connections to the others. One TLS context for all: replicas at
+        # https:// URLs are verified with it (the router's --ca-file, else the system's CAs).
         # A replica's answer over ``max_answer_bytes`` is refused as it arrives (a 413
         # for the caller, not worth another replica: each holds the same values).
         self._upstream = UpstreamClient(
             max_connections=MAX_CONNECTIONS_PER_REPLICA,
             idle_expiry_s=KEEPALIVE_EXPIRY_S,
             max_answer_bytes=max_answer_bytes,
-            ssl_context=ssl.create_default_context(),
+            ssl_context=ssl_context if ssl_context is not None else ssl.create_default_context(),
+            authorization=authorization,
         )
 
     async def get(

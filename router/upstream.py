@@ -333,6 +333,7 @@ class HostPool:
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         ssl_context: ssl.SSLContext | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        authorization: str | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -345,8 +346,11 @@ class HostPool:
         if parts.scheme == "https":
             self._ssl = ssl_context or ssl.create_default_context()
         host_header = parts.netloc.encode("idna")
-        self._get_head = b" HTTP/1.1\r\nHost: " + host_header + b"\r\n\r\n"
-        self._post_head = b" HTTP/1.1\r\nHost: " + host_header + b"\r\nContent-Length: "
+        # The credential (the router's cluster secret) is part of every request's head,
+        # built once here: nothing more per request.
+        auth = b"" if authorization is None else b"\r\nAuthorization: " + authorization.encode("latin-1")
+        self._get_head = b" HTTP/1.1\r\nHost: " + host_header + auth + b"\r\n\r\n"
+        self._post_head = b" HTTP/1.1\r\nHost: " + host_header + auth + b"\r\nContent-Length: "
         self._idle: list[_Connection] = []
         self._slots = _Slots(max_connections, self.loop)
         self._idle_expiry_s = idle_expiry_s
@@ -504,10 +508,11 @@ class UpstreamClient:
         idle_expiry_s: float = DEFAULT_IDLE_EXPIRY_S,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         ssl_context: ssl.SSLContext | None = None,
+        authorization: str | None = None,
     ) -> None:
         self._options: dict[str, Any] = {
             "max_connections": max_connections, "idle_expiry_s": idle_expiry_s,
-            "max_answer_bytes": max_answer_bytes, "ssl_context": ssl_context,
+            "max_answer_bytes": max_answer_bytes, "ssl_context": ssl_context, "authorization": authorization,
         }
         self._pools: dict[str, HostPool] = {}
 

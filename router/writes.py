@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
@@ -73,9 +74,12 @@ class RouterWrites:
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
         describe_max_age_s: float = DESCRIBE_MAX_AGE_S,
+        token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        """``table`` returns the router's current routing table (UnavailableError before it has one)."""
-        self._controller = AsyncControllerClient(controller_url, timeout_s=write_timeout_s)
+        """``table`` returns the router's current routing table (UnavailableError before it has one);
+        ``token``: the router's cluster secret (descriptions of private stores need it)."""
+        self._controller = AsyncControllerClient(controller_url, timeout_s=write_timeout_s, token=token or "", ca_file=ca_file)
         self._table = table
         self.writers = StoreWriters(self._controller, max_age_s=describe_max_age_s)
         self.commit = GroupCommit(

@@ -16,6 +16,7 @@ from server import workercounts
 from server.app import StorageApp
 from server.service import ServerConfig, StorageService
 from venice.httpserver import HttpServer
+from venice.tls import server_context
 
 __all__ = ["ServerConfig", "run"]
 
@@ -29,6 +30,7 @@ def build_server(config: ServerConfig, *, reuse_port: bool = False) -> HttpServe
         log.info("SIGTERM: draining")
         await service.drain()
 
+    tls = server_context(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
     return HttpServer(
         StorageApp(service),
         host=config.host,
@@ -37,6 +39,7 @@ def build_server(config: ServerConfig, *, reuse_port: bool = False) -> HttpServe
         limits=config.http,
         before_shutdown=drain,
         reuse_port=reuse_port,
+        ssl_context=tls,
     )
 
 
@@ -47,12 +50,20 @@ def run(config: ServerConfig, *, workers: int = 1, read_worker_of: str | None = 
     role = "server" if read_worker_of is None else "read-worker"
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {role}:{config.port} %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per heartbeat is noise
+    if config.cluster_secret is None and read_worker_of is None:
+        log.warning(
+            "OPEN: NO CLUSTER SECRET: anyone who can reach this server can read its admin paths and every store, "
+            "and the controller cannot tell it from a fake (give --cluster-secret-file or VENICE_CLUSTER_SECRET)"
+        )
     if read_worker_of is not None:
         from server.readworker import ReadWorkerApp
 
+        # A closed cluster may have private stores, which only the ingesting process
+        # checks tokens for: its workers then relay every read to it.
         HttpServer(
-            ReadWorkerApp(config.data_dir, read_worker_of), host=config.host, port=config.port, graceful_shutdown_s=5.0,
-            limits=config.http, reuse_port=True,
+            ReadWorkerApp(config.data_dir, read_worker_of, serve_reads=config.cluster_secret is None),
+            host=config.host, port=config.port, graceful_shutdown_s=5.0, limits=config.http, reuse_port=True,
+            ssl_context=server_context(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None,
         ).run()
     elif workers == 1:
         build_server(config, reuse_port=reuse_port).run()

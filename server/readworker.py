@@ -54,8 +54,10 @@ _RELAY_TIMEOUT_S = 120.0
 class ReadWorkerApp:
     """ASGI app of a read worker: reads from the manifest's read-only view, the rest relayed."""
 
-    def __init__(self, data_dir: Path, main_url: str, *, poll_s: float = 0.1) -> None:
+    def __init__(self, data_dir: Path, main_url: str, *, poll_s: float = 0.1, serve_reads: bool = True) -> None:
         self.data_dir = data_dir
+        self.serve_reads = serve_reads
+        """False: relay reads too (a closed cluster: only the ingesting process checks tokens)."""
         self.main_url = main_url.rstrip("/")
         self._poll_s = poll_s
         self.view: HostingView | None = None
@@ -70,7 +72,7 @@ class ReadWorkerApp:
         worker's view: the ingesting process may already serve it (it reports READY to
         the controller before this worker's next look at the manifest), and its answer is
         the authoritative one."""
-        if self.reads is None:
+        if self.reads is None or not self.serve_reads:
             return None
         try:
             return self.reads.fast_path(method, path, query, body)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from venice.httpserver import DEFAULT_LIMITS, HttpLimits
 from venice.ingestion import DEFAULT_MAP_SIZE, IngestionHost
 from venice.protocol import Heartbeat, HeartbeatAnswer
 from venice.pubsub import connect
+from venice.token_cache import TokenCache
 
 __all__ = ["ServerConfig", "StorageService"]
 
@@ -47,10 +48,18 @@ class ServerConfig:
     """Largest size one store-version's LMDB may grow to; writes beyond it fail."""
     http: HttpLimits = DEFAULT_LIMITS
     """What the server accepts from its clients (sizes, timeouts, connections)."""
+    cluster_secret: str | None = field(default=None, repr=False)
+    """Presented to the controller and required of callers of admin paths; ``None``: open."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """Serve HTTPS with this certificate and key (both or neither)."""
+    ca_file: Path | None = None
+    """CA bundle the controller's certificate is verified with (default: ``VENICE_CA_FILE``,
+    else the system's)."""
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls_cert is not None else 'http'}://{self.host}:{self.port}"
 
 
 def _load_server_id(data_dir: Path, configured: str | None) -> str:
@@ -70,7 +79,13 @@ class StorageService:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.server_id = _load_server_id(config.data_dir, config.server_id)
-        self.controller = AsyncControllerClient(config.controller_url, timeout_s=5.0)
+        self.controller = AsyncControllerClient(
+            config.controller_url, timeout_s=5.0, token=config.cluster_secret, ca_file=config.ca_file
+        )
+        self.auth = TokenCache(config.controller_url, config.cluster_secret, ca_file=config.ca_file)
+        """Decides reads of private stores and the admin paths (the controller's token table)."""
+        self.private_stores: frozenset[str] = frozenset()
+        """Stores whose reads need a token, as the last assignment said."""
         self.host = IngestionHost(
             config.data_dir, schema_refresh=self.value_schemas, map_size=config.lmdb_map_size, on_change=self.poke
         )
@@ -114,6 +129,8 @@ class StorageService:
         await asyncio.sleep(self.config.drain_grace_s)
 
     async def reconcile(self, answer: HeartbeatAnswer) -> None:
+        # Before the host opens anything of a store, so no read of it is ever unchecked.
+        self.private_stores = frozenset(a.store for a in answer.assignment if a.private)
         if self.host.pubsub is None:
             self.host.pubsub = connect(self.config.pubsub_url or answer.pubsub_url)
         await self.host.reconcile(answer.assignment)
@@ -129,6 +146,7 @@ class StorageService:
         return {int(k): v for k, v in schemas.items()}
 
     async def close(self) -> None:
+        await self.auth.aclose()
         await self.host.close()
         await self.controller.aclose()
         if self.host.pubsub is not None:

@@ -34,6 +34,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import os
 import queue
 import threading
 import zlib
@@ -44,6 +45,7 @@ from typing import Any
 
 import httpx
 
+from venice.auth import TOKEN_ENV
 from venice.controller_client import AsyncControllerClient
 from venice.errors import (
     DeadlineExceededError,
@@ -61,6 +63,7 @@ from venice.protocol import DELETED_SCHEMA_ID, MAX_PARTITIONS, ChangeLogPage, de
 from venice.replica_health import ReplicaHealth
 from venice.routing import StoreRoute
 from venice.routing_cache import RoutingCache
+from venice.tls import client_context
 
 __all__ = ["AsyncChangeConsumer", "Change", "ChangeConsumer", "Position", "VersionSwap"]
 
@@ -69,6 +72,8 @@ log = logging.getLogger("venice.changes")
 LONG_POLL_S = 10.0
 PAGE = 1000
 RETRY_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+IDLE_WAIT_S = 1.0
+"""How long a partition with nothing to wait on at its replica (no long poll) rests."""
 QUEUE_EVENTS = 10_000
 _TOKEN_FORMAT = 1
 
@@ -203,16 +208,23 @@ class AsyncChangeConsumer:
         routing: RoutingCache | None = None,
         long_poll_s: float = LONG_POLL_S,
         page: int = PAGE,
+        token: str | None = None,
     ) -> None:
+        token = token if token is not None else os.environ.get(TOKEN_ENV) or None
         self.controller_url = controller_url
         self.store = store
         self.since = since
         self.long_poll_s = long_poll_s
         self.page = page
         self._own_routing = routing is None
-        self.routing = routing if routing is not None else RoutingCache(controller_url)
-        self._controller = AsyncControllerClient(controller_url, timeout_s=10.0)
-        self._http = httpx.AsyncClient(trust_env=False, timeout=long_poll_s + 10.0)
+        self.routing = routing if routing is not None else RoutingCache(controller_url, token=token)
+        self._controller = AsyncControllerClient(controller_url, timeout_s=10.0, token=token)
+        # ``token``: a reader token of a private store (default ``VENICE_TOKEN``); the
+        # change logs are read from the storage servers, which check it too.
+        self._http = httpx.AsyncClient(
+            trust_env=False, timeout=long_poll_s + 10.0, verify=client_context(),
+            headers={"authorization": f"Bearer {token}"} if token else None,
+        )
         self._health = ReplicaHealth()
         self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue(QUEUE_EVENTS)
         self._tasks: list[asyncio.Task[None]] = []
@@ -370,10 +382,12 @@ class AsyncChangeConsumer:
                 if page is None:
                     continue  # the current version moved: drain
                 await self._deliver(reading, partition, page)
-                if not page.entries and (not page.hybrid or page.next is None):
-                    # Nothing to read on this version (batch-only, or not past end-of-push yet).
+                if not page.entries and (not page.hybrid or page.next is None or not page.consuming):
+                    # Nothing to read on this version for now (batch-only, not past end-of-push
+                    # yet, or a replica not consuming real-time writes, which answers at once
+                    # rather than long-polling): look again in a while, or once the version moves.
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(1.0):
+                        async with asyncio.timeout(IDLE_WAIT_S):
                             await self._moved.wait()
         except asyncio.CancelledError:
             raise

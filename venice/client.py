@@ -19,15 +19,17 @@ out as :class:`venice.errors.TransportError` or
 not import the server, router or controller code, FastAPI, LMDB or fastavro.
 
 :meth:`Client.get` is the one call applications make in a tight loop, and httpx
-spends ~200 µs of CPU on each; for a plain ``http://`` router with no proxy it goes
-over :class:`_KeepAlivePool`, a few dozen lines of blocking keep-alive HTTP/1.1 on
-sockets, and maps its failures to the same errors (with an httpx exception of the
+spends ~200 µs of CPU on each; for a router with no proxy it goes over
+:class:`_KeepAlivePool`, a few dozen lines of blocking keep-alive HTTP/1.1 on sockets
+(TLS-wrapped and verified for ``https://``), and maps its failures to the same errors (with an httpx exception of the
 same kind as ``__cause__``). Everything else goes through httpx.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import ssl
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -38,6 +40,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import orjson
 
+from venice.auth import TOKEN_ENV
 from venice.errors import (
     DeadlineExceededError,
     InternalError,
@@ -46,6 +49,7 @@ from venice.errors import (
     TransportError,
     error_from_response,
 )
+from venice.tls import client_context
 
 __all__ = ["DEFAULT_TIMEOUT_S", "AsyncClient", "BaseClient", "Client", "encode_key"]
 
@@ -56,9 +60,13 @@ _JSON_HEADERS = {"content-type": "application/json"}
 class BaseClient:
     """I/O-free half of the SDK: what to send and what an answer means."""
 
-    def __init__(self, router_url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, router_url: str, *, timeout: float = DEFAULT_TIMEOUT_S, token: str | None = None) -> None:
         self.router_url = router_url.rstrip("/")
         self.timeout = timeout
+        token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self._token = token or None
+        self._auth: dict[str, str] = {"authorization": f"Bearer {token}"} if token else {}
+        """A reader token for private stores (default ``VENICE_TOKEN``), sent with every read."""
 
     def _get_url(self, store: str, key: Any, version: int | None) -> str:
         return self.router_url + self._get_path(store, key, version)
@@ -129,16 +137,20 @@ class Client(BaseClient):
         direct: bool = False,
         hedge_after_s: float | None = None,
         direct_deadline_s: float = 2.0,
+        token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        super().__init__(router_url, timeout=timeout)
-        self._http = httpx.Client(timeout=timeout)
-        self._fast = _KeepAlivePool.for_url(self.router_url, timeout)
+        super().__init__(router_url, timeout=timeout, token=token)
+        self._http = httpx.Client(timeout=timeout, headers=self._auth, verify=client_context(ca_file))
+        self._fast = _KeepAlivePool.for_url(self.router_url, timeout, self._auth.get("authorization"), client_context(ca_file))
         self._direct: Any = None
         self._fallback: type[Exception] = _NeverRaised
         if direct:
             from venice import direct as _direct  # routing, codecs and fastavro: only when asked for
 
-            self._direct = _direct.DirectReader(self.router_url, hedge_after_s=hedge_after_s, deadline_s=direct_deadline_s)
+            self._direct = _direct.DirectReader(
+                self.router_url, hedge_after_s=hedge_after_s, deadline_s=direct_deadline_s, token=self._token, ca_file=ca_file
+            )
             self._fallback = _direct.Fallback
 
     def get(self, store: str, key: Any, *, version: int | None = None) -> Any:
@@ -216,15 +228,19 @@ class AsyncClient(BaseClient):
         direct: bool = False,
         hedge_after_s: float | None = None,
         direct_deadline_s: float = 2.0,
+        token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        super().__init__(router_url, timeout=timeout)
-        self._http = httpx.AsyncClient(timeout=timeout)
+        super().__init__(router_url, timeout=timeout, token=token)
+        self._http = httpx.AsyncClient(timeout=timeout, headers=self._auth, verify=client_context(ca_file))
         self._direct: Any = None
         self._fallback: type[Exception] = _NeverRaised
         if direct:
             from venice import direct as _direct
 
-            self._direct = _direct.AsyncDirectReader(self.router_url, hedge_after_s=hedge_after_s, deadline_s=direct_deadline_s)
+            self._direct = _direct.AsyncDirectReader(
+                self.router_url, hedge_after_s=hedge_after_s, deadline_s=direct_deadline_s, token=self._token, ca_file=ca_file
+            )
             self._fallback = _direct.Fallback
 
     async def get(self, store: str, key: Any, *, version: int | None = None) -> Any:
@@ -316,7 +332,7 @@ def _mapped_errors() -> Iterator[None]:
 
 
 class _KeepAlivePool:
-    """Blocking keep-alive HTTP/1.1 GETs to one ``http://host:port``, safe across threads.
+    """Blocking keep-alive HTTP/1.1 GETs to one ``http(s)://host:port``, safe across threads.
 
     Each call borrows an idle socket (or opens one), sends one request and reads one
     answer. A kept-alive socket the router closed meanwhile fails before any answer
@@ -327,26 +343,36 @@ class _KeepAlivePool:
 
     MAX_IDLE = 32
 
-    def __init__(self, host: str, port: int, netloc: str, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, netloc: str, timeout: float, authorization: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._address = (host, port)
+        self._ssl = ssl_context
+        """``https://``: every socket is wrapped in TLS, verified with this context."""
         self._timeout = timeout
-        self._head = b" HTTP/1.1\r\nHost: " + netloc.encode("idna") + b"\r\nAccept: */*\r\n\r\n"
+        auth = b"" if authorization is None else b"Authorization: " + authorization.encode("latin-1") + b"\r\n"
+        self._head = b" HTTP/1.1\r\nHost: " + netloc.encode("idna") + b"\r\nAccept: */*\r\n" + auth + b"\r\n"
         self._idle: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
 
     @classmethod
-    def for_url(cls, url: str, timeout: float) -> _KeepAlivePool | None:
-        """A pool for a plain-http URL that no proxy setting applies to, else ``None``."""
+    def for_url(
+        cls, url: str, timeout: float, authorization: str | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> _KeepAlivePool | None:
+        """A pool for an http(s) URL that no proxy setting applies to, else ``None``."""
         import urllib.request  # only here: it pulls in http.client and email
 
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname or parts.path.strip("/") or parts.query:
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.query:
             return None
         proxies = urllib.request.getproxies()
-        if ("http" in proxies or "all" in proxies) and not urllib.request.proxy_bypass(parts.hostname):
+        if (parts.scheme in proxies or "all" in proxies) and not urllib.request.proxy_bypass(parts.hostname):
             return None
-        return cls(parts.hostname, parts.port or 80, parts.netloc, timeout)
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
+        return cls(parts.hostname, port, parts.netloc, timeout, authorization, (ssl_context or client_context()) if tls else None)
 
     def get(self, path: str) -> tuple[int, bytes]:
         request = b"GET " + path.encode("ascii") + self._head
@@ -373,6 +399,15 @@ class _KeepAlivePool:
         except OSError as exc:
             raise TransportError(f"cannot reach the router: {exc!r}") from httpx.ConnectError(str(exc))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._ssl is not None:
+            try:
+                sock = self._ssl.wrap_socket(sock, server_hostname=self._address[0])
+            except TimeoutError as exc:
+                sock.close()
+                raise DeadlineExceededError(f"the router did not finish the TLS handshake in time: {exc!r}") from httpx.ConnectTimeout(str(exc))
+            except OSError as exc:  # ssl.SSLError (a certificate that does not verify) is one
+                sock.close()
+                raise TransportError(f"cannot reach the router: {exc!r}") from httpx.ConnectError(str(exc))
         return sock
 
     def _exchange(self, sock: socket.socket, request: bytes) -> tuple[int, bytes]:
@@ -392,7 +427,7 @@ class _KeepAlivePool:
             raise DeadlineExceededError(f"the router did not answer in time: {exc!r}") from httpx.ReadTimeout(str(exc))
         except OSError as exc:
             sock.close()
-            if not got_bytes and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            if not got_bytes and isinstance(exc, (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError)):
                 raise _StaleConnection() from exc
             raise TransportError(f"cannot reach the router: {exc!r}") from httpx.ReadError(str(exc))
         except BaseException:

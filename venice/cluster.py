@@ -21,6 +21,7 @@ from typing import IO, Any
 import httpx
 
 from venice.controller_client import ControllerClient
+from venice.tls import client_context
 
 __all__ = ["LocalCluster", "ManagedProcess", "free_port", "wait_for"]
 
@@ -56,6 +57,8 @@ class ManagedProcess:
     log_path: Path
     url: str
     env: dict[str, str] = field(default_factory=dict)
+    ca_file: Path | None = None
+    """The CA its https:// certificate is verified with (health checks)."""
     popen: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -87,7 +90,7 @@ class ManagedProcess:
         def healthy() -> bool:
             if not self.alive():
                 raise RuntimeError(f"{self.name} exited; log tail:\n{self.log_tail()}")
-            return httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200
+            return httpx.get(f"{self.url}/health", timeout=1.0, verify=client_context(self.ca_file)).status_code == 200
 
         try:
             wait_for(healthy, timeout_s, f"{self.name} at {self.url}")
@@ -154,10 +157,22 @@ class LocalCluster:
         server_args: Mapping[int, Sequence[str]] | None = None,
         router_workers: int = 1,
         server_workers: int = 1,
+        cluster_secret: str | None = None,
+        tokens_file: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.router_workers = router_workers
         self.server_workers = server_workers
+        self.tls = tls
+        """(certificate, key) every part serves HTTPS with; ``None``: plain HTTP."""
+        self.ca_file = ca_file
+        """The CA bundle every part (and this launcher) verifies the others' certificates with."""
+        self.scheme = "https" if tls is not None else "http"
+        self.cluster_secret = cluster_secret
+        """Handed to every part in its environment (never on a command line, where ps shows it)."""
+        self.tokens_file = tokens_file
         self.host = host
         self.pubsub_url = pubsub_url or f"embedded://{self.data_dir / 'pubsub'}"
         self.dead_after_s = dead_after_s
@@ -174,10 +189,14 @@ class LocalCluster:
                 "--data-dir", str(self.data_dir / "controller"),
                 "--pubsub-url", self.pubsub_url,
                 "--dead-after", str(dead_after_s),
-                *(arg for p in router_ports for arg in ("--router", f"http://{host}:{p}")),
+                *(["--tokens-file", str(tokens_file)] if tokens_file is not None else []),
+                *self._tls_args(),
+                *(arg for p in router_ports for arg in ("--router", f"{self.scheme}://{host}:{p}")),
             ],
             self.logs / "controller.log",
-            f"http://{host}:{port}",
+            f"{self.scheme}://{host}:{port}",
+            env=self._secret_env(),
+            ca_file=ca_file,
         )
         self.servers = [self._server_process(i, (server_args or {}).get(i, ())) for i in range(servers)]
         self.routers = [self._router_process(i, p) for i, p in enumerate(router_ports)]
@@ -187,9 +206,11 @@ class LocalCluster:
         return ManagedProcess(
             "router" if index == 0 else f"router-{index}",
             ["router", "--host", self.host, "--port", str(port), "--controller", self.controller.url,
-             "--workers", str(self.router_workers)],
+             "--workers", str(self.router_workers), *self._tls_args()],
             self.logs / ("router.log" if index == 0 else f"router-{index}.log"),
-            f"http://{self.host}:{port}",
+            f"{self.scheme}://{self.host}:{port}",
+            env=self._secret_env(),
+            ca_file=self.ca_file,
         )
 
     def _server_process(self, index: int, extra_args: Sequence[str] = ()) -> ManagedProcess:
@@ -204,11 +225,24 @@ class LocalCluster:
                 "--controller", self.controller.url,
                 "--server-id", f"server-{index}",
                 *(["--workers", str(self.server_workers)] if self.server_workers > 1 else []),
+                *self._tls_args(),
                 *extra_args,
             ],
             self.logs / f"server-{index}.log",
-            f"http://{self.host}:{port}",
+            f"{self.scheme}://{self.host}:{port}",
+            env=self._secret_env(),
+            ca_file=self.ca_file,
         )
+
+    def _tls_args(self) -> list[str]:
+        return [] if self.tls is None else ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
+
+    def _secret_env(self) -> dict[str, str]:
+        # Always set, so a secret in the caller's own environment never leaks into an open cluster.
+        env = {"VENICE_CLUSTER_SECRET": self.cluster_secret or "", "VENICE_CLUSTER_SECRET_FILE": ""}
+        if self.ca_file is not None:
+            env["VENICE_CA_FILE"] = str(self.ca_file)
+        return env
 
     @property
     def controller_url(self) -> str:
@@ -236,7 +270,7 @@ class LocalCluster:
         return self
 
     def wait_servers_alive(self, count: int, timeout_s: float = 30.0) -> None:
-        with ControllerClient(self.controller_url, timeout_s=2.0) as controller:
+        with ControllerClient(self.controller_url, timeout_s=2.0, ca_file=self.ca_file) as controller:
 
             def alive() -> bool:
                 return sum(1 for s in controller.cluster()["servers"] if s["alive"]) >= count

@@ -13,6 +13,7 @@ its JSON body names (:func:`venice.errors.error_from_response`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from venice.auth import TOKEN_ENV
 from venice.errors import (
     DeadlineExceededError,
     InternalError,
@@ -30,6 +32,7 @@ from venice.errors import (
     error_from_response,
 )
 from venice.protocol import Heartbeat, HeartbeatAnswer, RoutingTable
+from venice.tls import client_context
 
 __all__ = ["DEFAULT_TIMEOUT_S", "AsyncControllerClient", "BaseControllerClient", "Call", "ControllerClient"]
 
@@ -64,9 +67,13 @@ def _within(call: Call, timeout_s: float | None) -> Call:
 class BaseControllerClient:
     """What to send for each controller call and what its answer means (no I/O)."""
 
-    def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self._auth = {"authorization": f"Bearer {token}"} if token else {}
+        """``token``: a bearer token, or the cluster secret for the cluster's own parts
+        (default: ``VENICE_TOKEN``); sent with every call."""
 
     # -- requests ------------------------------------------------------------------------
     @staticmethod
@@ -142,6 +149,15 @@ class BaseControllerClient:
         return Call("POST", f"/servers/{_q(server_id)}/heartbeat", heartbeat.to_json())
 
     @staticmethod
+    def _remove_server(server_id: str) -> Call:
+        return Call("DELETE", f"/servers/{_q(server_id)}")
+
+    @staticmethod
+    def _tokens(generation: int | None) -> Call:
+        params = None if generation is None else {"generation": str(generation)}
+        return Call("GET", "/auth/tokens", params=params, not_modified_ok=True)
+
+    @staticmethod
     def _routing(generation: int | None, wait_s: float) -> Call:
         if generation is None:
             return Call("GET", "/routing")
@@ -162,10 +178,10 @@ class BaseControllerClient:
         return call.timeout_s if call.timeout_s is not None else self.timeout_s
 
     def _request_kwargs(self, call: Call) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"timeout": self._timeout(call)}
+        kwargs: dict[str, Any] = {"timeout": self._timeout(call), "headers": dict(self._auth)}
         if call.body is not None:
             kwargs["content"] = orjson.dumps(call.body)
-            kwargs["headers"] = _JSON
+            kwargs["headers"].update(_JSON)
         if call.params:
             kwargs["params"] = dict(call.params)
         return kwargs
@@ -201,10 +217,18 @@ def _mapped_errors(url: str, call: Call) -> Iterator[None]:
 class ControllerClient(BaseControllerClient):
     """Blocking client of the controller. Thread-safe; reuse one (it keeps connections)."""
 
-    def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, http: httpx.Client | None = None) -> None:
-        super().__init__(url, timeout_s=timeout_s)
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        http: httpx.Client | None = None,
+        token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(url, timeout_s=timeout_s, token=token)
         self._own_http = http is None
-        self._http = http if http is not None else httpx.Client(trust_env=False)
+        self._http = http if http is not None else httpx.Client(trust_env=False, verify=client_context(ca_file))
 
     def call(self, call: Call) -> Any:
         with _mapped_errors(self.url, call):
@@ -268,6 +292,15 @@ class ControllerClient(BaseControllerClient):
     def heartbeat(self, server_id: str, heartbeat: Heartbeat) -> HeartbeatAnswer:
         return HeartbeatAnswer.from_json(self.call(self._heartbeat(server_id, heartbeat)))
 
+    def remove_server(self, server_id: str) -> dict[str, Any]:
+        """Forget a server (admin): its replicas move, its id may register again at any URL."""
+        return dict(self.call(self._remove_server(server_id)))
+
+    def tokens(self, generation: int | None = None) -> dict[str, Any] | None:
+        """The token table (cluster secret only); ``None`` when still at ``generation``."""
+        answer = self.call(self._tokens(generation))
+        return None if answer is None else dict(answer)
+
     def routing(self, generation: int | None = None, *, wait_s: float = 0.0) -> RoutingTable | None:
         """The routing table; with ``generation``, ``None`` when unchanged after ``wait_s``."""
         return self._routing_answer(self.call(self._routing(generation, wait_s)))
@@ -288,10 +321,18 @@ class ControllerClient(BaseControllerClient):
 class AsyncControllerClient(BaseControllerClient):
     """asyncio twin of :class:`ControllerClient`."""
 
-    def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, http: httpx.AsyncClient | None = None) -> None:
-        super().__init__(url, timeout_s=timeout_s)
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        http: httpx.AsyncClient | None = None,
+        token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(url, timeout_s=timeout_s, token=token)
         self._own_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(trust_env=False)
+        self._http = http if http is not None else httpx.AsyncClient(trust_env=False, verify=client_context(ca_file))
 
     async def call(self, call: Call) -> Any:
         with _mapped_errors(self.url, call):
@@ -350,6 +391,15 @@ class AsyncControllerClient(BaseControllerClient):
 
     async def heartbeat(self, server_id: str, heartbeat: Heartbeat) -> HeartbeatAnswer:
         return HeartbeatAnswer.from_json(await self.call(self._heartbeat(server_id, heartbeat)))
+
+    async def remove_server(self, server_id: str) -> dict[str, Any]:
+        """Forget a server (admin): its replicas move, its id may register again at any URL."""
+        return dict(await self.call(self._remove_server(server_id)))
+
+    async def tokens(self, generation: int | None = None) -> dict[str, Any] | None:
+        """The token table (cluster secret only); ``None`` when still at ``generation``."""
+        answer = await self.call(self._tokens(generation))
+        return None if answer is None else dict(answer)
 
     async def routing(self, generation: int | None = None, *, wait_s: float = 0.0) -> RoutingTable | None:
         """The routing table; with ``generation``, ``None`` when unchanged after ``wait_s``."""

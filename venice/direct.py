@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import random
 import threading
 import time
@@ -59,6 +60,7 @@ from venice.replica_sockets import Answer, Call, ReplicaSockets, get_hit, replic
 from venice.routing import RoutingTable, StoreRoute, plan_batch
 from venice.routing_cache import RoutingCache
 from venice.schema import json_default
+from venice.tls import client_context
 
 __all__ = ["DEFAULT_DIRECT_DEADLINE_S", "AsyncDirectReader", "DirectReader", "Fallback"]
 
@@ -230,8 +232,8 @@ class DirectCore:
 class _RoutingThread:
     """A :class:`RoutingCache` on a background thread's event loop, for blocking callers."""
 
-    def __init__(self, url: str) -> None:
-        self.cache = RoutingCache(url)
+    def __init__(self, url: str, token: str | None = None, ca_file: str | os.PathLike[str] | None = None) -> None:
+        self.cache = RoutingCache(url, token=token, ca_file=ca_file)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
@@ -276,11 +278,14 @@ class _RoutingThread:
 class DirectReader(DirectCore):
     """Blocking direct reads (the sync ``venice.Client(direct=True)``). Thread-safe."""
 
-    def __init__(self, router_url: str, *, deadline_s: float = DEFAULT_DIRECT_DEADLINE_S, hedge_after_s: float | None = None) -> None:
+    def __init__(
+        self, router_url: str, *, deadline_s: float = DEFAULT_DIRECT_DEADLINE_S, hedge_after_s: float | None = None,
+        token: str | None = None, ca_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         super().__init__()
         self.deadline_s = deadline_s
-        self.sockets = ReplicaSockets(hedge_after_s=hedge_after_s)
-        self.routing = _RoutingThread(router_url)
+        self.sockets = ReplicaSockets(hedge_after_s=hedge_after_s, authorization=f"Bearer {token}" if token else None)
+        self.routing = _RoutingThread(router_url, token, ca_file)
         self._prefixes: dict[tuple[str, int], str] = {}
         """``/v1/{store}/{version}/`` by store and version: built once, not per read."""
 
@@ -380,15 +385,21 @@ class AsyncDirectReader(DirectCore):
     """asyncio direct reads (``venice.AsyncClient(direct=True)``): the routing cache runs
     as a task of the caller's loop; replicas are read over httpx."""
 
-    def __init__(self, router_url: str, *, deadline_s: float = DEFAULT_DIRECT_DEADLINE_S, hedge_after_s: float | None = None) -> None:
+    def __init__(
+        self, router_url: str, *, deadline_s: float = DEFAULT_DIRECT_DEADLINE_S, hedge_after_s: float | None = None,
+        token: str | None = None, ca_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         super().__init__()
         self.deadline_s = deadline_s
         self.hedge_after_s = hedge_after_s
         self.health = ReplicaHealth()
         self.budget = RetryBudget()
-        self.cache = RoutingCache(router_url)
+        self.cache = RoutingCache(router_url, token=token, ca_file=ca_file)
         self._started: asyncio.Task[None] | None = None
-        self._http = httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_keepalive_connections=64))
+        self._http = httpx.AsyncClient(
+            trust_env=False, limits=httpx.Limits(max_keepalive_connections=64),
+            headers={"authorization": f"Bearer {token}"} if token else None, verify=client_context(ca_file),
+        )
 
     def _table(self) -> RoutingTable | None:
         return self.cache.table if self.cache.loaded else None

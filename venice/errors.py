@@ -18,6 +18,9 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     │   ├── AnswerTooLargeError      ANSWER_TOO_LARGE     413   (ask for fewer or smaller values)
     │   ├── UrlTooLongError          URL_TOO_LONG         414
     │   ├── HeadersTooLargeError     HEADERS_TOO_LARGE    431
+    │   ├── ConfigError              INVALID_CONFIG       400   (a secret or token file, a TLS setting)
+    │   ├── UnauthorizedError        UNAUTHORIZED         401   (no bearer token, or one not known here)
+    │   ├── ForbiddenError           FORBIDDEN            403   (the token's role or store does not allow it)
     │   └── ConflictError            CONFLICT             409
     │       ├── StoreExistsError     STORE_EXISTS         409
     │       ├── PushInProgressError  PUSH_IN_PROGRESS     409   (kill it or wait)
@@ -40,6 +43,7 @@ Every error a caller of ``venice`` (SDK, CLI, services) can see derives from
     │   ├── OverloadedError          OVERLOADED           503   (too many writes waiting: slow down)
     │   └── PubSubError              PUBSUB               503
     │       └── OffsetOutOfRangeError OFFSET_OUT_OF_RANGE 503   (the log no longer, or not yet, has an offset read from)
+    ├── QuotaExceededError           QUOTA_EXCEEDED       429   slow down: retry after ``details.retry_after_s``
     ├── PushError                    PUSH_FAILED          500   a push did not complete
     └── InternalError                INTERNAL             500
 
@@ -67,8 +71,10 @@ if TYPE_CHECKING:
 __all__ = [
     "AnswerTooLargeError",
     "BodyTooLargeError",
+    "ConfigError",
     "ConflictError",
     "DeadlineExceededError",
+    "ForbiddenError",
     "HeadersTooLargeError",
     "IncompleteUpdateError",
     "InternalError",
@@ -88,6 +94,7 @@ __all__ = [
     "PubSubError",
     "PushError",
     "PushInProgressError",
+    "QuotaExceededError",
     "ReplicaNotReadyError",
     "RequestError",
     "RequestTimeoutError",
@@ -97,6 +104,7 @@ __all__ = [
     "TooManyConnectionsError",
     "TopicNotFoundError",
     "TransportError",
+    "UnauthorizedError",
     "UnavailableError",
     "UnknownSchemaError",
     "UrlTooLongError",
@@ -121,6 +129,10 @@ class VeniceError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """HTTP headers that go with this error's answer, besides its JSON body."""
+        return []
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -208,6 +220,31 @@ class HeadersTooLargeError(RequestError):
 
     code = "HEADERS_TOO_LARGE"
     http_status = 431
+
+
+class ConfigError(RequestError):
+    """A part's own configuration is wrong (a secret or token file, TLS files): fix it and
+    start again."""
+
+    code = "INVALID_CONFIG"
+
+
+class UnauthorizedError(RequestError):
+    """No credential, or one this part does not know: send a valid ``Authorization:
+    Bearer`` token (or the cluster secret, for the cluster's own parts)."""
+
+    code = "UNAUTHORIZED"
+    http_status = 401
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"www-authenticate", b'Bearer realm="venice"')]
+
+
+class ForbiddenError(RequestError):
+    """A known credential whose role (or store) does not allow the request."""
+
+    code = "FORBIDDEN"
+    http_status = 403
 
 
 class ConflictError(RequestError):
@@ -340,6 +377,18 @@ class OffsetOutOfRangeError(PubSubError):
     def __init__(self, message: str, positions: Mapping[TopicPartition, int] | None = None, **details: Any) -> None:
         super().__init__(message, **details)
         self.positions: dict[TopicPartition, int] = dict(positions or {})
+
+
+class QuotaExceededError(VeniceError):
+    """A store's read quota is spent at this router: wait ``details.retry_after_s`` (the
+    HTTP answer's ``Retry-After``). Not retriable elsewhere: every router enforces it."""
+
+    code = "QUOTA_EXCEEDED"
+    http_status = 429
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        wait = self.details.get("retry_after_s")
+        return [(b"retry-after", b"%d" % wait)] if isinstance(wait, int) and not isinstance(wait, bool) else []
 
 
 class PushError(VeniceError):

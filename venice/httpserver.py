@@ -68,6 +68,7 @@ import http
 import logging
 import resource
 import signal
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
@@ -303,7 +304,7 @@ def _encode_pairs(status: int, headers: Headers, body: bytes, keep_alive: bool, 
 
 
 def _error_response(error: VeniceError) -> tuple[int, Headers, bytes]:
-    return error.http_status, [_JSON], error_body(error)
+    return error.http_status, [_JSON, *error.headers()], error_body(error)
 
 
 def _failure_response(exc: Exception, request: _Request) -> tuple[int, Headers, bytes]:
@@ -990,8 +991,11 @@ class HttpServer:
         before_shutdown: Callable[[], Awaitable[None]] | None = None,
         backlog: int = 2048,
         reuse_port: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
+        self.ssl_context = ssl_context
+        """Serve TLS with this context (``--tls-cert``/``--tls-key``); ``None``: plain HTTP."""
         self.fast_path: FastPath | None = getattr(app, "fast_path", None)
         self.host, self.port = host, port
         self.graceful_shutdown_s = graceful_shutdown_s
@@ -1032,7 +1036,7 @@ class HttpServer:
         try:
             server = await self.loop.create_server(
                 lambda: _Connection(self), self.host, self.port, backlog=self.backlog, reuse_address=True,
-                reuse_port=self.reuse_port or None,
+                reuse_port=self.reuse_port or None, ssl=self.ssl_context,
             )
         except BaseException:
             await self._lifespan.shutdown()

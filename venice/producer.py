@@ -199,10 +199,14 @@ class AsyncProducer:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_pending_records: int = DEFAULT_MAX_PENDING_RECORDS,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        token: str | None = None,
     ) -> None:
         """``pubsub_url`` overrides the controller's (``kafka://HOST:PORT`` or
-        ``embedded:///DIR``), e.g. when the broker is reached under another address here."""
-        self._controller = AsyncControllerClient(controller_url, timeout_s=timeout_s)
+        ``embedded:///DIR``), e.g. when the broker is reached under another address here.
+        ``token``: shown to the controller (a private store's description needs a reader or
+        writer token of it; default ``VENICE_TOKEN``). The writes themselves go to Kafka,
+        which the platform does not guard (docs/security.md)."""
+        self._controller = AsyncControllerClient(controller_url, timeout_s=timeout_s, token=token)
         # An application writes with schemas it knows exist: when the cached description
         # refuses a write, always ask the controller again (a router limits this instead).
         self.writers = StoreWriters(self._controller, recheck_after_s=0.0)

@@ -589,6 +589,8 @@ class Assignment:
     under the same name (made batch-only and hybrid again, or its topic found missing);
     a replica whose real-time checkpoint is of another epoch starts over at these start
     offsets instead of resuming at an offset of a topic that is gone."""
+    private: bool = False
+    """The store's reads need a token or the cluster secret (docs/security.md)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -606,6 +608,8 @@ class Assignment:
             out["rt_start_offsets"] = {str(p): o for p, o in self.rt_start_offsets.items()}
             out["consume_rt"] = self.consume_rt
             out["rt_epoch"] = self.rt_epoch
+        if self.private:
+            out["private"] = True
         return out
 
     @classmethod
@@ -628,6 +632,7 @@ class Assignment:
             rt_start_offsets={_id_key(p, f"{where}.rt_start_offsets"): _int(starts, p, f"{where}.rt_start_offsets") for p in starts},
             consume_rt=_bool(obj, "consume_rt", where),
             rt_epoch=_int(obj, "rt_epoch", where, default=0),
+            private=_bool(obj, "private", where),
         )
 
 
@@ -669,6 +674,10 @@ class StoreRouting:
     hybrid: HybridConfig | None = None
     write_compute: bool = False
     """Partial updates are accepted (only meaningful for hybrid stores)."""
+    private: bool = False
+    """Reads need a reader token (or the cluster secret): docs/security.md."""
+    read_quota: int | None = None
+    """Reads per second each router serves of this store (``None``: no quota)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -684,6 +693,10 @@ class StoreRouting:
         if self.hybrid is not None:
             out["hybrid"] = self.hybrid.to_json()
             out["write_compute"] = self.write_compute
+        if self.private:
+            out["private"] = True
+        if self.read_quota is not None:
+            out["read_quota"] = self.read_quota
         return out
 
     @classmethod
@@ -712,6 +725,8 @@ class StoreRouting:
             retired_versions=frozenset(_int({"v": v}, "v", f"{where}.retired_versions", low=1) for v in _list(obj.get("retired_versions") or [], f"{where}.retired_versions")),
             hybrid=None if hybrid_raw is None else HybridConfig.from_json(hybrid_raw, f"{where}.hybrid"),
             write_compute=_bool(obj, "write_compute", where),
+            private=_bool(obj, "private", where),
+            read_quota=_opt_int(obj, "read_quota", where, low=1),
         )
 
 

@@ -113,13 +113,14 @@ class _Conn:
 class _Pool:
     """Idle keep-alive sockets to one server."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, authorization: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise TransportError(f"replica {url}: only http:// replicas are read directly")
         self.url = url
         self.address = (parts.hostname, parts.port or 80)
-        self.head = b" HTTP/1.1\r\nHost: " + parts.netloc.encode("idna") + b"\r\n"
+        auth = b"" if authorization is None else b"Authorization: " + authorization.encode("latin-1") + b"\r\n"
+        self.head = b" HTTP/1.1\r\nHost: " + parts.netloc.encode("idna") + b"\r\n" + auth
         self.idle: list[_Conn] = []
         self.lock = threading.Lock()
 
@@ -288,7 +289,9 @@ class ReplicaSockets:
     Thread-safe: calls from many threads share pools and policy."""
 
     def __init__(self, *, health: ReplicaHealth | None = None, budget: RetryBudget | None = None,
-                 hedge_after_s: float | None = None) -> None:
+                 hedge_after_s: float | None = None, authorization: str | None = None) -> None:
+        self.authorization = authorization
+        """``Bearer <token>`` sent to every server (reads of private stores need it)."""
         self.health = health if health is not None else ReplicaHealth()
         self.budget = budget if budget is not None else RetryBudget()
         self.hedge_after_s = hedge_after_s
@@ -307,7 +310,7 @@ class ReplicaSockets:
             with self._pools_lock:
                 pool = self._pools.get(url)
                 if pool is None:
-                    pool = self._pools[url] = _Pool(url)
+                    pool = self._pools[url] = _Pool(url, self.authorization)
         return pool
 
     def close(self) -> None:

@@ -64,6 +64,10 @@ class StoreRoute:
     """The store's real-time settings; ``None`` for a batch-only store."""
     write_compute: bool = False
     """Partial updates are accepted."""
+    private: bool = False
+    """Reads need a reader token or the cluster secret (docs/security.md)."""
+    read_quota: int | None = None
+    """Reads per second this router serves of the store; ``None``: no quota."""
 
     def resolve_version(self, requested: int | None) -> int:
         """The version a read uses: ``requested``, or the current one when ``None``."""
@@ -157,6 +161,8 @@ def _store_route(name: str, entry: protocol.StoreRouting, previous: StoreRoute |
         value_decoder=value_decoder,
         hybrid=entry.hybrid,
         write_compute=entry.write_compute,
+        private=entry.private,
+        read_quota=entry.read_quota,
     )
 
 

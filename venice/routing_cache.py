@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Mapping
 
@@ -44,8 +45,18 @@ logger = logging.getLogger("venice.routing")
 class RoutingCache:
     """Holds the newest routing table and refreshes it from ``source_url``."""
 
-    def __init__(self, source_url: str, *, refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        source_url: str,
+        *,
+        refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
+        token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         self._url = source_url.rstrip("/")
+        self._token = token
+        self._ca_file = ca_file
+        """Sent as the bearer credential: the cluster secret for a router, a token for a client."""
         self._refresh_interval_s = refresh_interval_s
         self._table: RoutingTable | None = None
         self._client: AsyncControllerClient | None = None
@@ -82,7 +93,7 @@ class RoutingCache:
 
     async def start(self) -> None:
         """One immediate fetch (failure only logged), then refresh in the background."""
-        self._client = AsyncControllerClient(self._url, timeout_s=FETCH_TIMEOUT_S)
+        self._client = AsyncControllerClient(self._url, timeout_s=FETCH_TIMEOUT_S, token=self._token, ca_file=self._ca_file)
         await self._refresh_logged()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="routing-refresh")
 

@@ -395,7 +395,8 @@ def validate_schema(schema: Any, *, kind: str = "value") -> Any:
     Refused with :class:`SchemaError`: invalid or duplicate names, records with duplicate
     or no valid fields, enums without (unique, valid) symbols, fixed sizes outside
     1..:data:`MAX_FIXED_SIZE`, empty unions, unions inside unions or with two branches of
-    one type, defaults that do not fit their field's type, numbers beyond 64 bits, and
+    one type, arrays of items that encode to zero bytes (a hostile count would decode to
+    billions of them), defaults that do not fit their field's type, numbers beyond 64 bits, and
     nesting deeper than :data:`MAX_SCHEMA_DEPTH`. A ``kind="key"`` schema must also have
     one binary form per key: no map, union, float, double or null anywhere in it.
     """
@@ -490,12 +491,42 @@ class _SchemaChecker:
             if "items" not in schema:
                 raise SchemaError(f"{where}: an array needs 'items'")
             self.check(schema["items"], namespace, depth + 1, f"{where} items")
+            if self._weightless(schema["items"], namespace, set()):
+                # A block count costs a few bytes however large it is: a decoder would
+                # build billions of items from ten bytes of a hostile value.
+                raise SchemaError(
+                    f"{where}: array items that encode to zero bytes (null, or records of nulls only) "
+                    "would let a few bytes stand for billions of items; keep a count in a long instead"
+                )
         elif kind == "map":
             if "values" not in schema:
                 raise SchemaError(f"{where}: a map needs 'values'")
             self.check(schema["values"], namespace, depth + 1, f"{where} values")
         else:
             self.resolve(kind, namespace, where)
+
+    def _weightless(self, schema: Any, namespace: str, seen: set[int]) -> bool:
+        """Whether every datum of ``schema`` encodes to zero bytes (null, records of such)."""
+        if isinstance(schema, str):
+            target = self.resolve(schema, namespace, "")
+            if target == "null":
+                return True
+            if isinstance(target, dict) and target.get("type") in ("record", "error"):
+                space = _full_name(str(target["name"]), str(target.get("namespace", namespace))).rpartition(".")[0]
+                return self._weightless(target, space, seen)
+            return False
+        if not isinstance(schema, dict) or id(schema) in seen:
+            return False
+        kind = schema.get("type")
+        if isinstance(kind, (dict, list)):
+            return self._weightless(kind, namespace, seen)
+        if kind in ("record", "error"):
+            space = _full_name(str(schema["name"]), str(schema.get("namespace", namespace))).rpartition(".")[0]
+            seen = seen | {id(schema)}
+            return all(self._weightless(f["type"], space, seen) for f in schema.get("fields") or ())
+        if isinstance(kind, str) and kind not in _COMPLEX:
+            return self._weightless(kind, namespace, seen)
+        return False
 
     def _define(self, schema: dict[str, Any], namespace: str, where: str) -> str:
         """Register a named type; the namespace its inner names resolve in."""

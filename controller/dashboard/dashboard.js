@@ -152,20 +152,104 @@ function render(view) {
   document.getElementById("updated").textContent = `Last update ${when(view.time)}.`;
 }
 
-async function poll() {
-  const connection = document.getElementById("connection");
+// A closed cluster (docs/security.md) answers /overview with 401 until the page shows a
+// monitor (or admin) token. The token is kept in sessionStorage only (gone with the tab),
+// sent as "Authorization: Bearer", never put in a URL, and never rendered.
+const TOKEN_KEY = "venice.token";
+
+function storedToken() {
   try {
-    const response = await fetch("/overview", { cache: "no-store" });
+    return window.sessionStorage.getItem(TOKEN_KEY);
+  } catch (error) {
+    return null;
+  }
+}
+
+function signIn(message) {
+  const input = el("input", { type: "password", id: "token", autocomplete: "off", spellcheck: "false", placeholder: "vt_…", "aria-label": "token" });
+  const submit = () => {
+    const token = input.value.trim();
+    if (!token) return;
+    try {
+      window.sessionStorage.setItem(TOKEN_KEY, token);
+    } catch (error) {
+      // Storage refused (private mode): the token lives until the next refused answer.
+    }
+    signedInToken = token;
+    input.value = "";
+    poll();
+  };
+  input.addEventListener("keydown", (event) => { if (event.key === "Enter") submit(); });
+  const button = el("button", { type: "button", id: "sign-in" }, "Show the cluster");
+  button.addEventListener("click", submit);
+  const main = document.getElementById("view");
+  main.replaceChildren(section("This cluster is closed", "venice token create --role monitor", true, "signin",
+    el("p", {}, "The overview needs a monitor or admin token. It is kept in this tab only (sessionStorage) and sent to the controller, nowhere else."),
+    el("p", { id: "signin-error", class: "error" }, message || ""),
+    el("p", {}, input, " ", button)));
+  document.getElementById("summary").textContent = "";
+  input.focus();
+}
+
+let signedInToken = storedToken();
+
+function forget() {
+  signedInToken = null;
+  try {
+    window.sessionStorage.removeItem(TOKEN_KEY);
+  } catch (error) {
+    // nothing kept
+  }
+}
+
+let timer = null;
+let inFlight = false;
+
+async function poll() {
+  window.clearTimeout(timer);
+  if (inFlight) return; // one loop: a second sign-in click does not start another
+  inFlight = true;
+  try {
+    await pollOnce();
+  } finally {
+    inFlight = false;
+  }
+}
+
+async function pollOnce() {
+  const connection = document.getElementById("connection");
+  const headers = signedInToken ? { Authorization: `Bearer ${signedInToken}` } : {};
+  try {
+    const response = await fetch("/overview", { cache: "no-store", headers, credentials: "omit" });
+    if (response.status === 401 || response.status === 403) {
+      const sent = Boolean(signedInToken);
+      let why = "";
+      try {
+        why = (await response.json()).error.message;
+      } catch (error) {
+        why = `HTTP ${response.status}`;
+      }
+      forget();
+      connection.dataset.state = "locked";
+      connection.textContent = "token needed";
+      signIn(sent ? `That token was refused: ${why}` : "");
+      return; // polling resumes when a token is given (no timer)
+    }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     last = await response.json();
     render(last);
     connection.dataset.state = "ok";
     connection.textContent = "live";
   } catch (error) {
+    if (error instanceof TypeError && signedInToken && /header/i.test(error.message)) {
+      forget(); // a token the browser cannot send (not ASCII): ask again
+      signIn("That token is not a valid token.");
+      return;
+    }
     connection.dataset.state = "down";
     connection.textContent = `controller unreachable (${error.message}); retrying`;
   }
-  window.setTimeout(poll, POLL_MS);
+  timer = window.setTimeout(poll, POLL_MS);
 }
 
 window.addEventListener("hashchange", () => last && render(last));

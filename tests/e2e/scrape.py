@@ -8,11 +8,13 @@ import httpx
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def scrape(url: str) -> Samples:
-    """Every sample of ``url/metrics`` as {(name, labels): value}, parsed by prometheus-client."""
+def scrape(url: str, token: str | None = None) -> Samples:
+    """Every sample of ``url/metrics`` as {(name, labels): value}, parsed by prometheus-client
+    (``token``: a monitor or admin token, or the cluster secret, for a closed cluster)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    response = httpx.get(f"{url}/metrics", timeout=10)
+    headers = {"authorization": f"Bearer {token}"} if token is not None else {}
+    response = httpx.get(f"{url}/metrics", headers=headers, timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     out: Samples = {}

@@ -20,8 +20,11 @@ def _check_all_keys_read_back(cluster: LocalCluster, store: str, records: list[d
     wait_router_serves(cluster.router_url, store, records[0]["id"])
     expected = {r["id"]: {k: v for k, v in r.items() if k != "id"} for r in records}
     keys = list(expected)
+    # Every key is checked through batch gets; the single-key paths (one request per key,
+    # where the suite's time goes) read interleaved samples of a tenth each.
+    http_keys, async_keys = keys[::10], keys[5::10]
 
-    # Router over plain HTTP, every key.
+    # Router over plain HTTP.
     async def read_all_http() -> dict[int, Any]:
         limits = httpx.Limits(max_connections=32)
         async with httpx.AsyncClient(base_url=cluster.router_url, limits=limits, timeout=10) as http:
@@ -33,9 +36,9 @@ def _check_all_keys_read_back(cluster: LocalCluster, store: str, records: list[d
                     assert response.status_code == 200, response.text
                     return key, response.json()
 
-            return dict(await asyncio.gather(*(one(k) for k in keys)))
+            return dict(await asyncio.gather(*(one(k) for k in http_keys)))
 
-    assert asyncio.run(read_all_http()) == expected
+    assert asyncio.run(read_all_http()) == {k: expected[k] for k in http_keys}
 
     # Sync SDK: batch gets over every key, single gets over a sample.
     with venice.Client(cluster.router_url) as client:
@@ -46,7 +49,7 @@ def _check_all_keys_read_back(cluster: LocalCluster, store: str, records: list[d
         for key in keys[::50]:
             assert client.get(store, key) == expected[key]
 
-    # Async SDK: every key.
+    # Async SDK: a sample of single gets.
     async def read_all_async() -> list[Any]:
         async with venice.AsyncClient(cluster.router_url) as client:
             sem = asyncio.Semaphore(32)
@@ -55,9 +58,9 @@ def _check_all_keys_read_back(cluster: LocalCluster, store: str, records: list[d
                 async with sem:
                     return await client.get(store, key)
 
-            return await asyncio.gather(*(one(k) for k in keys))
+            return await asyncio.gather(*(one(k) for k in async_keys))
 
-    assert asyncio.run(read_all_async()) == [expected[k] for k in keys]
+    assert asyncio.run(read_all_async()) == [expected[k] for k in async_keys]
 
 
 @pytest.mark.kafka

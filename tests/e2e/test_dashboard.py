@@ -216,3 +216,70 @@ def test_the_page_says_when_the_controller_is_gone(browser: Any, tmp_path_factor
         page.wait_for_selector('#connection[data-state="down"]', timeout=WAIT_MS)
         assert "unreachable" in (page.text_content("#connection") or "")
         page.close()
+
+
+def test_a_closed_cluster_asks_for_a_token_and_keeps_it_in_the_tab(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """With a cluster secret and a token file, the page's files still load (they hold no
+    data) but GET /overview is 401: the page asks for a token in a password field, sends it
+    as a bearer header, keeps it in sessionStorage only and never in a URL; unknown, other
+    roles' and non-ASCII tokens are refused with the controller's reason as text; a revoked
+    token sends the page back to the question. The router panel shows the router up: the
+    controller scrapes it with the cluster secret."""
+    from venice.auth import Role, TokensFile, new_secret
+
+    tmp = tmp_path_factory.mktemp("dashboard-closed")
+    file = TokensFile(tmp / "tokens.json")
+    monitor, monitor_entry = file.create(Role.MONITOR)
+    reader = file.create(Role.READER)[0]
+    with LocalCluster(tmp / "cluster", servers=1, routers=1, cluster_secret=new_secret(), tokens_file=file.path) as cluster:
+        context = browser.new_context()
+        page = context.new_page()
+        sent: list[tuple[str, str | None]] = []
+        page.on("request", lambda request: sent.append((request.url, request.headers.get("authorization"))))
+        response = page.goto(cluster.controller_url + "/")
+        assert response is not None and response.status == 200
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        page.wait_for_selector('#signin input[type="password"]', timeout=WAIT_MS)
+        assert page.get_attribute("#connection", "data-state") == "locked"
+        assert page.query_selector("tr[data-server]") is None
+
+        def refused_with(credential: str, words: str) -> None:
+            page.fill("#token", credential)
+            page.click("#sign-in")
+            page.wait_for_function(
+                "(words) => (document.getElementById('signin-error') || {}).textContent?.includes(words)", arg=words, timeout=WAIT_MS
+            )
+            assert page.evaluate("window.sessionStorage.length") == 0  # a refused token is not kept
+            assert page.query_selector("tr[data-server]") is None
+
+        refused_with("vt_" + "B" * 43, "not known here")  # 401
+        refused_with(reader, "may not read metrics")  # 403: a known token of another role
+        refused_with("vt_\u00fc\u4e16<b>x</b>", "not a valid token")  # the browser cannot send it
+        assert page.query_selector("#signin b") is None  # nothing typed becomes markup
+
+        page.fill("#token", monitor)
+        page.press("#token", "Enter")
+        page.wait_for_selector('tr[data-server="server-0"][data-state="live"]', timeout=WAIT_MS)
+        page.wait_for_selector('tr[data-router][data-state="live"]', timeout=WAIT_MS)
+        assert page.evaluate("window.sessionStorage.getItem('venice.token')") == monitor
+        assert page.evaluate("window.localStorage.length") == 0 and page.evaluate("document.cookie") == ""
+        overview = [auth for url, auth in sent if url == cluster.controller_url + "/overview"]
+        assert f"Bearer {monitor}" in overview
+        assert all(monitor not in url for url, _ in sent) and monitor not in page.url
+        assert monitor not in page.content()
+
+        # The tab keeps it across a reload; a new browser context (another tab's storage) asks again.
+        page.reload()
+        page.wait_for_selector('tr[data-server="server-0"]', timeout=WAIT_MS)
+        other = browser.new_context().new_page()
+        other.goto(cluster.controller_url + "/")
+        other.wait_for_selector('#signin input[type="password"]', timeout=WAIT_MS)
+        other.context.close()
+
+        # Revoked: the next poll is a 401 and the page asks again, forgetting the token.
+        file.revoke(monitor_entry.token_id)
+        page.wait_for_selector('#signin input[type="password"]', timeout=WAIT_MS)
+        assert "refused" in (page.text_content("#signin-error") or "")
+        assert page.evaluate("window.sessionStorage.length") == 0
+        assert all(url.startswith(cluster.controller_url + "/") for url, _ in sent)
+        context.close()

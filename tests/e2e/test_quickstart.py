@@ -69,6 +69,16 @@ def _run_quickstart(tmp_path: Path, err: IO[str]) -> None:
             k: None for k in answer if k not in first
         }
 
+        # The cluster is closed: a secret between the parts, and an admin token printed once per data dir.
+        admin = printed["admin token"]
+        assert admin.startswith("vt_")
+        assert httpx.delete(f"{printed['controller']}/stores/member-features", timeout=10).status_code == 401
+        assert httpx.get(f"{printed['controller']}/stores", headers={"authorization": f"Bearer {admin}"}, timeout=10).status_code == 200
+        secrets_dir = tmp_path / "qs" / "secrets"
+        assert admin not in (secrets_dir / "tokens.json").read_text()
+        assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in secrets_dir.iterdir())
+        assert "OPEN:" not in (tmp_path / "qs" / "logs" / "controller.log").read_text()
+
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, (tmp_path / "quickstart.err").read_text()
         for url in (printed["controller"], printed["router"]):
@@ -123,9 +133,11 @@ def test_quickstart_restarts_a_part_that_dies_and_reads_keep_working(tmp_path: P
             assert new_pid != pid and os.path.exists(f"/proc/{new_pid}")
 
             # Back with its data (resumed from its checkpoints) and routed to again.
+            admin = {"authorization": f"Bearer {printed['admin token']}"}
+
             def serving_again() -> bool:
-                replicas = httpx.get(f"{server_url}/admin/replicas", timeout=5).json()["replicas"]
-                table = httpx.get(f"{controller}/routing", timeout=5).json()["stores"]["member-features"]
+                replicas = httpx.get(f"{server_url}/admin/replicas", headers=admin, timeout=5).json()["replicas"]
+                table = httpx.get(f"{controller}/routing", headers=admin, timeout=5).json()["stores"]["member-features"]
                 routed = {url for urls in table["versions"][str(table["current_version"])]["partitions"].values() for url in urls}
                 return bool(replicas) and all(r["status"] == "READY" for r in replicas) and server_url in routed
 

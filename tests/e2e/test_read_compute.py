@@ -213,3 +213,26 @@ def test_a_compute_answer_over_the_routers_answer_limit_is_413(cluster: tuple[Lo
         over = httpx.post(f"{url}/compute/docs", json={"keys": [key] * (2 * limit // size + 1), **spec}, timeout=30)
         assert over.status_code == 413, over.text[:300]
         assert over.json()["error"]["code"] == "ANSWER_TOO_LARGE"
+
+
+def test_compute_requests_are_counted_once_by_store(cluster: tuple[LocalCluster, dict[int, dict[str, Any]]]) -> None:
+    """The router's request counter moves by exactly one per compute request, under the
+    compute endpoint (it once also counted each as ("", "other"))."""
+    from tests.e2e.scrape import scrape, total, value
+
+    running, docs = cluster
+    before = scrape(running.router_url)
+    ok = httpx.post(f"{running.router_url}/compute/docs", json={"keys": list(docs)[:3], "project": ["title"]}, timeout=10)
+    assert ok.status_code == 200, ok.text
+    assert httpx.post(f"{running.router_url}/compute/docs", content=b"{", timeout=10).status_code == 400
+    assert httpx.get(f"{running.router_url}/compute/docs", timeout=10).status_code == 405
+    after = scrape(running.router_url)
+
+    def moved(**labels: str) -> float:
+        return value(after, "venice_router_requests_total", **labels) - value(before, "venice_router_requests_total", **labels)
+
+    assert moved(store="docs", endpoint="compute", status="200") == 1
+    assert moved(store="docs", endpoint="compute", status="400") == 1
+    assert moved(store="_other", endpoint="compute", status="405") == 1
+    assert total(after, "venice_router_requests_total", endpoint="compute") - total(before, "venice_router_requests_total", endpoint="compute") == 3
+    assert total(after, "venice_router_requests_total", endpoint="other") == total(before, "venice_router_requests_total", endpoint="other")

@@ -151,3 +151,40 @@ def test_a_killed_ingesting_process_takes_its_workers_along(cluster: LocalCluste
     server.kill()
     wait_for(lambda: all(_gone(w) for w in workers), 30, "the read workers to follow")
     wait_for(lambda: _listeners(port) == set(), 30, "the port to be free")
+
+
+def test_on_a_closed_cluster_no_worker_answers_a_private_read_without_a_token(tmp_path: Path) -> None:
+    """Only the ingesting process checks tokens (it learns which stores are private from
+    the controller): on a cluster with a secret its read workers relay every read, so a
+    read of a private store without a token is refused whichever process it lands on."""
+    from venice.auth import Role, TokensFile, new_secret
+    from venice.push.job import run_push
+
+    tokens_file = tmp_path / "tokens.json"
+    file = TokensFile(tokens_file)
+    secret, admin, reader = new_secret(), file.create(Role.ADMIN)[0], file.create(Role.READER, STORE)[0]
+    with LocalCluster(tmp_path / "cluster", servers=1, server_args={0: ["--workers", "3"]}, cluster_secret=secret,
+                      tokens_file=tokens_file) as cluster:
+        port = _port(cluster)
+        wait_for(lambda: len(_listeners(port)) == 3, 60, "three server processes listening")
+        auth = {"authorization": f"Bearer {admin}"}
+        created = httpx.post(f"{cluster.controller_url}/stores", headers=auth, timeout=30, json={
+            "name": STORE, "key_schema": "long", "value_schema": VALUE_SCHEMA, "partitions": 4, "replication_factor": 1,
+        })
+        assert created.status_code == 201, created.text
+        records = make_records(20, seed=5)
+        run_push(cluster.controller_url, STORE, write_jsonl(tmp_path / "in.jsonl", records), key_field="id",
+                 progress=False, timeout_s=120, token=admin)
+        made = httpx.patch(f"{cluster.controller_url}/stores/{STORE}", headers=auth, json={"private": True}, timeout=10)
+        assert made.status_code == 200, made.text
+        server = cluster.servers[0]
+        record = records[0]
+        wait_for(lambda: _direct_get(server.url, 1, record["id"]).status_code == 401, 30, "the server to know the store is private")
+        for _ in range(30):  # fresh connections: every process in turn
+            assert _direct_get(server.url, 1, record["id"]).status_code == 401
+            key_bytes = AvroCodec("long", kind="key").encode(record["id"])
+            segment = base64.urlsafe_b64encode(key_bytes).rstrip(b"=").decode()
+            with httpx.Client() as fresh:
+                allowed = fresh.get(f"{server.url}/v1/{STORE}/1/{partition_for(key_bytes, 4)}/{segment}",
+                                    headers={"authorization": f"Bearer {reader}"}, timeout=3)
+            assert allowed.status_code == 200 and allowed.content == _value(record)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from venice.cli.params import Integer
-from venice.cli.store import controller_option, handle_errors
+from venice.cli.store import cli_token, controller_option, handle_errors
 from venice.push.formats import FORMATS
 
 __all__ = ["push"]
@@ -73,7 +73,7 @@ def push(
 
         summary = run_push(
             controller, store, input_path, defer_swap=defer_swap, key_field=key_field, fmt=fmt,
-            progress=not no_progress, timeout_s=timeout_s, value_schema_id=value_schema_id,
+            progress=not no_progress, timeout_s=timeout_s, value_schema_id=value_schema_id, token=cli_token(),
         )
     click.echo(summary.describe())
     if defer_swap:

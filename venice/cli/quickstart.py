@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -29,7 +30,7 @@ def _sample(name: str) -> Path:
     return Path(str(resources.files("venice.data").joinpath(name)))
 
 
-def create_sample_store(controller_url: str, partitions: int, replication_factor: int) -> None:
+def create_sample_store(controller_url: str, partitions: int, replication_factor: int, token: str | None = None) -> None:
     """Create the sample store unless it exists already (a restarted quickstart)."""
     body = {
         "name": SAMPLE_STORE,
@@ -38,7 +39,7 @@ def create_sample_store(controller_url: str, partitions: int, replication_factor
         "partitions": partitions,
         "replication_factor": replication_factor,
     }
-    with ControllerClient(controller_url, timeout_s=10.0) as controller:
+    with ControllerClient(controller_url, timeout_s=10.0, token=token) as controller:
         try:
             controller.create_store(body)
         except ConflictError:
@@ -77,6 +78,25 @@ def _restart(process: ManagedProcess) -> None:
     click.echo(f"{process.name} restarted (pid {process.pid})", err=True)
 
 
+def local_credentials(data_dir: Path) -> tuple[str, Path, str]:
+    """The quickstart's cluster secret, token file and admin token, made on its first run and
+    kept in ``DATA_DIR/secrets/`` (mode 0600) so a restarted quickstart finds its cluster as
+    it left it. Keeping the admin token on disk is a convenience of a local sandbox only:
+    a real deployment keeps tokens where the people and jobs that use them do."""
+    from venice.auth import Role, TokensFile, new_secret
+
+    secrets_dir = data_dir / "secrets"
+    secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secret_path, token_path, tokens = secrets_dir / "cluster-secret", secrets_dir / "admin-token", TokensFile(secrets_dir / "tokens.json")
+    for path in (secret_path, token_path):
+        if not path.exists():
+            value = new_secret() if path is secret_path else tokens.create(Role.ADMIN, note="quickstart")[0]
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(value + "\n")
+    return secret_path.read_text().strip(), tokens.path, token_path.read_text().strip()
+
+
 def first_sample_key() -> int:
     import gzip
 
@@ -106,18 +126,22 @@ def quickstart(data_dir: Path, servers: int, kafka_bootstrap: str | None) -> Non
     pubsub_url = f"kafka://{kafka_bootstrap}" if kafka_bootstrap else None
     from venice.workers import default_workers
 
+    secret, tokens_file, admin = local_credentials(data_dir)
     cluster = LocalCluster(
-        data_dir, servers=servers, pubsub_url=pubsub_url, router_workers=default_workers(), server_workers=default_workers()
+        data_dir, servers=servers, pubsub_url=pubsub_url, router_workers=default_workers(),
+        server_workers=default_workers(), cluster_secret=secret, tokens_file=tokens_file,
     )
     click.echo(f"starting controller, {servers} storage server(s) and a router (logs in {cluster.logs}) ...", err=True)
     try:
         cluster.start()
-        create_sample_store(cluster.controller_url, partitions=4, replication_factor=min(2, servers))
-        summary = run_push(cluster.controller_url, SAMPLE_STORE, _sample(SAMPLE_DATA), key_field=SAMPLE_KEY_FIELD)
+        create_sample_store(cluster.controller_url, partitions=4, replication_factor=min(2, servers), token=admin)
+        summary = run_push(cluster.controller_url, SAMPLE_STORE, _sample(SAMPLE_DATA), key_field=SAMPLE_KEY_FIELD, token=admin)
         key = first_sample_key()
         click.echo(f"pushed {SAMPLE_STORE} v{summary.version}: {summary.records} records")
         click.echo(f"controller: {cluster.controller_url}")
         click.echo(f"router:     {cluster.router_url}")
+        click.echo(f"admin token: {admin}")
+        click.echo(f"(admin commands need it: export VENICE_TOKEN={admin}; it is kept in {data_dir / 'secrets'})", err=True)
         click.echo(f"try:        curl {cluster.router_url}/storage/{SAMPLE_STORE}/{key}")
         click.echo("parts (kill -9 one to try failover: reads keep working and the quickstart restarts it):")
         for process in cluster.processes():

@@ -17,6 +17,7 @@ import click
 
 from venice.cli.logopts import log_format_option
 from venice.cli.params import Seconds
+from venice.errors import ConfigError
 from venice.httpserver import (
     DEFAULT_HEAD_TIMEOUT_S,
     DEFAULT_KEEPALIVE_S,
@@ -79,6 +80,54 @@ def _pubsub_url(pubsub_url: str | None, kafka: str | None, embedded: Path | None
     return f"embedded://{(embedded or data_dir / 'pubsub').resolve()}"
 
 
+secret_option = click.option(
+    "--cluster-secret-file",
+    envvar="VENICE_CLUSTER_SECRET_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the cluster secret the parts share (or give the secret itself in VENICE_CLUSTER_SECRET). "
+    "Without one the part is open to anyone who can reach it, and says so in its log.",
+)
+
+
+tls_cert_option = click.option("--tls-cert", envvar="VENICE_TLS_CERT", type=click.Path(dir_okay=False, path_type=Path), help="Serve HTTPS with this certificate chain (PEM); give --tls-key too.")
+tls_key_option = click.option("--tls-key", envvar="VENICE_TLS_KEY", type=click.Path(dir_okay=False, path_type=Path), help="The private key (PEM) of --tls-cert.")
+ca_file_option = click.option("--ca-file", envvar="VENICE_CA_FILE", type=click.Path(dir_okay=False, path_type=Path), help="CA bundle (PEM) that other parts' https:// certificates are verified with (default: the system's CAs).")
+
+
+def _tls(cert: Path | None, key: Path | None) -> tuple[Path | None, Path | None]:
+    """Both or neither, and usable: checked now, not at the first handshake."""
+    if (cert is None) != (key is None):
+        raise click.UsageError("give --tls-cert and --tls-key together")
+    if cert is not None and key is not None:
+        from venice.tls import server_context
+
+        try:
+            server_context(cert, key)
+        except ConfigError as exc:
+            raise click.BadParameter(exc.message, param_hint="--tls-cert/--tls-key") from None
+    return cert, key
+
+
+def _ca(path: Path | None) -> Path | None:
+    if path is not None:
+        from venice.tls import client_context
+
+        try:
+            client_context(path)
+        except ConfigError as exc:
+            raise click.BadParameter(exc.message, param_hint="--ca-file") from None
+    return path
+
+
+def _secret(path: Path | None) -> str | None:
+    from venice.auth import load_cluster_secret
+
+    try:
+        return load_cluster_secret(path)
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message, param_hint="--cluster-secret-file") from None
+
+
 def _router_urls(urls: tuple[str, ...]) -> list[str]:
     from venice.protocol import is_base_url
 
@@ -109,6 +158,11 @@ controller_option = click.option(
 @click.option("--dead-after", default=15.0, show_default=True, envvar="VENICE_DEAD_AFTER_S", type=Seconds(0.1, 86400), help="Seconds of heartbeat silence before a server counts as dead.")
 @click.option("--forget-after", default=3600.0, show_default=True, envvar="VENICE_FORGET_AFTER_S", type=Seconds(0.1, 365 * 86400), help="Seconds of heartbeat silence before a dead server is forgotten (no longer counted as a member).")
 @http_limit_options(max_body_bytes=4 * 1024 * 1024)
+@secret_option
+@tls_cert_option
+@tls_key_option
+@click.option("--tokens-file", envvar="VENICE_TOKENS_FILE", type=click.Path(dir_okay=False, path_type=Path), help="Token file (venice token create): admin, writer and reader tokens, digests only. Without one, admin requests and writes are open.")
+@ca_file_option
 @click.option("--router", "routers", multiple=True, envvar="VENICE_ROUTERS", help="URL of a router whose read rate and p99 the dashboard and `venice status` show (repeat it; the env var takes several, space-separated).")
 @log_format_option(lambda o: "controller")
 def controller(
@@ -121,10 +175,23 @@ def controller(
     dead_after: float,
     forget_after: float,
     http: HttpLimits,
+    cluster_secret_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tokens_file: Path | None,
+    ca_file: Path | None,
     routers: tuple[str, ...],
 ) -> None:
     """Run the controller: store metadata, versions, assignment, routing table."""
     from controller.main import ControllerConfig, run
+    from venice.auth import TokensFile
+
+    secret = _secret(cluster_secret_file)
+    if tokens_file is not None:
+        try:
+            TokensFile(tokens_file).load()
+        except ConfigError as exc:
+            raise click.BadParameter(exc.message, param_hint="--tokens-file") from None
 
     if forget_after < dead_after:
         raise click.BadParameter(f"must be at least --dead-after ({dead_after:g})", param_hint="--forget-after")
@@ -139,6 +206,11 @@ def controller(
             forget_after_s=forget_after,
             router_urls=tuple(_router_urls(routers)),
             http=http,
+            cluster_secret=secret,
+            tokens_file=tokens_file,
+            tls_cert=_tls(tls_cert, tls_key)[0],
+            tls_key=tls_key,
+            ca_file=_ca(ca_file),
         )
     )
 
@@ -156,6 +228,10 @@ def controller(
 @click.option("--workers", default=1, show_default=True, envvar="VENICE_WORKERS", type=click.IntRange(1, 64), help="Processes sharing the port (SO_REUSEPORT): this one ingests and serves everything, the others serve reads from the same LMDB files read-only.")
 @click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT (set for the workers --workers starts).")
 @click.option("--read-worker-of", hidden=True, metavar="URL", help="Be a read worker of the ingesting process at URL (set by --workers).")
+@secret_option
+@tls_cert_option
+@tls_key_option
+@ca_file_option
 @log_format_option(lambda o: f"server:{o['port']}")
 def server(
     host: str,
@@ -170,6 +246,10 @@ def server(
     workers: int,
     reuse_port: bool,
     read_worker_of: str | None,
+    cluster_secret_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    ca_file: Path | None,
 ) -> None:
     """Run a storage server: ingest assigned partitions into LMDB and serve reads."""
     from server.main import ServerConfig, run
@@ -187,6 +267,10 @@ def server(
             lmdb_map_size=lmdb_map_size,
             drain_grace_s=drain_grace,
             http=http,
+            cluster_secret=_secret(cluster_secret_file),
+            tls_cert=_tls(tls_cert, tls_key)[0],
+            tls_key=tls_key,
+            ca_file=_ca(ca_file),
         ),
         workers=workers,
         read_worker_of=read_worker_of,
@@ -203,18 +287,25 @@ def server(
 @http_limit_options()
 @click.option("--workers", default=1, show_default=True, envvar="VENICE_WORKERS", type=click.IntRange(1, 64), help="Router processes sharing the port (SO_REUSEPORT); each uses up to one core.")
 @click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT (set for the workers --workers starts).")
+@secret_option
+@tls_cert_option
+@tls_key_option
+@ca_file_option
 @log_format_option(lambda o: f"router:{o['port']}")
 def router(
     host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits, workers: int,
-    reuse_port: bool,
+    reuse_port: bool, cluster_secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None, ca_file: Path | None,
 ) -> None:
     """Run a router: key -> partition -> ready replica, with failover."""
     from router.main import RouterConfig, run
 
     if workers > 1 and port == 0:
         raise click.BadParameter("--workers needs a fixed --port (the workers share it)", param_hint="--port")
-    config = RouterConfig(host=host, port=port, controller_url=controller_url, deadline_s=deadline,
-                          max_answer_bytes=max_answer_bytes, http=http, reuse_port=reuse_port or workers > 1)
+    config = RouterConfig(
+        host=host, port=port, controller_url=controller_url, deadline_s=deadline, max_answer_bytes=max_answer_bytes,
+        http=http, reuse_port=reuse_port or workers > 1, cluster_secret=_secret(cluster_secret_file),
+        tls_cert=_tls(tls_cert, tls_key)[0], tls_key=tls_key, ca_file=_ca(ca_file),
+    )
     if workers == 1:
         run(config)
         return

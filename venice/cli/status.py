@@ -17,7 +17,7 @@ from typing import Any
 import click
 import orjson
 
-from venice.cli.store import controller_option, handle_errors
+from venice.cli.store import cli_token, controller_option, handle_errors
 from venice.controller_client import ControllerClient
 
 __all__ = ["render", "status"]
@@ -137,8 +137,10 @@ def render(view: dict[str, Any], controller_url: str) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the controller's /overview answer as JSON.")
 @handle_errors
 def status(controller: str, as_json: bool) -> None:
-    """One-screen summary of the cluster: servers, stores, versions, pushes, routers."""
-    view = ControllerClient(controller).overview()
+    """One-screen summary of the cluster: servers, stores, versions, pushes, routers.
+    A closed cluster needs a monitor or admin token (--token or VENICE_TOKEN)."""
+    with ControllerClient(controller, token=cli_token()) as client:
+        view = client.overview()
     if as_json:
         click.echo(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode())
         return

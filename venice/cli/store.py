@@ -23,7 +23,7 @@ from venice.errors import SchemaError, VeniceError
 from venice.push.formats import FORMATS
 from venice.schema import parse_schema, validate_schema
 
-__all__ = ["CliError", "controller_option", "handle_errors", "load_schema", "store"]
+__all__ = ["CliError", "cli_token", "controller_option", "handle_errors", "load_schema", "store"]
 
 DEFAULT_CONTROLLER = "http://127.0.0.1:5050"
 DEFAULT_PARTITIONS = 4
@@ -60,7 +60,14 @@ def handle_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-controller_option = click.option(
+_TOKEN_META = "venice.token"
+
+
+def _keep_token(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta[_TOKEN_META] = value or None
+
+
+_controller_url_option = click.option(
     "--controller",
     envvar="VENICE_CONTROLLER_URL",
     default=DEFAULT_CONTROLLER,
@@ -68,6 +75,25 @@ controller_option = click.option(
     show_envvar=True,
     help="Controller base URL.",
 )
+token_option = click.option(
+    "--token",
+    envvar="VENICE_TOKEN",
+    show_envvar=True,
+    expose_value=False,
+    callback=_keep_token,
+    help="Bearer token (venice token create); prefer the environment variable: a flag shows in ps.",
+)
+
+
+def controller_option(command: F) -> F:
+    """``--controller URL`` (a parameter of the command) and ``--token`` (read with :func:`cli_token`)."""
+    return token_option(_controller_url_option(command))
+
+
+def cli_token() -> str | None:
+    """The ``--token`` / ``VENICE_TOKEN`` of the command running."""
+    ctx = click.get_current_context(silent=True)
+    return None if ctx is None else ctx.find_root().meta.get(_TOKEN_META) or ctx.meta.get(_TOKEN_META)
 
 
 def load_schema(text: str) -> Any:
@@ -194,7 +220,7 @@ def create(
         body["hybrid"] = hybrid
     if write_compute:
         body["write_compute"] = True
-    with ControllerClient(controller) as client:
+    with ControllerClient(controller, token=cli_token()) as client:
         info = client.create_store(body)
     click.echo(f"created store {name} ({partitions} partitions, replication factor {replication_factor})")
     if info.get("hybrid"):
@@ -207,7 +233,7 @@ def create(
 @handle_errors
 def list_(controller: str, as_json: bool) -> None:
     """List stores with their current version."""
-    with ControllerClient(controller) as client:
+    with ControllerClient(controller, token=cli_token()) as client:
         stores = client.list_stores()
     if as_json:
         click.echo(_pretty(stores))
@@ -235,7 +261,7 @@ def list_(controller: str, as_json: bool) -> None:
 def describe(controller: str, name: str, as_json: bool) -> None:
     """Show a store: schemas, partitioning, hybrid settings and versions (with their
     real-time lag, poison pills and real-time records lost to retention)."""
-    with ControllerClient(controller) as client:
+    with ControllerClient(controller, token=cli_token()) as client:
         info = client.get_store(name)
     if as_json:
         click.echo(_pretty(info))
@@ -248,6 +274,8 @@ def describe(controller: str, name: str, as_json: bool) -> None:
     click.echo(f"max value size:     {info.get('max_value_bytes')} bytes")
     click.echo(f"hybrid:             {_describe_hybrid(info)}")
     click.echo(f"write compute:      {'on' if info.get('write_compute') else 'off'}")
+    click.echo(f"reads:              {'private (reader token)' if info.get('private') else 'public'}"
+               + (f", quota {info['read_quota']}/s per router" if info.get("read_quota") else ""))
     click.echo(f"incarnation:        {info.get('incarnation')}")
     click.echo(f"key schema:         {orjson.dumps(info.get('key_schema')).decode()}")
     for schema_id, schema in sorted((info.get("value_schemas") or {}).items(), key=lambda kv: int(kv[0])):
@@ -278,6 +306,9 @@ def describe(controller: str, name: str, as_json: bool) -> None:
 @_hybrid_options
 @click.option("--no-hybrid", is_flag=True, help="Make the store batch-only again: its real-time topic is deleted (and write compute turned off).")
 @click.option("--write-compute/--no-write-compute", "write_compute", default=None, help="Accept partial updates, or stop accepting them.")
+@click.option("--private/--public", "private", default=None, help="Private: reads need a reader token (docs/security.md); public: anyone may read.")
+@click.option("--read-quota", type=Integer(1, 10_000_000), help="Reads per second each router serves of the store (batch keys count one each); beyond it 429.")
+@click.option("--no-read-quota", is_flag=True, help="Remove the store's read quota.")
 @handle_errors
 def update(
     controller: str,
@@ -289,31 +320,41 @@ def update(
     offset_lag: int | None,
     no_hybrid: bool,
     write_compute: bool | None,
+    private: bool | None,
+    read_quota: int | None,
+    no_read_quota: bool,
 ) -> None:
-    """Change a store's retention, push timeout, value size limit, hybrid settings or write compute."""
+    """Change a store's retention, push timeout, value size limit, hybrid settings, write
+    compute, privacy or read quota."""
     hybrid = _hybrid(rewind_seconds, offset_lag)
     if no_hybrid and hybrid is not None:
         raise click.UsageError("give either --no-hybrid or the --hybrid-... settings, not both")
     changes: dict[str, Any] = {
         k: v
         for k, v in {"keep_versions": keep_versions, "push_timeout_s": push_timeout_s, "max_value_bytes": max_value_bytes,
-                     "write_compute": write_compute}.items()
+                     "write_compute": write_compute, "private": private}.items()
         if v is not None
     }
     if hybrid is not None or no_hybrid:
         changes["hybrid"] = hybrid
+    if read_quota is not None and no_read_quota:
+        raise click.UsageError("give either --read-quota or --no-read-quota, not both")
+    if read_quota is not None or no_read_quota:
+        changes["read_quota"] = read_quota
     if not changes:
         raise click.UsageError(
             "nothing to change: give --keep-versions, --push-timeout, --max-value-size, --hybrid-rewind-seconds with "
-            "--hybrid-offset-lag, --no-hybrid and/or --[no-]write-compute"
+            "--hybrid-offset-lag, --no-hybrid, --[no-]write-compute, --private/--public and/or --[no-]read-quota"
         )
-    with ControllerClient(controller) as client:
+    with ControllerClient(controller, token=cli_token()) as client:
         info = client.update_store(name, **changes)
     click.echo(
         f"store {name}: keeps {info['keep_versions']} version(s), push timeout {info['push_timeout_s']:g} s, "
         f"values up to {info['max_value_bytes']} bytes"
     )
     click.echo(f"hybrid: {_describe_hybrid(info)}; write compute {'on' if info.get('write_compute') else 'off'}")
+    quota = info.get("read_quota")
+    click.echo(f"{'private' if info.get('private') else 'public'}; read quota {'none' if quota is None else f'{quota}/s per router'}")
 
 
 @store.command("add-value-schema")
@@ -329,7 +370,7 @@ def add_value_schema(controller: str, name: str, value_schema: str) -> None:
     added again: its id is printed.
     """
     schema = load_schema(value_schema)
-    with ControllerClient(controller) as client:
+    with ControllerClient(controller, token=cli_token()) as client:
         known = {str(k) for k in (client.get_store(name).get("value_schemas") or {})}
         answer = client.add_value_schema(name, schema)
     schema_id = answer["id"]
@@ -347,7 +388,7 @@ def add_value_schema(controller: str, name: str, value_schema: str) -> None:
 @handle_errors
 def delete(controller: str, name: str, yes: bool) -> None:
     """Delete a store with all its versions and data."""
-    with ControllerClient(controller) as client:
+    with ControllerClient(controller, token=cli_token()) as client:
         if not yes:
             client.get_store(name)  # fail with "does not exist" before asking
             click.confirm(f"delete store {name!r} and all its data?", abort=True)

@@ -16,7 +16,7 @@ import click
 import orjson
 
 from venice.cli.params import Integer, Seconds
-from venice.cli.store import controller_option, handle_errors
+from venice.cli.store import cli_token, controller_option, handle_errors
 from venice.schema import json_default
 
 __all__ = ["tail"]
@@ -33,7 +33,7 @@ def tail(controller: str, store: str, since: str | None, max_events: int | None,
     """Print the changes of STORE (puts, deletes, updates' results, version swaps) as JSON lines."""
     from venice.changes import Change, ChangeConsumer
 
-    with ChangeConsumer(controller, store, since=since) as consumer:
+    with ChangeConsumer(controller, store, since=since, token=cli_token()) as consumer:
         click.echo(f"tailing {store} from {'position ' + since[:40] if since else 'now'} (position {consumer.position})", err=True)
         printed = 0
         last = time.monotonic()

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from venice.cli.store import controller_option, handle_errors
+from venice.cli.store import cli_token, controller_option, handle_errors
 from venice.controller_client import ControllerClient
 
 __all__ = ["version"]
@@ -30,7 +30,7 @@ def version() -> None:
 @handle_errors
 def list_(controller: str, store: str) -> None:
     """Every version of STORE with status, records, push time; * marks the current one."""
-    with ControllerClient(controller) as client:
+    with ControllerClient(controller, token=cli_token()) as client:
         versions: list[dict[str, Any]] = client.list_versions(store)
     if not versions:
         click.echo(f"store {store} has no versions yet")
@@ -60,7 +60,7 @@ def list_(controller: str, store: str) -> None:
 @handle_errors
 def swap(controller: str, store: str, number: int) -> None:
     """Make an ONLINE version current (roll forward, or to any kept version)."""
-    with ControllerClient(controller) as client:
+    with ControllerClient(controller, token=cli_token()) as client:
         info = client.swap(store, number)
     click.echo(f"{store}: current version is now v{info['current_version']}")
 
@@ -71,7 +71,7 @@ def swap(controller: str, store: str, number: int) -> None:
 @handle_errors
 def rollback(controller: str, store: str) -> None:
     """Make the backup (the newest ONLINE version older than the current) current again."""
-    with ControllerClient(controller) as client:
+    with ControllerClient(controller, token=cli_token()) as client:
         info = client.rollback(store)
     click.echo(f"{store}: rolled back, current version is now v{info['current_version']}")
 
@@ -83,6 +83,6 @@ def rollback(controller: str, store: str) -> None:
 @handle_errors
 def kill(controller: str, store: str, number: int) -> None:
     """Stop a running push: its version is KILLED and cleaned up; the current version stays."""
-    with ControllerClient(controller) as client:
+    with ControllerClient(controller, token=cli_token()) as client:
         client.kill(store, number)
     click.echo(f"{store}: version {number} killed")

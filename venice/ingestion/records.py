@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from venice.errors import InternalError
 from venice.partitioner import partition_for
 from venice.structs import Message
 from venice.wire import CONTROL_HEADER, ControlKind, control_kind, control_payload, is_update, parse_schema_id, schema_id_of
@@ -73,8 +74,11 @@ def encode_stored(schema_id: int, value: bytes) -> bytes:
 
 
 def decode_stored(raw: bytes) -> tuple[int, bytes]:
-    """Inverse of :func:`encode_stored`."""
-    return _SCHEMA_ID.unpack_from(raw)[0], raw[4:]
+    """Inverse of :func:`encode_stored`; InternalError for bytes too short to be one."""
+    try:
+        return _SCHEMA_ID.unpack_from(raw)[0], raw[4:]
+    except struct.error:
+        raise InternalError(f"a stored value of {len(raw)} bytes is shorter than its schema id") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,8 +73,8 @@ class PushControl:
     """The controller, as a push sees it, over :class:`venice.controller_client.ControllerClient`.
     Errors come out as :mod:`venice.errors` types."""
 
-    def __init__(self, url: str, *, client: ControllerClient | None = None) -> None:
-        self._client = client or ControllerClient(url, timeout_s=_HTTP_TIMEOUT_S)
+    def __init__(self, url: str, *, client: ControllerClient | None = None, token: str | None = None) -> None:
+        self._client = client or ControllerClient(url, timeout_s=_HTTP_TIMEOUT_S, token=token)
         self._own_client = client is None
         self.url = self._client.url
 

@@ -195,6 +195,7 @@ async def push(
     http: httpx.AsyncClient | None = None,
     pubsub_factory: Callable[[str], PubSub] = connect,
     value_schema_id: int | None = None,
+    token: str | None = None,
 ) -> PushSummary:
     """Push the file at ``input_path`` into ``store`` as a new version; return once it is ONLINE.
 
@@ -208,10 +209,10 @@ async def push(
     current until ``venice version swap``. ``timeout_s`` bounds the wait for the
     servers to finish ingesting after everything was written. ``http`` and
     ``pubsub_factory`` let an embedding program (or a test) supply its own client and
-    pub-sub backend.
+    pub-sub backend. ``token``: a writer token of the store (default ``VENICE_TOKEN``).
     """
     started = time.monotonic()
-    async with AsyncControllerClient(controller_url, http=http, timeout_s=_HTTP_TIMEOUT_S) as controller:
+    async with AsyncControllerClient(controller_url, http=http, timeout_s=_HTTP_TIMEOUT_S, token=token) as controller:
         description = await _describe_store(controller, store)
         plan = _plan(store, description, value_schema_id)
         options = {"defer_swap": defer_swap}
@@ -284,6 +285,7 @@ def run_push(
     progress: bool = True,
     timeout_s: float = 600.0,
     value_schema_id: int | None = None,
+    token: str | None = None,
 ) -> PushSummary:
     """Synchronous :func:`push` (runs its own event loop; not for use inside one).
 
@@ -292,7 +294,7 @@ def run_push(
     return asyncio.run(
         push(
             controller_url, store, input_path, defer_swap=defer_swap, key_field=key_field, fmt=fmt,
-            progress=progress, timeout_s=timeout_s, value_schema_id=value_schema_id,
+            progress=progress, timeout_s=timeout_s, value_schema_id=value_schema_id, token=token,
         )
     )
 
