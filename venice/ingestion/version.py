@@ -311,13 +311,22 @@ class VersionIngestion:
                     continue
                 if consumer is None:
                     consumer = await self.pubsub.consumer()
-                if positions.keys() != assigned.keys() or self._reseek:
+                # A partition that only dropped out (its end-of-push applied) stays assigned:
+                # assigning again drops what the consumer prefetched for the others and waits
+                # out its fetch in flight (up to the broker's fetch wait, 500 ms), once per
+                # partition that finishes. Records still read for it are not applied (below).
+                if not positions.keys() <= assigned.keys() or self._reseek:
                     await consumer.assign(positions)
                     assigned, self._reseek = positions, False
                 batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_BATCH_RECORDS)
                 for tp, messages in batches.items():
-                    if tp in assigned and messages:
+                    if not messages:
+                        continue
+                    if tp in positions:
                         await self._apply(tp, messages)
+                    else:
+                        self._reseek = True  # read past a partition not wanted now: seek every one to its checkpoint
+
         finally:
             if consumer is not None:
                 await _close(consumer, self.topic)
