@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from venice.errors import OffsetOutOfRangeError, PubSubError, TopicNotFoundError, VeniceError
+from venice.ingestion.heap import release_free_heap
 from venice.ingestion.records import Checkpoint, Outcome, SkipKind, apply_rt_batch, apply_version_batch, rt_adopt, rt_resume
 from venice.ingestion.schemas import StoreCodecs
 from venice.ingestion.storage import Reader, VersionStorage
@@ -305,6 +306,7 @@ class VersionIngestion:
                     if consumer is not None:
                         await _close(consumer, self.topic)
                         consumer, assigned = None, {}
+                        release_free_heap()  # the burst is over: its buffers' pages go back to the OS
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(LAG_POLL_S if self._polls_lag() else None):
                             await self._wake.wait()
