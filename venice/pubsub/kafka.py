@@ -279,17 +279,20 @@ class KafkaConsumer(Consumer):
         await asyncio.sleep(0)
         async with _kafka_errors("fetch"):
             batches = await self._consumer.getmany(timeout_ms=max(0, timeout_ms), max_records=max(1, max_records))
+        # One Message per record is a storage server's hottest Python while it ingests a
+        # push: tuple.__new__ builds the named tuple without the call of its __new__.
+        new = tuple.__new__
         result = {
             TopicPartition(tp.topic, tp.partition): [
-                Message(
+                new(Message, (
                     r.topic,
                     r.partition,
                     r.offset,
-                    r.key if r.key is not None else b"",
+                    b"" if r.key is None else r.key,
                     r.value,
                     tuple(r.headers),
                     r.timestamp if r.timestamp is not None and r.timestamp >= 0 else 0,
-                )
+                ))
                 for r in records
             ]
             for tp, records in batches.items()

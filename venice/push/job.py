@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import os
 import sys
@@ -53,7 +54,7 @@ from venice.errors import (
     UnavailableError,
     VeniceError,
 )
-from venice.partitioner import partition_for
+from venice.partitioner import partitions_for
 from venice.pubsub import PubSub, connect
 from venice.pubsub.base import Producer
 from venice.push.columnar import ColumnarEncoder, EncodedBatch
@@ -65,6 +66,10 @@ from venice.wire import ControlKind, control_headers, data_headers, encode_contr
 __all__ = ["PushSummary", "push", "run_push"]
 
 _HTTP_TIMEOUT_S = 30.0
+POLL_INTERVAL_S = 0.1
+"""How often a push asks the controller whether its version is ONLINE once the data is
+written: half of it, on average, is added to every push (a cheap GET; 0.5 s added ~0.25 s
+to a 3 s push)."""
 _REPORT_TIMEOUT_S = 5.0
 _END_RETRY_FIRST_S = 0.2
 _END_RETRY_MAX_S = 5.0
@@ -191,7 +196,7 @@ async def push(
     fmt: str | None = None,
     progress: bool = True,
     timeout_s: float = 600.0,
-    poll_interval_s: float = 0.5,
+    poll_interval_s: float = POLL_INTERVAL_S,
     http: httpx.AsyncClient | None = None,
     pubsub_factory: Callable[[str], PubSub] = connect,
     value_schema_id: int | None = None,
@@ -541,22 +546,59 @@ async def _write_records(
     sorted runs, each a flush of the buffer (servers append the first run and insert the
     later ones in key order, while the push goes on reading).
     """
+    with _cyclic_gc_paused():
+        return await _write_all(producer, topic, partitions, plan, encoder, tracker, batches, bar)
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while the records are read, encoded and sent.
+
+    The loop makes millions of short-lived objects, each allocation counting toward a
+    collection, and the sort buffer holds a few hundred thousand more that every full
+    collection walks again: with the collector on, a push of 100k records spent ~0.35 of
+    its 2 CPU-seconds collecting (measured on the bench machine). Reference counting
+    still frees everything at once; whatever cycle the loop might leave waits for the next
+    collection. The collector is restored afterwards, also on errors, and left alone if
+    it was off already.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+async def _write_all(
+    producer: Producer,
+    topic: str,
+    partitions: int,
+    plan: _Plan,
+    encoder: ColumnarEncoder | None,
+    tracker: DuplicateTracker,
+    batches: Iterator[SourceBatch],
+    bar: _Progress,
+) -> _Written:
     headers = data_headers(plan.schema_id)
     buffer = _PartitionBuffer(producer, topic, partitions, headers)
     total = 0
     for batch in batches:
         assert encoder is not None  # only an empty push has no encoder, and no records
         encoded = _encode_batch(encoder, batch)
+        size = _check_sizes(plan, encoder, batch, encoded)
         keys, values = encoded.keys.to_pylist(), encoded.values.to_pylist()
-        _check_sizes(plan, encoder, batch, encoded)
-        check, add = tracker.check_encoded, buffer.add
-        for index, (key_bytes, value_bytes, number) in enumerate(zip(keys, values, batch.numbers(), strict=True)):
-            seen = check(key_bytes, value_bytes, number)
-            if seen > 0:
-                add(partition_for(key_bytes, partitions), key_bytes, value_bytes)
-            elif seen < 0:
-                key, _ = encoder.converter.convert(batch.position(index), batch.record(index))
-                tracker.check(key, key_bytes, value_bytes, batch.position(index))  # raises, worded as ever
+        outcomes = tracker.check_batch(keys, values, batch.numbers())
+        if outcomes is not None:  # a key seen before: keep the new ones, stop at a contradiction
+            for index, seen in enumerate(outcomes):
+                if seen < 0:
+                    key, _ = encoder.converter.convert(batch.position(index), batch.record(index))
+                    tracker.check(key, keys[index], values[index], batch.position(index))  # raises, worded as ever
+            keys = [k for k, seen in zip(keys, outcomes, strict=True) if seen > 0]
+            values = [v for v, seen in zip(values, outcomes, strict=True) if seen > 0]
+            size = sum(map(len, keys)) + sum(map(len, values))
+        buffer.add_batch(keys, values, size)
         total = buffer.records
         bar.update(total)
         if buffer.held_bytes >= SORT_BUFFER_BYTES:
@@ -593,12 +635,14 @@ class _PartitionBuffer:
         self.bytes = 0
         self.runs = 0
 
-    def add(self, partition: int, key: bytes, value: bytes) -> None:
-        self.held[partition].append((key, value))
-        size = len(key) + len(value)
-        self.held_bytes += size + _RECORD_OVERHEAD
+    def add_batch(self, keys: list[bytes], values: list[bytes], size: int) -> None:
+        """Hold ``keys[i]: values[i]`` on their partitions; ``size``: their bytes, all told."""
+        appends = [held.append for held in self.held]
+        for partition, pair in zip(partitions_for(keys, len(appends)), zip(keys, values, strict=True), strict=True):
+            appends[partition](pair)
+        self.held_bytes += size + _RECORD_OVERHEAD * len(keys)
         self.bytes += size
-        self.records += 1
+        self.records += len(keys)
 
     async def ship(self) -> None:
         for partition, pairs in enumerate(self.held):
@@ -629,14 +673,16 @@ def _encode_batch(encoder: ColumnarEncoder, batch: SourceBatch) -> EncodedBatch:
     return encoder.encode_records(batch.records)
 
 
-def _check_sizes(plan: _Plan, encoder: ColumnarEncoder, batch: SourceBatch, encoded: EncodedBatch) -> None:
-    """Refuse (naming the first) a record whose key or value is too large to store."""
+def _check_sizes(plan: _Plan, encoder: ColumnarEncoder, batch: SourceBatch, encoded: EncodedBatch) -> int:
+    """Refuse (naming the first) a record whose key or value is too large to store; the
+    bytes of all keys and values otherwise."""
     key_lengths = np.asarray(pc.binary_length(encoded.keys).to_numpy(zero_copy_only=False))
     value_lengths = np.asarray(pc.binary_length(encoded.values).to_numpy(zero_copy_only=False))
     too_big = (key_lengths > MAX_KEY_BYTES) | (value_lengths > plan.max_value_bytes)
     if too_big.any():
         index = int(np.flatnonzero(too_big)[0])
         _encode_checked(plan, encoder.converter, batch.position(index), batch.record(index))  # raises with the reason
+    return int(key_lengths.sum(dtype=np.int64)) + int(value_lengths.sum(dtype=np.int64))
 
 
 def _encode_checked(plan: _Plan, converter: RecordConverter, position: str, record: dict[str, Any]) -> tuple[bytes, bytes]:
