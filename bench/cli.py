@@ -28,15 +28,16 @@ from bench import data
 from bench.chart import write_chart
 from bench.loadgen import WRK_SCRIPT, python_loop, run_redis_benchmark, run_wrk
 from bench.results import Run, build_report, render_markdown
-from bench.sides import FloorSide, RedisSide, VeniceSide, process_memory
+from bench.sides import FloorSide, RedisSide, VeniceSide, child_pids, process_memory
 from bench.tools import ensure_tools, version_of
 
 __all__ = ["main"]
 
 _T0 = time.monotonic()
-GROUPS = ("http", "sdk", "direct", "davinci", "compute", "memory", "spark", "nearline")
+GROUPS = ("http", "sdk", "direct", "davinci", "compute", "memory", "records", "spark", "nearline")
 """What ``--only`` chooses from: the wrk/redis-benchmark figures, the router SDK loop, the
-clients of issue 9, memory, the Spark push and the nearline writes of issue 12."""
+clients of issue 9, memory, the record workload (bench/records.py), the Spark push and the
+nearline writes of issue 12."""
 NEARLINE_RATE = 5000.0
 """Writes/s of the visibility figure (the issue's 5,000)."""
 
@@ -51,9 +52,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="write JSON here, and .md and .png beside it")
     parser.add_argument("--backend", choices=("kafka", "embedded"), default="kafka", help="venice pub-sub")
     parser.add_argument("--keys", type=int, help="number of keys (default 1,000,000; 100,000 with --quick)")
+    parser.add_argument("--records", type=int, help="records of the record workload (default 300,000; 50,000 with --quick)")
     parser.add_argument("--seconds", type=float, help="length of one timed run (default 10; 3 with --quick)")
     parser.add_argument("--rounds", type=int, help="alternating rounds per figure (default 3; 2 with --quick)")
     parser.add_argument("--connections", type=int, default=32, help="connections of the C load generators")
+    parser.add_argument("--router-workers", type=int, help="router processes (venice router --workers; default: "
+                        "venice.workers.default_workers(): 1 up to 2 cores, then one per 2 cores up to 4)")
+    parser.add_argument("--server-workers", type=int, help="processes per storage server (venice server --workers: one "
+                        "ingests, the others read; default: venice.workers.default_workers())")
     parser.add_argument("--work-dir", type=Path, help="where data and processes live (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir afterwards")
     parser.add_argument(
@@ -78,6 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.no_spark = True
     args.spark_rows = [int(n) for n in (args.spark_rows or ("100000,400000" if args.quick else "1000000,4000000")).split(",")]
     args.keys = args.keys or (100_000 if args.quick else 1_000_000)
+    args.records = args.records or (50_000 if args.quick else 300_000)
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
     args.rounds = args.rounds or (2 if args.quick else 3)
     return args
@@ -152,7 +159,9 @@ class Bench:
         self.work = work
         self.runs: list[Run] = []
         self.redis = RedisSide(work, tools)
-        self.venice = VeniceSide(work, backend=args.backend)
+        self.venice = VeniceSide(
+            work, backend=args.backend, router_workers=args.router_workers, server_workers=args.server_workers
+        )
         self.floor = FloorSide(work)
         self.script = work / "requests.lua"
         self.script.write_text(WRK_SCRIPT)
@@ -248,8 +257,12 @@ class Bench:
 
     def _watched(self) -> dict[str, int]:
         """The venice processes whose CPU time is recorded during venice runs."""
-        return {"router": self.venice.router_pid(), "server 0": self.venice.server_pid(0),
-                "server 1": self.venice.server_pid(1)}
+        watched = {"router": self.venice.router_pid(), "server 0": self.venice.server_pid(0),
+                   "server 1": self.venice.server_pid(1)}
+        for name, pid in list(watched.items()):  # the other workers (--workers), children of the first
+            for n, child in enumerate(child_pids(pid), 1):
+                watched[f"{name} w{n}"] = child
+        return watched
 
     def cpu_report(self) -> dict[str, dict[str, float]]:
         """Median CPU use (% of one core) of each process over a metric's timed venice runs."""
@@ -258,12 +271,14 @@ class Bench:
             for metric, usages in self.cpu.items()
         }
 
-    def redis_bench(self, metric: str, command: list[str], round_no: int, seconds: float, items: int = 1) -> Run:
+    def redis_bench(
+        self, metric: str, command: list[str], round_no: int, seconds: float, items: int = 1, keyspace: int | None = None
+    ) -> Run:
         guess = self.rps_guess.get(metric, 50_000.0)
         requests = max(10_000, int(guess * seconds))
         run = run_redis_benchmark(
             redis_benchmark=self.tools["redis-benchmark"], port=self.redis.port, command=command,
-            keyspace=self.args.keys, requests=requests, connections=self.args.connections, metric=metric,
+            keyspace=keyspace or self.args.keys, requests=requests, connections=self.args.connections, metric=metric,
             items_per_op=items, round_no=round_no,
         )
         self.rps_guess[metric] = run.ops_per_s
@@ -342,6 +357,56 @@ class Bench:
             finally:
                 r.close()
 
+    def measure_records(self) -> dict[str, Any]:
+        """The record workload (bench/records.py): push from CSV (timed against ``redis-cli --pipe``
+        of the same records as JSON), push again from Parquet, then GETs through the router."""
+        from bench import records as rec
+
+        n = self.args.records
+        log(f"record workload: generating {n:,} records (18 fields) as CSV, Parquet and RESP")
+        made = rec.generate(n)
+        csv_path = made.write_csv(self.work / "records.csv")
+        parquet_path = made.write_parquet(self.work / "records.parquet")
+        resp = made.write_resp(self.work / "records.resp")
+        self.venice.create_store(replication_factor=2, store=rec.STORE, value_schema=rec.VALUE_SCHEMA)
+        redis_s = self.redis.load(resp)
+        log(f"records: redis loaded in {redis_s:.2f}s; venice push of the CSV (to ONLINE at R=2)")
+        csv_s, csv_summary = self.venice.push(csv_path, store=rec.STORE)
+        log(f"records: CSV push took {csv_s:.2f}s: {csv_summary}; now the Parquet push")
+        parquet_s, parquet_summary = self.venice.push(parquet_path, store=rec.STORE)
+        log(f"records: Parquet push took {parquet_s:.2f}s: {parquet_summary}")
+        self.venice.wait_router_serves(rec.key(0), store=rec.STORE)
+        sample = data.sample_indexes(n, min(n, 200_000), seed=41)
+        (self.work / "router_get_records.txt").write_text("\n".join(rec.router_get_lines(rec.STORE, sample)) + "\n")
+        for i in (0, n // 2, n - 1):  # every answer the load generators get is the record pushed
+            got = httpx.get(f"{self.venice.router_url}/storage/{rec.STORE}/{rec.key(i)}", timeout=10)
+            if got.status_code != 200 or got.json() != made.expected(i):
+                raise RuntimeError(f"router answered {got.status_code} {got.text[:300]} for {rec.key(i)}")
+            if orjson.loads(self.redis.cli("GET", rec.key(i))) != made.expected(i):
+                raise RuntimeError(f"redis does not hold the expected record {rec.key(i)}")
+        get = ["GET", "rec:__rand_int__"]
+        self.measure_pair(
+            "router_get_records",
+            lambda r, s: self.wrk("router_get_records", self.venice.router_url, r, s),
+            lambda r, s: self.redis_bench("router_get_records", get, r, s, keyspace=n),
+        )
+        return {
+            "records": n,
+            "fields": len(rec.VALUE_SCHEMA["fields"]),
+            "csv_bytes": csv_path.stat().st_size,
+            "parquet_bytes": parquet_path.stat().st_size,
+            "venice_seconds": round(csv_s, 3),
+            "venice_records_per_s": n / csv_s,
+            "venice_summary": csv_summary,
+            "venice_parquet_seconds": round(parquet_s, 3),
+            "venice_parquet_records_per_s": n / parquet_s,
+            "venice_parquet_summary": parquet_summary,
+            "redis_seconds": round(redis_s, 3),
+            "redis_records_per_s": n / redis_s,
+            "how": "wall time of `venice push` of the CSV (start to ONLINE at R=2) vs `redis-cli --pipe` of SETs of "
+            "the records as JSON; the Parquet push of the same records is reported beside it",
+        }
+
     def measure_nearline(self) -> None:
         """Nearline writes (bench/nearline.py), after the read figures and memory."""
         from bench import nearline
@@ -374,19 +439,25 @@ class Bench:
 
     def measure_memory(self) -> dict[str, Any]:
         server = process_memory(self.venice.server_pid(0))
+        # Read workers map the same LMDB pages (counted once, in the ingesting process's
+        # RssFile); what each adds is its own anonymous memory.
+        worker_anon = sum(process_memory(pid).get("RssAnon", 0) for pid in child_pids(self.venice.server_pid(0)))
+        server["VmRSS"] += worker_anon
         redis_mem = process_memory(self.redis.pid)
         info = self.redis.info_memory()
         return {
             "venice_bytes": server["VmRSS"],
             "redis_bytes": redis_mem["VmRSS"],
             "venice_rss_anon": server.get("RssAnon", 0),
+            "venice_read_workers_rss_anon": worker_anon,
             "venice_rss_file": server.get("RssFile", 0),
             "venice_peak_rss": server.get("VmHWM", 0),
             "venice_lmdb_file_bytes": self.venice.lmdb_bytes(0),
             "redis_used_memory": info.get("used_memory", 0),
             "redis_peak_rss": redis_mem.get("VmHWM", 0),
-            "how": "VmRSS of storage server 0 (holds every partition at R=2 with 2 servers) vs VmRSS of "
-            "redis-server, both after the read benchmarks touched the data",
+            "how": "VmRSS of storage server 0 (holds every partition at R=2 with 2 servers) plus the RssAnon of its "
+            "read workers (they share its LMDB pages) vs VmRSS of redis-server, both after the read benchmarks touched "
+            "the data",
         }
 
     def measure_spark(self) -> dict[str, Any]:
@@ -419,6 +490,7 @@ class Bench:
         davinci = clients.measure_davinci(self, log) if "davinci" in groups else None
         if "compute" in groups:
             clients.measure_compute(self, log)
+        records = self.measure_records() if "records" in groups else None
         memory = self.measure_memory() if "memory" in groups else None
         spark = self.measure_spark() if not self.args.no_spark else None
         if "nearline" in groups:
@@ -437,6 +509,10 @@ class Bench:
             "compute100": "one Python thread: Client.compute of 100 keys (64-float dot product on the servers, through "
             "the router) vs Client.batch_get of the same keys + numpy in the client; items are keys",
             "push": "wall clock of `venice push` vs `redis-cli --pipe`",
+            "push_records": "wall clock of `venice push` of the record workload's CSV (to ONLINE at R=2) vs "
+            "`redis-cli --pipe` of the same records as JSON strings",
+            "router_get_records": f"wrk -t1 -c{self.args.connections} GET of records through the router (JSON answers) "
+            f"vs redis-benchmark -c{self.args.connections} GET of the records as JSON strings",
             "memory": "VmRSS from /proc of the storage server vs redis-server",
             "spark": "wall clock of `venice push` vs a Spark push (bench/spark.py) of the same member-feature records",
             "nearline_visible": f"one venice.AsyncProducer at {NEARLINE_RATE:g} writes/s; every 50th write polled "
@@ -452,16 +528,19 @@ class Bench:
         config = {
             "keys": self.args.keys, "value_bytes": data.VALUE_BYTES, "seconds_per_run": self.args.seconds,
             "rounds": self.args.rounds, "connections": self.args.connections, "quick": self.args.quick,
-            "partitions": self.venice.partitions, "replication_factor": 2,
+            "partitions": self.venice.partitions, "replication_factor": 2, "router_workers": self.venice.router_workers,
+            "server_workers": self.venice.server_workers,
         }
         machine = _machine(self.tools, self.args.backend)
         machine["loadavg_start"] = self.loadavg_start
         machine["loadavg_end"] = _loadavg()
         machine["other_work_busy_pct_before_measuring"] = self.busy_before
         report = build_report(
-            self.runs, push=push, memory=memory, machine=machine, config=config, generators=generators,
+            self.runs, push=push, memory=memory, push_records=records, machine=machine, config=config, generators=generators,
         )
         report["cpu_pct"] = self.cpu_report()
+        if records is not None:
+            report["records"] = records
         if davinci is not None:
             report["davinci"] = davinci
         if spark is not None:

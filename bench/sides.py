@@ -17,7 +17,7 @@ from bench.data import STORE
 from venice.cluster import LocalCluster, free_port, wait_for
 from venice.controller_client import ControllerClient
 
-__all__ = ["FloorSide", "RedisSide", "VeniceSide", "process_memory"]
+__all__ = ["FloorSide", "RedisSide", "VeniceSide", "child_pids", "process_memory"]
 
 
 def _terminate(popen: subprocess.Popen[Any] | None) -> None:
@@ -29,6 +29,15 @@ def _terminate(popen: subprocess.Popen[Any] | None) -> None:
         except subprocess.TimeoutExpired:
             popen.kill()
             popen.wait()
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (the other workers of a ``--workers`` process)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
 
 
 def process_memory(pid: int) -> dict[str, int]:
@@ -105,8 +114,21 @@ class RedisSide:
 class VeniceSide:
     """Controller, 2 storage servers and a router on Kafka (from deploy/kafka) or the embedded log."""
 
-    def __init__(self, work_dir: Path, *, backend: str, servers: int = 2, partitions: int = 4) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        backend: str,
+        servers: int = 2,
+        partitions: int = 4,
+        router_workers: int | None = None,
+        server_workers: int | None = None,
+    ) -> None:
         self.dir = work_dir / "venice"
+        self.router_workers = router_workers
+        self.server_workers = server_workers
+        """Processes per storage server (``venice server --workers``); ``None``: default_workers()."""
+        """Router processes (``venice router --workers``); ``None``: venice.workers.default_workers()."""
         self.backend = backend
         self.partitions = partitions
         self.servers = servers
@@ -124,7 +146,14 @@ class VeniceSide:
                 raise RuntimeError(f"cannot start Kafka: {reason} (use --backend embedded)")
             self.broker = KafkaBroker(self.dir / "kafka").start()
             pubsub_url = self.broker.url
-        self.cluster = LocalCluster(self.dir / "cluster", servers=self.servers, pubsub_url=pubsub_url)
+        from venice.workers import default_workers
+
+        self.router_workers = self.router_workers or default_workers()
+        self.server_workers = self.server_workers or default_workers()
+        self.cluster = LocalCluster(
+            self.dir / "cluster", servers=self.servers, pubsub_url=pubsub_url, router_workers=self.router_workers,
+            server_workers=self.server_workers,
+        )
         self.cluster.start()
         return self
 
@@ -150,10 +179,10 @@ class VeniceSide:
         assert self.cluster is not None
         return self.cluster.router.pid
 
-    def create_store(self, replication_factor: int = 2) -> None:
+    def create_store(self, replication_factor: int = 2, *, store: str = STORE, value_schema: Any = "string") -> None:
         with ControllerClient(self.controller_url) as controller:
             controller.create_store({
-                "name": STORE, "key_schema": "string", "value_schema": "string",
+                "name": store, "key_schema": "string", "value_schema": value_schema,
                 "partitions": self.partitions, "replication_factor": replication_factor,
             })
 
@@ -184,28 +213,30 @@ class VeniceSide:
             60, "the nearline store's first version",
         )
 
-    def push_command(self, jsonl: Path, timeout_s: float = 3600) -> list[str]:
-        return [sys.executable, "-m", "venice", "push", "--controller", self.controller_url, "--store", STORE,
+    def push_command(self, jsonl: Path, timeout_s: float = 3600, *, store: str = STORE) -> list[str]:
+        return [sys.executable, "-m", "venice", "push", "--controller", self.controller_url, "--store", store,
                 "--input", str(jsonl), "--key-field", "key", "--no-progress", "--timeout", str(timeout_s)]
 
-    def push(self, jsonl: Path, timeout_s: float = 3600) -> tuple[float, str]:
-        """``venice push`` of the file, to ONLINE; (wall seconds, its summary line)."""
+    def push(self, jsonl: Path, timeout_s: float = 3600, *, store: str = STORE) -> tuple[float, str]:
+        """``venice push`` of the file, to ONLINE; (wall seconds, its summary line).
+        Remembers the version of the string store (the one the read figures use)."""
         started = time.perf_counter()
         result = subprocess.run(
-            self.push_command(jsonl, timeout_s),
+            self.push_command(jsonl, timeout_s, store=store),
             capture_output=True, text=True, timeout=timeout_s + 60, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         seconds = time.perf_counter() - started
         if result.returncode != 0:
             raise RuntimeError(f"venice push failed: {result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-        with ControllerClient(self.controller_url, timeout_s=10) as controller:
-            described = controller.get_store(STORE)
-        self.version = int(described["current_version"])
+        if store == STORE:
+            with ControllerClient(self.controller_url, timeout_s=10) as controller:
+                described = controller.get_store(STORE)
+            self.version = int(described["current_version"])
         return seconds, result.stdout.strip().splitlines()[-1]
 
-    def wait_router_serves(self, key: str, timeout_s: float = 30) -> None:
+    def wait_router_serves(self, key: str, timeout_s: float = 30, *, store: str = STORE) -> None:
         wait_for(
-            lambda: httpx.get(f"{self.router_url}/storage/{STORE}/{key}", timeout=5).status_code == 200,
+            lambda: httpx.get(f"{self.router_url}/storage/{store}/{key}", timeout=5).status_code == 200,
             timeout_s, "router to serve the pushed version",
         )
 

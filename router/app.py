@@ -46,7 +46,7 @@ import orjson
 
 from router.changes import ChangeStreams
 from router.metrics import RouterMetrics
-from router.replicas import ReplicaReader
+from router.replicas import GetOutcome, ReplicaReader
 from router.writes import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_RECORDS, DEFAULT_WRITE_TIMEOUT_S, RouterWrites
 from venice.auth import Action, bearer
 from venice.compute import ComputeSpec
@@ -63,6 +63,7 @@ from venice.errors import (
     VeniceError,
     error_body,
 )
+from venice.httpserver import AnswerHeaders, Deferred
 from venice.metrics import OTHER, PROMETHEUS_CONTENT_TYPE
 from venice.protocol import BATCH_FRAME_BYTES, Hit
 from venice.quota import ReadQuotas
@@ -91,6 +92,8 @@ _COMPUTE_PREFIX = b"/compute/"
 _CHANGES_PREFIX = b"/changes/"
 _HEALTH_BODY = orjson.dumps({"status": "ok"})
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+_JSON_HEAD = b"content-type: application/json\r\n"
+"""_JSON_HEADERS pre-encoded, for the answers of the fast path (venice.httpserver.AnswerHeaders)."""
 _WRITE_METHODS = frozenset({"PUT", "DELETE", "PATCH"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _PROMETHEUS_HEADERS = [(b"content-type", PROMETHEUS_CONTENT_TYPE.encode())]
@@ -276,7 +279,7 @@ class RouterApp:
 
     def fast_path(
         self, method: str, path: bytes, query: bytes, body: bytes
-    ) -> Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]] | None:
+    ) -> Awaitable[tuple[int, AnswerHeaders, bytes]] | Deferred | None:
         """Reads (single and batch) and writes for :class:`venice.httpserver.HttpServer`,
         without ASGI; ``None`` sends everything else (health, wrong methods, unknown paths,
         and requests that need a token: reads of private stores, writes when the cluster
@@ -285,7 +288,7 @@ class RouterApp:
 
     def _reads(
         self, method: str, path: bytes, query: bytes, body: bytes, authorization: bytes | None, *, fast: bool = False
-    ) -> Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]] | None:
+    ) -> Awaitable[tuple[int, AnswerHeaders, bytes]] | Deferred | None:
         if not path.startswith(_STORAGE_PREFIX):
             return None
         store_part, slash, key_part = path[len(_STORAGE_PREFIX) :].partition(b"/")
@@ -299,19 +302,21 @@ class RouterApp:
                 self._check_read(_path_text(store_part, "store name", RequestError), authorization)
             if slash and method == "GET":
                 store = _path_text(store_part, "store name", RequestError)
-                return self._timed(self.single_get(store, _path_text(key_part, "key", InvalidKeyError), query), store, "single")
-            if slash and method in _WRITE_METHODS:
+                key_text = _path_text(key_part, "key", InvalidKeyError)
+            elif slash and method in _WRITE_METHODS:
                 return self._write(method, store_part, key_part, query, body)
-            if not slash and method == "POST":
+            elif not slash and method == "POST":
                 if len(body) > MAX_BODY_BYTES:
                     raise BodyTooLargeError(f"request body larger than {MAX_BODY_BYTES} bytes")
                 store = _path_text(store_part, "store name", RequestError)
                 return self._timed(self.batch_get(store, body, query), store, "batch")
+            else:
+                return None
         except VeniceError as exc:  # refused before any read or write (bad path, no token): counted, not timed
             endpoint = ("single" if method == "GET" else method.lower()) if slash else "batch"
             self.metrics.answered(OTHER, endpoint, exc.http_status)
             raise
-        return None
+        return self._single(store, key_text, query)  # counts and times itself
 
     def _is_private(self, store_part: bytes) -> bool:
         """Whether the store named in a read path is private (its reads need a token).
@@ -336,7 +341,7 @@ class RouterApp:
 
     async def _timed(
         self, json_body: Awaitable[bytes], store: str, endpoint: str, status: int = 200
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    ) -> tuple[int, AnswerHeaders, bytes]:
         """Await a read (or a write: ``status`` 202); count it by store, endpoint and status, and time it."""
         started = time.perf_counter()
         try:
@@ -348,11 +353,11 @@ class RouterApp:
             self.metrics.answered(store, endpoint, 500, time.perf_counter() - started)
             raise
         self.metrics.answered(store, endpoint, status, time.perf_counter() - started)
-        return status, _JSON_HEADERS, body
+        return status, _JSON_HEAD, body
 
     def _write(
         self, method: str, store_part: bytes, key_part: bytes, query: bytes, body: bytes
-    ) -> Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+    ) -> Awaitable[tuple[int, AnswerHeaders, bytes]]:
         store = _path_text(store_part, "store name", RequestError)
         key = _path_text(key_part, "key", InvalidKeyError)
         if len(body) > MAX_BODY_BYTES:  # the server refuses it first (its own limit): for other ASGI servers
@@ -363,8 +368,40 @@ class RouterApp:
             return self._timed(self.writes.patch(store, key, body, query), store, "patch", 202)
         return self._timed(self.writes.delete(store, key), store, "delete", 202)
 
+    def _single(
+        self, store: str, key_text: str, query: bytes
+    ) -> _SingleAnswer | Awaitable[tuple[int, AnswerHeaders, bytes]]:
+        """A single-key read: on the callback lane (:meth:`ReplicaReader.start_get`, a
+        :class:`~venice.httpserver.Deferred` answer) when the first replica has an idle
+        connection, else awaited. Counted and timed like :meth:`_timed`."""
+        started = time.perf_counter()
+        try:
+            route, version, partition, key_bytes, replicas = self._plan_single(store, key_text, query)
+        except VeniceError as exc:
+            self.metrics.answered(store, "single", exc.http_status, time.perf_counter() - started)
+            raise
+        except Exception:
+            self.metrics.answered(store, "single", 500, time.perf_counter() - started)
+            raise
+        answer = _SingleAnswer(self, route, store, version, key_text, started)
+        if replicas and self.reader.start_get(
+            replicas, store, version, partition, key_bytes, deadline_at=self._deadline_at(), done=answer.finish
+        ):
+            return answer
+        read = self.reader.get(replicas, store, version, partition, key_bytes, deadline_at=self._deadline_at())
+        return self._timed(self._single_after(read, route, version, key_text), store, "single")
+
+    async def _single_after(self, read: Awaitable[Hit | None], route: StoreRoute, version: int, key_text: str) -> bytes:
+        return self._single_json(route, version, key_text, await read)
+
     async def single_get(self, store: str, key_text: str, query: bytes) -> bytes:
         """JSON of the value of one key, read from the first replica that answers."""
+        route, version, partition, key_bytes, replicas = self._plan_single(store, key_text, query)
+        hit = await self.reader.get(replicas, store, version, partition, key_bytes, deadline_at=self._deadline_at())
+        return self._single_json(route, version, key_text, hit)
+
+    def _plan_single(self, store: str, key_text: str, query: bytes) -> tuple[StoreRoute, int, int, bytes, list[str]]:
+        """Route, version, partition, key bytes and replicas (best first) of a single-key read."""
         route = self.cache.table.store(store)
         if route.read_quota is not None:
             self.quotas.charge(store, route.read_quota)
@@ -375,9 +412,11 @@ class RouterApp:
         key_bytes = route.key_codec.encode(datum)
         partition = route.partition_of(key_bytes)
         replicas = self.reader.order(route.replicas(version, partition), next(self._spread))
-        hit = await self.reader.get(replicas, store, version, partition, key_bytes, deadline_at=self._deadline_at())
+        return route, version, partition, key_bytes, replicas
+
+    def _single_json(self, route: StoreRoute, version: int, key_text: str, hit: Hit | None) -> bytes:
         if hit is None:
-            raise KeyNotFoundError(f"key {_shorten(key_text)} not found in store {store!r} (version {version})")
+            raise KeyNotFoundError(f"key {_shorten(key_text)} not found in store {route.name!r} (version {version})")
         if len(hit[1]) > self.max_answer_bytes:
             raise AnswerTooLargeError(f"the value is {len(hit[1])} bytes, over the limit of {self.max_answer_bytes} bytes")
         return _dumps(self._decode(route, hit))
@@ -521,6 +560,39 @@ class RouterApp:
 
     def _deadline_at(self) -> float:
         return asyncio.get_running_loop().time() + self.deadline_s
+
+
+class _SingleAnswer(Deferred):
+    """The answer to a single-key read on the callback lane: :meth:`finish` gets what the
+    replicas gave (:data:`router.replicas.GetOutcome`), counts and times it, and answers."""
+
+    __slots__ = ("app", "key_text", "route", "started", "store", "version")
+
+    def __init__(self, app: RouterApp, route: StoreRoute, store: str, version: int, key_text: str, started: float) -> None:
+        super().__init__()
+        self.app = app
+        self.route = route
+        self.store = store
+        self.version = version
+        self.key_text = key_text
+        self.started = started
+
+    def finish(self, outcome: GetOutcome) -> None:
+        app = self.app
+        try:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            body = app._single_json(self.route, self.version, self.key_text, outcome)
+        except VeniceError as exc:
+            app.metrics.answered(self.store, "single", exc.http_status, time.perf_counter() - self.started)
+            self.fail(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - answered as a logged 500 by the server
+            app.metrics.answered(self.store, "single", 500, time.perf_counter() - self.started)
+            self.fail(exc)
+            return
+        app.metrics.answered(self.store, "single", 200, time.perf_counter() - self.started)
+        self.resolve(200, _JSON_HEAD, body)
 
 
 async def _all_or_nothing(coroutines: list[Coroutine[Any, Any, None]]) -> None:

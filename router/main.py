@@ -43,6 +43,8 @@ class RouterConfig:
     """Stored bytes of the values one answer may carry; beyond: 413 ``ANSWER_TOO_LARGE``."""
     http: HttpLimits = DEFAULT_LIMITS
     """What the router accepts from its clients (sizes, timeouts, connections)."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT, beside other router processes on the same port (``--workers``)."""
     max_pending_writes: int = DEFAULT_MAX_PENDING_RECORDS
     """HTTP writes waiting to be made durable; one more is a 503 ``OVERLOADED``."""
     max_pending_write_bytes: int = DEFAULT_MAX_PENDING_BYTES
@@ -81,6 +83,7 @@ def build_server(config: RouterConfig, app: RouterApp | None = None) -> HttpServ
         port=config.port,
         graceful_shutdown_s=config.graceful_shutdown_s,
         limits=config.http,
+        reuse_port=config.reuse_port,
         ssl_context=server_context(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None,
     )
 

@@ -26,14 +26,23 @@ httptools' C parser (as the server side, venice/httpserver.py):
 Answers are read whole into memory (storage server answers are small, or a batch
 the router needs whole anyway): status, lower-cased headers (a header sent more than
 once has its values joined with ``", "``, as RFC 9110 5.3 allows), body.
+
+Two ways to ask: ``await pool.request(...)`` (a future per exchange, connects when no
+connection is idle, waits for a free slot), and :meth:`HostPool.try_send`, the router's
+callback lane for single-key reads: when a slot is free and a connection idle it writes
+the request at once and hands the answer (or the :class:`UpstreamError`) to a
+:class:`Waiter`'s ``set_result`` / ``set_exception``, called from the protocol's own
+callbacks: no task, no future. Otherwise it returns ``None`` and the caller takes the
+awaiting path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httptools
@@ -48,6 +57,7 @@ __all__ = [
     "UpstreamClient",
     "UpstreamError",
     "UpstreamTimeout",
+    "Waiter",
 ]
 
 DEFAULT_MAX_CONNECTIONS = 64
@@ -102,6 +112,60 @@ class Response:
         return f"Response({self.status}, {len(self.body)} bytes)"
 
 
+class Waiter(Protocol):
+    """What waits for one answer: an ``asyncio.Future[Response]`` or a callback object of
+    :meth:`HostPool.try_send` (``done()`` is false until one of the setters ran)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Response, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+class _Slots:
+    """A semaphore that can also be taken without waiting (:meth:`try_take`); waiters are
+    served first come, first served."""
+
+    __slots__ = ("_loop", "_waiters", "free")
+
+    def __init__(self, count: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.free = count
+        self._loop = loop
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed a slot just as the wait was cancelled: pass it on
+            else:
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass
+            raise
+
+    def give(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes to the waiter
+                return
+        self.free += 1
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; httptools calls the ``on_*`` methods while parsing."""
 
@@ -115,7 +179,7 @@ class _Connection(asyncio.Protocol):
         self._loop = pool.loop
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[Response] | None = None
+        self._waiter: Waiter | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
@@ -141,8 +205,9 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(ProtocolError(f"{self._pool.url} sent an invalid HTTP answer: {exc}"))
+            # Closed first, then failed: a callback waiter must see a connection it cannot reuse.
             self.close()
+            self._fail(ProtocolError(f"{self._pool.url} sent an invalid HTTP answer: {exc}"))
 
     def eof_received(self) -> bool | None:
         # The parser cannot be told about the end of the input (httptools has no
@@ -179,8 +244,8 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def _too_large(self, what: str) -> None:
-        self._fail(AnswerTooLarge(f"{self._pool.url}: the answer {what}, over the limit of {self._pool.max_answer_bytes}"))
         self.close()
+        self._fail(AnswerTooLarge(f"{self._pool.url}: the answer {what}, over the limit of {self._pool.max_answer_bytes}"))
         raise _Stop
 
     def on_message_complete(self) -> None:
@@ -213,13 +278,25 @@ class _Connection(asyncio.Protocol):
     # -- requests ------------------------------------------------------------------------
     def send(self, data: bytes, deadline: float) -> asyncio.Future[Response]:
         """Write one request; the future resolves with its answer (or an UpstreamError)."""
-        waiter = self._loop.create_future()
+        waiter: asyncio.Future[Response] = self._loop.create_future()
+        self.send_to(data, deadline, waiter)
+        return waiter
+
+    def send_to(self, data: bytes, deadline: float | None, waiter: Waiter) -> None:
+        """Write one request; ``waiter`` gets its answer (or an UpstreamError). Without a
+        ``deadline`` the caller keeps time itself (and calls :meth:`abandon`)."""
         self._waiter = waiter
         self.got_bytes = False
-        self._timer = self._loop.call_at(deadline, self._on_timeout)
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timeout)
         assert self.transport is not None
         self.transport.write(data)
-        return waiter
+
+    def abandon(self) -> None:
+        """The answer is no longer wanted (cancelled, timed out): it may still arrive, so
+        this connection cannot carry another request."""
+        self.close()
+        self._fail(ConnectionLost("request abandoned"))
 
     @property
     def busy(self) -> bool:
@@ -227,8 +304,8 @@ class _Connection(asyncio.Protocol):
 
     def _on_timeout(self) -> None:
         self._timer = None
-        self._fail(UpstreamTimeout(f"{self._pool.url} did not answer in time"))
         self.close()
+        self._fail(UpstreamTimeout(f"{self._pool.url} did not answer in time"))
 
     def _fail(self, exc: UpstreamError) -> None:
         waiter, self._waiter = self._waiter, None
@@ -275,7 +352,7 @@ class HostPool:
         self._get_head = b" HTTP/1.1\r\nHost: " + host_header + auth + b"\r\n\r\n"
         self._post_head = b" HTTP/1.1\r\nHost: " + host_header + auth + b"\r\nContent-Length: "
         self._idle: list[_Connection] = []
-        self._slots = asyncio.Semaphore(max_connections)
+        self._slots = _Slots(max_connections, self.loop)
         self._idle_expiry_s = idle_expiry_s
         self.max_answer_bytes = max_answer_bytes
         self._closed = False
@@ -315,7 +392,7 @@ class HostPool:
         loop = self.loop
         deadline = loop.time() + timeout
         # No timeout of its own: a caller whose deadline passes cancels this wait.
-        await self._slots.acquire()
+        await self._slots.take()
         try:
             conn = self._take_idle(loop.time())
             if conn is not None:
@@ -329,7 +406,33 @@ class HostPool:
             conn = await self._connect(deadline)
             return await self._exchange(conn, data, deadline)
         finally:
-            self._slots.release()
+            self._slots.give()
+
+    def try_send(self, method: str, path: str, deadline: float | None, waiter: Waiter) -> _Connection | None:
+        """Send a body-less request at once on an idle connection, if a slot is free and
+        one is idle (``None`` otherwise: nothing was sent). ``waiter`` gets the answer from
+        the connection's callbacks (an :class:`UpstreamTimeout` at ``deadline``; ``None``:
+        no timer, the caller keeps time); the caller then calls :meth:`finished` with the
+        connection, or :meth:`abandoned` when it stops waiting before the answer came."""
+        if self._closed or not self._idle or not self._slots.try_take():
+            return None
+        conn = self._take_idle(self.loop.time())
+        if conn is None:
+            self._slots.give()
+            return None
+        conn.send_to(self.encode(method, path, None), deadline, waiter)
+        return conn
+
+    def finished(self, conn: _Connection) -> None:
+        """The exchange :meth:`try_send` started has its answer (or failed): the slot is
+        free, and the connection is idle again unless it closed."""
+        self._slots.give()
+        self._reuse(conn)
+
+    def abandoned(self, conn: _Connection) -> None:
+        """The caller of :meth:`try_send` stopped waiting: the connection is closed."""
+        conn.abandon()
+        self._slots.give()
 
     async def _exchange(self, conn: _Connection, data: bytes, deadline: float) -> Response:
         try:
@@ -337,15 +440,17 @@ class HostPool:
         except BaseException:
             # Timed out, cancelled (a hedge lost, a deadline passed) or broken: the answer
             # may still arrive, so this connection cannot carry another request.
-            conn._fail(ConnectionLost("request abandoned"))
-            conn.close()
+            conn.abandon()
             raise
+        self._reuse(conn)
+        return response
+
+    def _reuse(self, conn: _Connection) -> None:
         if self._closed:
             conn.close()  # the pool was closed while this request was in flight
         elif not conn.closed:
             conn.idle_since = self.loop.time()
             self._idle.append(conn)
-        return response
 
     def _take_idle(self, now: float) -> _Connection | None:
         idle = self._idle

@@ -23,12 +23,12 @@ import orjson
 from server.changes import ChangesEndpoint
 from server.compute import ComputeEndpoint
 from server.metrics import ServerMetrics
+from server.reads import ReadPaths
 from server.service import StorageService
 from venice.auth import Action, Role, bearer
-from venice.errors import ForbiddenError, KeyNotFoundError, NotFoundError, RequestError, VeniceError, error_body
-from venice.ingestion import decode_stored
+from venice.errors import ForbiddenError, NotFoundError, VeniceError, error_body
+from venice.httpserver import AnswerHeaders, header_list
 from venice.metrics import PROMETHEUS_CONTENT_TYPE
-from venice.protocol import SCHEMA_ID_HEADER, decode_batch_request, decode_key_segment, encode_batch_response
 
 __all__ = ["StorageApp"]
 
@@ -39,7 +39,6 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _JSON = [(b"content-type", b"application/json")]
 _PROMETHEUS = [(b"content-type", PROMETHEUS_CONTENT_TYPE.encode())]
 _OCTETS = (b"content-type", b"application/octet-stream")
-_SCHEMA_ID = SCHEMA_ID_HEADER.encode()
 _CONTENT_LENGTH = b"content-length"
 _BODY = "http.response.body"
 _START = "http.response.start"
@@ -81,11 +80,12 @@ class StorageApp:
 
     def __init__(self, service: StorageService) -> None:
         self.service = service
-        self._ready = service.host.ready
+        host = service.host
+        self.metrics = ServerMetrics(host, service.server_id)
+        self.reads = ReadPaths(host.ready, lambda: host.ready_set, self.metrics.count_refused)
         self._heartbeat: asyncio.Task[None] | None = None
         self._compute = ComputeEndpoint(service.host)
         self._changes = ChangesEndpoint(service.host, lambda: service.draining)
-        self.metrics = ServerMetrics(service.host, service.server_id)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -122,10 +122,10 @@ class StorageApp:
             if store in self.service.private_stores:
                 credential = bearer(_header(scope, b"authorization"))
                 self.service.auth.check(credential, Action.READ, store, private=True)
-        answer = self._reads(method, raw_path, scope.get("query_string", b""), body)
+        answer = self.reads.fast_path(method, raw_path, scope.get("query_string", b""), body)
         if answer is not None:
             status, headers, answer_body = answer
-            return await _respond(send, status, answer_body, headers)
+            return await _respond(send, status, answer_body, header_list(headers))
         if method == "GET" and path == "/health":
             body = orjson.dumps({"status": "ok", "server_id": self.service.server_id})
             return await _respond(send, 200, body, _JSON)
@@ -142,69 +142,15 @@ class StorageApp:
             return await _respond(send, 200, self._compute.answer(raw_path, body), [_OCTETS])
         raise NotFoundError(f"no such endpoint: {method} {path}")
 
-    def fast_path(
-        self, method: str, path: bytes, query: bytes, body: bytes
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+    def fast_path(self, method: str, path: bytes, query: bytes, body: bytes) -> tuple[int, AnswerHeaders, bytes] | None:
         """Reads (single and batch) answered synchronously by :class:`venice.httpserver.HttpServer`
-        (no task, no ASGI messages); ``None`` sends everything else through ASGI, reads of
-        private stores too (their Authorization header is checked there)."""
-        if self.service.private_stores and _store_of(method, path) in self.service.private_stores:
+        (no task, no ASGI messages): :meth:`server.reads.ReadPaths.fast_path`. ``None``
+        sends everything else through ASGI, reads of private stores too (their
+        Authorization header is checked there)."""
+        private = self.service.private_stores
+        if private and _store_of(method, path) in private:
             return None
-        return self._reads(method, path, query, body)
-
-    def _reads(
-        self, method: str, path: bytes, query: bytes, body: bytes
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        if not path.startswith(b"/v1/"):
-            return None
-        raw_parts = path[4:].split(b"/")
-        parts = [(unquote_to_bytes(p) if b"%" in p else p).decode("utf-8", "replace") for p in raw_parts]
-        if method == "GET" and len(parts) == 4:
-            try:
-                return self._get_answer(parts)
-            except KeyNotFoundError:
-                raise  # counted as a miss
-            except VeniceError as exc:
-                self.metrics.count_refused(parts[0], _int_or_none(parts[1]), "single", exc.code)
-                raise
-        if method == "POST" and len(parts) == 3 and parts[0] == "batch":
-            try:
-                return 200, [_OCTETS], self._batch_answer(parts[1], parts[2], body)
-            except VeniceError as exc:
-                self.metrics.count_refused(parts[1], _int_or_none(parts[2]), "batch", exc.code)
-                raise
-        return None
-
-    def _get_answer(self, parts: list[str]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """The hottest path of the server: one key, one LMDB read, one answer."""
-        store, version, partition, key_text = parts
-        try:
-            version_n, partition_n = int(version), int(partition)
-        except ValueError as exc:
-            raise RequestError(f"malformed read path: {exc}") from exc
-        storage = self._ready(store, version_n, partition_n)
-        raw = storage.get(partition_n, decode_key_segment(key_text))
-        if raw is None:
-            storage.misses += 1
-            raise KeyNotFoundError(f"key not found in {store} v{version_n}")
-        storage.hits += 1  # the read counter (server/metrics.py): one attribute increment
-        schema_id, value = decode_stored(raw)
-        return 200, [_OCTETS, (_SCHEMA_ID, b"%d" % schema_id)], value
-
-    def _batch_answer(self, store: str, version: str, body: bytes) -> bytes:
-        try:
-            version_n = int(version)
-        except ValueError as exc:
-            raise RequestError(f"malformed version {version!r}") from exc
-        items = decode_batch_request(body)
-        storage = None
-        for partition in {p for p, _ in items}:
-            storage = self._ready(store, version_n, partition)
-        if storage is None:
-            return b""
-        storage.batches += 1
-        storage.batch_keys += len(items)
-        return encode_batch_response(None if raw is None else decode_stored(raw) for raw in storage.get_many(items))
+        return self.reads.fast_path(method, path, query, body)
 
     def _check_operator(self, credential: str | None) -> None:
         """The admin paths: the cluster secret or an admin token (401 without, 403 for others)."""
@@ -223,9 +169,3 @@ class StorageApp:
                 replicas.append(entry)
         return {"server_id": self.service.server_id, "replicas": replicas}
 
-
-def _int_or_none(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from server import workercounts
 from venice.ingestion import IngestionHost
 from venice.ingestion.version import PartitionState
 from venice.metrics import OTHER, Counter, Registry, Sample
@@ -25,6 +26,9 @@ _PARTITION = ("store", "version", "partition")
 class ServerMetrics:
     def __init__(self, host: IngestionHost, server_id: str) -> None:
         self.host = host
+        self.with_workers = False
+        """Whether read workers (``--workers``) answer reads too: their counts are added
+        from their files (server/workercounts.py)."""
         self.registry = registry = Registry()
         self.refused = Counter("venice_server_reads_total", "", ("store", "version", "kind", "result"))
         registry.counter_callback(
@@ -105,18 +109,35 @@ class ServerMetrics:
 
     def _reads(self) -> Iterator[Sample]:
         answered: dict[tuple[str, ...], float] = {}
-        for hosted in list(self.host.hosted.values()):
+        hosted_now = list(self.host.hosted.values())
+        workers = list(workercounts.read_all(self.host.data_dir)) if self.with_workers else []
+        for hosted in hosted_now:
             a, storage = hosted.assignment, hosted.storage
             labels = (a.store, str(a.version))
-            for kind, result, count in (("single", "hit", storage.hits), ("single", "miss", storage.misses), ("batch", "ok", storage.batches)):
+            hits, misses, batches = storage.hits, storage.misses, storage.batches
+            for worker in workers:
+                counted = worker.reads.get((a.store, a.version))
+                if counted is not None:
+                    hits, misses, batches = hits + counted[0], misses + counted[1], batches + counted[2]
+            for kind, result, count in (("single", "hit", hits), ("single", "miss", misses), ("batch", "ok", batches)):
                 key = (*labels, kind, result)
                 answered[key] = answered.get(key, 0) + count
         yield from answered.items()
-        yield from list(self.refused.values.items())
+        refused = dict(self.refused.values)
+        if workers:
+            hosted_labels = {(h.assignment.store, str(h.assignment.version)) for h in hosted_now}
+            for worker in workers:
+                for (store, version, kind, code), count in worker.refused.items():
+                    key = (store, version, kind, code) if (store, version) in hosted_labels else (OTHER, OTHER, kind, code)
+                    refused[key] = refused.get(key, 0) + count
+        yield from refused.items()
 
     def _batch_keys(self) -> Iterator[Sample]:
+        workers = list(workercounts.read_all(self.host.data_dir)) if self.with_workers else []
         for hosted in list(self.host.hosted.values()):
-            yield (hosted.assignment.store, str(hosted.assignment.version)), float(hosted.storage.batch_keys)
+            a = hosted.assignment
+            keys = hosted.storage.batch_keys + sum(w.reads.get((a.store, a.version), (0, 0, 0, 0))[3] for w in workers)
+            yield (a.store, str(a.version)), float(keys)
 
     def _lmdb_bytes(self) -> Iterator[Sample]:
         for hosted in list(self.host.hosted.values()):

@@ -111,6 +111,7 @@ class StorageService:
                 log.warning("controller unreachable: %s", exc)
             except VeniceError as exc:
                 log.error("heartbeat failed: %s", exc)
+            self.host.release_stale_readers()  # snapshots of reads that stopped since a commit
             self._wake.clear()
             # asyncio.timeout, not wait_for: wait_for can swallow a cancellation (3.11).
             with contextlib.suppress(TimeoutError):

@@ -257,3 +257,23 @@ class TestHostileSpecs:
 
     def test_round_trip_of_the_wire_form(self) -> None:
         assert ComputeSpec.from_bytes(ALL_OPS.to_bytes()) == ALL_OPS
+
+
+def test_a_storage_server_imports_numpy_only_when_it_computes() -> None:
+    """numpy (~16 MB resident) is loaded by the first computation, not by importing the server."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, server.main\n"
+        "print('numpy' in sys.modules)\n"
+        "from venice.compute import Computer, ComputeSpec\n"
+        "schema = {'type': 'record', 'name': 'R', 'fields': [{'name': 'v', 'type': {'type': 'array', 'items': 'float'}}]}\n"
+        "spec = ComputeSpec.from_json({'compute': [{'op': 'dot_product', 'field': 'v', 'vector': [1.0, 2.0], 'as': 'd'}]})\n"
+        "import fastavro, io\n"
+        "out = io.BytesIO(); fastavro.schemaless_writer(out, fastavro.parse_schema(schema), {'v': [3.0, 4.0]})\n"
+        "print(Computer({1: schema}, spec).run([(1, out.getvalue())]), 'numpy' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["False", "[{'d': 11.0}] True"]

@@ -228,3 +228,45 @@ async def test_counts_a_budget_refusal() -> None:
     with pytest.raises(NoReplicaError, match="retry budget"):
         await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(5), may_retry=lambda: False, counts=counts)
     assert counts == FailoverCounts(failovers=0, hedges=0, hedges_won=0, budget_refusals=1)
+
+
+async def test_a_first_attempt_that_failed_is_not_made_again_and_the_next_is_a_failover() -> None:
+    from venice.failover import FailoverCounts, FirstAttempt
+
+    counts = FailoverCounts()
+    replicas = Replicas(a="ok", b="refuse", c="ok")
+    earlier = UnavailableError("a answered 503 on the callback lane")
+    first = FirstAttempt(failure=earlier)
+    assert await first_success(["a", "b", "c"], replicas.attempt, deadline_at=deadline_in(5), counts=counts, first=first) == "c"
+    assert replicas.asked == ["b", "c"]
+    assert counts == FailoverCounts(failovers=2, hedges=0, hedges_won=0, budget_refusals=0)
+    with pytest.raises(NoReplicaError) as failed:
+        await first_success(["a", "b"], Replicas(a="ok", b="503").attempt, deadline_at=deadline_in(5), first=first)
+    assert failed.value.details["replica_errors"][0] == "UNAVAILABLE: a answered 503 on the callback lane"
+
+
+async def test_a_first_attempt_still_running_is_hedged_at_once_and_may_still_win() -> None:
+    from venice.failover import FailoverCounts, FirstAttempt
+
+    loop = asyncio.get_running_loop()
+    counts = FailoverCounts()
+    running: asyncio.Future[str] = loop.create_future()
+    replicas = Replicas(a="ok", b="slow")
+    loop.call_later(0.05, running.set_result, "a-late")
+    # hedge_after_s is long: b is asked at once all the same (the delay passed before first_success began).
+    assert await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(5), hedge_after_s=10,
+                               counts=counts, first=FirstAttempt(running=running)) == "a-late"
+    assert replicas.asked == ["b"]
+    assert counts == FailoverCounts(failovers=0, hedges=1, hedges_won=0, budget_refusals=0)
+
+
+async def test_a_first_attempt_still_running_is_cancelled_when_the_hedge_wins() -> None:
+    from venice.failover import FailoverCounts, FirstAttempt
+
+    counts = FailoverCounts()
+    running: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    replicas = Replicas(a="ok", b="ok")
+    assert await first_success(["a", "b"], replicas.attempt, deadline_at=deadline_in(5),
+                               counts=counts, first=FirstAttempt(running=running)) == "b"
+    assert running.cancelled()
+    assert counts == FailoverCounts(failovers=0, hedges=1, hedges_won=1, budget_refusals=0)

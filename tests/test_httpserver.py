@@ -18,7 +18,7 @@ import pytest
 from tests.rawhttp import connect, header, read_response, read_until, read_until_close
 from tests.router.fakes import read_body, serve_in_thread
 from venice.errors import KeyNotFoundError
-from venice.httpserver import HttpLimits, HttpServer
+from venice.httpserver import Deferred, HttpLimits, HttpServer
 
 FIXED = b"a fixed answer"
 NO_BODY = b"this body must never be sent"
@@ -26,8 +26,10 @@ NO_BODY = b"this body must never be sent"
 
 class App:
     """ASGI app with a fast path: ``/fast/<text>`` (sync), ``/io/<text>`` (awaited),
-    ``/code/<status>`` (sync, any status); everything else through ASGI (echo, slow,
-    boom, nothing, fixed, status, stream, burst, sse)."""
+    ``/later/<text>`` (a Deferred resolved 10 ms later by a timer; ``missing``: failed
+    with a KeyNotFoundError, ``boom``: with a RuntimeError), ``/now/<text>`` (a Deferred
+    resolved before it is returned), ``/code/<status>`` (sync, any status); everything
+    else through ASGI (echo, slow, boom, nothing, fixed, status, stream, burst, sse)."""
 
     def __init__(self) -> None:
         self.asgi_calls = 0
@@ -53,7 +55,28 @@ class App:
         if path.startswith(b"/code/"):
             self.fast_calls += 1
             return int(path[6:]), [(b"content-length", b"%d" % len(NO_BODY))], NO_BODY
+        if path.startswith(b"/pre/"):  # pre-encoded headers
+            self.fast_calls += 1
+            return int(path[5:]), b"content-type: text/plain\r\nx-pre: 1\r\n", b"pre-encoded"
+        if path.startswith((b"/later/", b"/now/")):
+            self.fast_calls += 1
+            deferred = Deferred()
+            text = path.split(b"/", 2)[2]
+            if path.startswith(b"/now/"):
+                deferred.resolve(200, [], text)
+            else:
+                asyncio.get_running_loop().call_later(0.01, self._settle_later, deferred, text)
+            return deferred
         return None
+
+    @staticmethod
+    def _settle_later(deferred: Deferred, text: bytes) -> None:
+        if text == b"missing":
+            deferred.fail(KeyNotFoundError("no such key, later"))
+        elif text == b"boom":
+            deferred.fail(RuntimeError("bug, later"))
+        else:
+            deferred.resolve(200, [(b"x-later", b"1")], text)
 
     async def _io(self, text: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         await asyncio.sleep(0.01)
@@ -224,6 +247,72 @@ def test_pipelined_requests_are_answered_in_order(url: str) -> None:
     assert answer.count(b"HTTP/1.1 ") == 3
     assert answer.index(b"/slow/0.05") < answer.index(b"second?") < answer.index(b"third")
     assert answer.rstrip().endswith(b"third")
+
+
+def test_deferred_answers_are_written_when_resolved_in_request_order(url: str, app: App) -> None:
+    requests = (b"GET /later/first HTTP/1.1\r\nHost: x\r\n\r\n" b"GET /now/second HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /slow/0.05 HTTP/1.1\r\nHost: x\r\n\r\n" b"GET /later/fourth HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"HEAD /later/fifth HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = raw_exchange(url, requests, wait_s=2.0)
+    heads = answer.split(b"HTTP/1.1 ")[1:]
+    assert [h.split(b"\r\n", 1)[0] for h in heads] == [b"200 OK", b"200 OK", b"201 Created", b"200 OK", b"200 OK"]
+    assert heads[0].endswith(b"\r\n\r\nfirst") and b"x-later: 1" in heads[0]
+    assert heads[1].endswith(b"\r\n\r\nsecond")
+    assert b"/slow/0.05" in heads[2]
+    assert heads[3].endswith(b"\r\n\r\nfourth")
+    assert b"content-length: 5\r\n" in heads[4] and b"connection: close" in heads[4] and heads[4].endswith(b"\r\n\r\n")
+    assert app.fast_calls == 4 and app.asgi_calls == 1
+
+
+def test_deferred_errors_become_answers(url: str) -> None:
+    with httpx.Client(base_url=url) as client:
+        missing = client.get("/later/missing")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "KEY_NOT_FOUND"
+        assert client.get("/later/again").text == "again"  # the connection stayed open
+    answer = raw_exchange(url, b"GET /later/boom HTTP/1.1\r\nHost: x\r\n\r\nGET /fast/never HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 500 ") and b'"INTERNAL"' in answer and b"connection: close" in answer
+    assert b"never" not in answer  # an unexpected failure closes the connection
+
+
+async def test_a_deferred_can_be_awaited() -> None:
+    loop = asyncio.get_running_loop()
+    later = Deferred()
+    loop.call_later(0.01, later.resolve, 201, [(b"a", b"b")], b"body")
+    assert await later == (201, [(b"a", b"b")], b"body")
+    settled = Deferred()
+    settled.resolve(200, [], b"at once")
+    assert await settled == (200, [], b"at once")
+    failed = Deferred()
+    loop.call_later(0.01, failed.fail, KeyNotFoundError("gone"))
+    with pytest.raises(KeyNotFoundError, match="gone"):
+        await failed
+
+
+async def test_shutdown_waits_for_a_deferred_answer(app: App) -> None:
+    server = HttpServer(app, port=0, graceful_shutdown_s=5)
+    serving = asyncio.create_task(server.serve())
+    while not server.port:
+        await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+        later = asyncio.create_task(http.get("/later/in-flight"))
+        while app.fast_calls == 0:
+            await asyncio.sleep(0.001)
+        server.request_exit()
+        response = await later
+    assert response.status_code == 200 and response.text == "in-flight"
+    await asyncio.wait_for(serving, 5)
+
+
+def test_pre_encoded_headers_are_written_as_they_are(url: str) -> None:
+    answer = raw_exchange(url, b"GET /pre/200 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /pre/200 HTTP/1.1\r\nHost: x\r\n\r\n"
+                               b"GET /pre/204 HTTP/1.1\r\nHost: x\r\n\r\nGET /pre/404 HTTP/1.0\r\n\r\n")
+    head = b"content-type: text/plain\r\nx-pre: 1\r\ncontent-length: 11\r\n"
+    assert answer == (
+        b"HTTP/1.1 200 OK\r\n" + head + b"\r\npre-encoded"
+        + b"HTTP/1.1 200 OK\r\n" + head + b"\r\n"  # HEAD: the length, no body
+        + b"HTTP/1.1 204 No Content\r\ncontent-type: text/plain\r\nx-pre: 1\r\n\r\n"  # no length, no body
+        + b"HTTP/1.1 404 Not Found\r\n" + head + b"connection: close\r\n\r\npre-encoded"
+    )
 
 
 def test_http_1_0_closes_after_the_answer(url: str) -> None:

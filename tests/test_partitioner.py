@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from venice.partitioner import partition_for
+from venice.partitioner import partition_for, partitions_for
 from venice.schema import AvroCodec
 
 # (key bytes, P, partition)
@@ -33,6 +33,12 @@ KNOWN = [
 @pytest.mark.parametrize(("key", "partitions", "expected"), KNOWN)
 def test_known_partitions(key: bytes, partitions: int, expected: int) -> None:
     assert partition_for(key, partitions) == expected
+
+
+@pytest.mark.parametrize("partitions", [4, 7, 16])
+def test_partitions_for_a_batch_are_the_known_answers(partitions: int) -> None:
+    cases = [(key, expected) for key, p, expected in KNOWN if p == partitions]
+    assert partitions_for([key for key, _ in cases], partitions) == [expected for _, expected in cases]
 
 
 def test_avro_key_bytes_are_the_partitioned_bytes() -> None:

@@ -137,6 +137,10 @@ class ManagedProcess:
 class LocalCluster:
     """Controller + ``servers`` storage servers + ``routers`` routers as child processes.
 
+    ``router_workers``: processes per router (``venice router --workers``; the router's
+    pid is its first worker's, which stops the others). ``server_workers``: processes
+    per storage server (``venice server --workers``: the pid is the ingesting one's).
+
     ``server_args`` adds command-line options to some servers, by index (e.g. a smaller
     ``--lmdb-map-size`` for one of them).
     """
@@ -151,12 +155,16 @@ class LocalCluster:
         host: str = "127.0.0.1",
         dead_after_s: float = 15.0,
         server_args: Mapping[int, Sequence[str]] | None = None,
+        router_workers: int = 1,
+        server_workers: int = 1,
         cluster_secret: str | None = None,
         tokens_file: Path | None = None,
         tls: tuple[Path, Path] | None = None,
         ca_file: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.router_workers = router_workers
+        self.server_workers = server_workers
         self.tls = tls
         """(certificate, key) every part serves HTTPS with; ``None``: plain HTTP."""
         self.ca_file = ca_file
@@ -197,7 +205,8 @@ class LocalCluster:
     def _router_process(self, index: int, port: int) -> ManagedProcess:
         return ManagedProcess(
             "router" if index == 0 else f"router-{index}",
-            ["router", "--host", self.host, "--port", str(port), "--controller", self.controller.url, *self._tls_args()],
+            ["router", "--host", self.host, "--port", str(port), "--controller", self.controller.url,
+             "--workers", str(self.router_workers), *self._tls_args()],
             self.logs / ("router.log" if index == 0 else f"router-{index}.log"),
             f"{self.scheme}://{self.host}:{port}",
             env=self._secret_env(),
@@ -215,6 +224,7 @@ class LocalCluster:
                 "--data-dir", str(self.data_dir / f"server-{index}"),
                 "--controller", self.controller.url,
                 "--server-id", f"server-{index}",
+                *(["--workers", str(self.server_workers)] if self.server_workers > 1 else []),
                 *self._tls_args(),
                 *extra_args,
             ],

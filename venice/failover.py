@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from venice.errors import DeadlineExceededError, NoReplicaError, VeniceError
 
-__all__ = ["DEFAULT_HEDGE_AFTER_S", "FailoverCounts", "first_success"]
+__all__ = ["DEFAULT_HEDGE_AFTER_S", "FailoverCounts", "FirstAttempt", "first_success"]
 
 T = TypeVar("T")
 
@@ -47,6 +47,16 @@ class FailoverCounts:
     """Retries or hedges the retry budget did not allow."""
 
 
+@dataclass
+class FirstAttempt:
+    """The first replica's attempt, made before :func:`first_success` took over (the
+    router's callback lane answers most reads without it): still ``running`` when the
+    hedge delay passed, or failed with the retriable ``failure``."""
+
+    running: asyncio.Future[Any] | None = None
+    failure: VeniceError | None = None
+
+
 async def first_success(
     replicas: Sequence[str],
     attempt: Attempt[T],
@@ -56,6 +66,7 @@ async def first_success(
     what: str = "read",
     may_retry: Callable[[], bool] | None = None,
     counts: FailoverCounts | None = None,
+    first: FirstAttempt | None = None,
 ) -> T:
     """The result of the first attempt that succeeds.
 
@@ -63,14 +74,24 @@ async def first_success(
     when every replica failed (or the retry budget refused to try the next one),
     DeadlineExceededError when ``deadline_at`` (a ``loop.time()`` instant) passed first.
     ``counts``, when given, adds up the failovers, hedges and budget refusals.
+    ``first``: the attempt on ``replicas[0]`` was made already (it is not made again):
+    the next one is a hedge beside it when it is still running, else a failover.
     """
     loop = asyncio.get_running_loop()
-    in_flight: set[asyncio.Task[T]] = set()
-    hedges: set[asyncio.Task[T]] = set()
+    in_flight: set[asyncio.Future[T]] = set()
+    hedges: set[asyncio.Future[T]] = set()
     failures: list[VeniceError] = []
     next_index = 0
     budget_refused = False
     after_failure = False
+    if first is not None:
+        next_index = 1
+        if first.running is not None:
+            in_flight.add(first.running)
+        else:
+            after_failure = True
+        if first.failure is not None:
+            failures.append(first.failure)
     try:
         while True:
             remaining = deadline_at - loop.time()
@@ -107,16 +128,16 @@ async def first_success(
                     counts.hedges_won += 1
                 return winner[0]
     finally:
-        for task in in_flight:
-            task.cancel()
+        for pending in in_flight:
+            pending.cancel()
 
 
-def _settle(done: set[asyncio.Task[T]], failures: list[VeniceError]) -> tuple[T, asyncio.Task[T]] | None:
+def _settle(done: set[asyncio.Future[T]], failures: list[VeniceError]) -> tuple[T, asyncio.Future[T]] | None:
     """The result of a successful task and the task, or ``None``; records retriable failures.
 
     Every finished task's exception is looked at, so none is left unretrieved.
     """
-    winner: tuple[T, asyncio.Task[T]] | None = None
+    winner: tuple[T, asyncio.Future[T]] | None = None
     fatal: BaseException | None = None
     for task in done:
         exc = task.exception()

@@ -9,8 +9,10 @@ plain ASGI (and testable under any ASGI server), and adds one thing: an app may
 expose ``fast_path(method, raw_path, query, body)``, a *synchronous* handler tried first; when
 it returns ``(status, headers, body)`` the answer is written at once, with no task,
 no scope and no ASGI messages; when it returns an awaitable of that (an answer that
-needs I/O, like the router's), one task awaits it, still without ASGI. It returns
-``None`` for anything it does not handle. A :class:`venice.errors.VeniceError` it
+needs I/O), one task awaits it, still without ASGI; when it returns a :class:`Deferred`
+(the router's single-key reads), the answer is written when the app resolves it, from
+whatever callback has it: no task, no future. It returns ``None`` for anything it does
+not handle. A :class:`venice.errors.VeniceError` it
 raises becomes the platform's JSON error answer.
 
 What it implements (all our apps need, nothing more):
@@ -69,7 +71,7 @@ import signal
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -96,15 +98,83 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_HEAD_BYTES",
     "DEFAULT_MAX_URL_BYTES",
+    "AnswerHeaders",
+    "Deferred",
     "HttpLimits",
     "HttpServer",
+    "header_list",
 ]
 
 log = logging.getLogger("venice.http")
 
 Headers = list[tuple[bytes, bytes]]
-FastResponse = tuple[int, Headers, bytes]
-FastPath = Callable[[str, bytes, bytes, bytes], FastResponse | Awaitable[FastResponse] | None]
+AnswerHeaders = Headers | bytes
+"""An answer's headers: ``(name, value)`` pairs, or pre-encoded header lines (each
+``name: value\r\n``, without content-length or transfer-encoding), which the fast paths
+build once and reuse: written as they are, they save most of an answer's encoding."""
+FastResponse = tuple[int, AnswerHeaders, bytes]
+
+
+class Deferred:
+    """An answer a fast path gives later: the app calls :meth:`resolve` or :meth:`fail`
+    once, from any callback on the server's loop (an upstream connection's, a timer's),
+    and the connection writes it then. Cheaper than an awaitable answer, which costs a
+    task per request. Apps may subclass it to carry their own per-request state. It is
+    also awaitable (for the app's own ASGI path, or any other host), giving the answer or
+    raising the error."""
+
+    __slots__ = ("_connection", "_outcome", "_request", "_waiter")
+
+    def __init__(self) -> None:
+        self._connection: _Connection | None = None
+        self._request: _Request | None = None
+        self._outcome: FastResponse | BaseException | None = None
+        self._waiter: asyncio.Future[FastResponse] | None = None
+
+    def __await__(self) -> Generator[Any, None, FastResponse]:
+        outcome = self._outcome
+        if outcome is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            return (yield from self._waiter.__await__())
+        self._outcome = None
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def resolve(self, status: int, headers: AnswerHeaders, body: bytes) -> None:
+        self._settle((status, headers, body))
+
+    def fail(self, exc: BaseException) -> None:
+        """Answer with ``exc``: a :class:`VeniceError` becomes its JSON error answer, anything
+        else a logged 500."""
+        self._settle(exc)
+
+    def _settle(self, outcome: FastResponse | BaseException) -> None:
+        connection, request = self._connection, self._request
+        if connection is None or request is None:
+            waiter = self._waiter
+            if waiter is not None:  # awaited
+                self._waiter = None
+                if not waiter.done():
+                    if isinstance(outcome, BaseException):
+                        waiter.set_exception(outcome)
+                    else:
+                        waiter.set_result(outcome)
+            elif self._outcome is None:  # settled before the connection took it
+                self._outcome = outcome
+            return
+        self._connection = self._request = None
+        connection._deferred_done(request, outcome)
+
+    def _bind(self, connection: _Connection, request: _Request) -> None:
+        outcome, self._outcome = self._outcome, None
+        if outcome is not None:
+            connection._deferred_done(request, outcome)
+        else:
+            self._connection, self._request = connection, request
+
+
+FastPath = Callable[[str, bytes, bytes, bytes], FastResponse | Awaitable[FastResponse] | Deferred | None]
 
 DEFAULT_MAX_CONNECTIONS = 10_000
 DEFAULT_HEAD_TIMEOUT_S = 10.0
@@ -183,10 +253,33 @@ def _no_body(status: int) -> bool:
     return status < 200 or status == 204 or status == 304
 
 
-def _encode(status: int, headers: Headers, body: bytes, keep_alive: bool, head: bool = False) -> bytes:
+def header_list(headers: AnswerHeaders) -> Headers:
+    """``(name, value)`` pairs of an answer's headers, pre-encoded or not."""
+    if not isinstance(headers, bytes):
+        return headers
+    pairs: Headers = []
+    for line in headers.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b":")
+            pairs.append((name, value.strip()))
+    return pairs
+
+
+def _encode(status: int, headers: AnswerHeaders, body: bytes, keep_alive: bool, head: bool = False) -> bytes:
     """A whole answer: a content-length of its own unless ``headers`` has one (for HEAD,
     the GET's); ``head`` answers lose their body; 1xx/204/304 lose length and body.
     ``headers`` must not frame the answer otherwise (no transfer-encoding)."""
+    if isinstance(headers, bytes):
+        if not _no_body(status):  # the fast paths' answers: one formatting, no loop
+            return b"%s%scontent-length: %d\r\n%s\r\n%s" % (
+                _status_line(status), headers, len(body), b"" if keep_alive else b"connection: close\r\n",
+                b"" if head else body,
+            )
+        headers = header_list(headers)
+    return _encode_pairs(status, headers, body, keep_alive, head)
+
+
+def _encode_pairs(status: int, headers: Headers, body: bytes, keep_alive: bool, head: bool) -> bytes:
     parts = [_status_line(status)]
     if status != 200 and _no_body(status):
         for name, value in headers:
@@ -620,9 +713,12 @@ class _Connection(asyncio.Protocol):
             else:
                 answer = None
             if answer is not None:
-                if type(answer) is not tuple:  # a coroutine: the answer needs I/O
+                if type(answer) is not tuple:  # the answer needs I/O
                     self.busy = True
-                    self.task = self.loop.create_task(self._run_fast(answer, request))
+                    if isinstance(answer, Deferred):
+                        answer._bind(self, request)
+                    else:  # an awaitable
+                        self.task = self.loop.create_task(self._run_fast(answer, request))
                     return
                 self._write(answer[0], answer[1], answer[2], request.keep_alive, request.head)
                 if not request.keep_alive or self.closed:
@@ -638,7 +734,7 @@ class _Connection(asyncio.Protocol):
             self.task = self.loop.create_task(self._run_asgi(request))
             return
 
-    def _write(self, status: int, headers: Headers, body: bytes, keep_alive: bool, head: bool = False) -> None:
+    def _write(self, status: int, headers: AnswerHeaders, body: bytes, keep_alive: bool, head: bool = False) -> None:
         # No last_active update here: a synchronous answer follows its request within
         # microseconds, and _finish marks the end of the ones that took time.
         if self.transport is not None and not self.transport.is_closing():
@@ -656,6 +752,24 @@ class _Connection(asyncio.Protocol):
         if framing is not None and framing.continue_due and not self.busy and not self.pending:
             framing.continue_due = False
             self._write_raw(_CONTINUE)
+
+    def _deferred_done(self, request: _Request, outcome: FastResponse | BaseException) -> None:
+        """A :class:`Deferred` answer came: write it (as :meth:`_run_fast` does), go on."""
+        keep_alive = request.keep_alive
+        try:
+            if type(outcome) is tuple:
+                status, headers, body = outcome
+            else:
+                assert isinstance(outcome, BaseException)
+                exc = outcome if isinstance(outcome, Exception) else InternalError(f"answer failed: {outcome!r}")
+                status, headers, body = _failure_response(exc, request)
+                keep_alive = keep_alive and isinstance(exc, VeniceError)
+            self._write(status, headers, body, keep_alive, request.head)
+        except BaseException:
+            keep_alive = False
+            raise
+        finally:
+            self._finish(keep_alive)
 
     async def _run_fast(self, answer: Awaitable[FastResponse], request: _Request) -> None:
         keep_alive = request.keep_alive
@@ -876,6 +990,7 @@ class HttpServer:
         limits: HttpLimits = DEFAULT_LIMITS,
         before_shutdown: Callable[[], Awaitable[None]] | None = None,
         backlog: int = 2048,
+        reuse_port: bool = False,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
@@ -890,6 +1005,8 @@ class HttpServer:
         open that many files."""
         self.before_shutdown = before_shutdown
         self.backlog = backlog
+        self.reuse_port = reuse_port
+        """Bind with SO_REUSEPORT: several processes serve one port (``--workers``)."""
         self.connections: set[_Connection] = set()
         self.refused: set[_Connection] = set()
         """Connections over the cap, answered 503 and lingering until closed."""
@@ -919,7 +1036,7 @@ class HttpServer:
         try:
             server = await self.loop.create_server(
                 lambda: _Connection(self), self.host, self.port, backlog=self.backlog, reuse_address=True,
-                ssl=self.ssl_context,
+                reuse_port=self.reuse_port or None, ssl=self.ssl_context,
             )
         except BaseException:
             await self._lifespan.shutdown()

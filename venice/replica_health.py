@@ -98,6 +98,11 @@ class ReplicaHealth:
         stats.ewma_s = max(ewma, ewma + self._weight * (now - started_at - ewma))
         stats.measured_at = now
 
+    def unsent(self, url: str) -> None:
+        """The request never reached the replica (its idle connection had just closed):
+        nothing learned, only no longer in flight."""
+        self._get(url).in_flight -= 1
+
     def _current_ewma(self, stats: _Stats | None, now: float) -> float:
         """The latency estimate, or 0 (unknown) when older than ``stale_after_s``."""
         if stats is None or now - stats.measured_at >= self._stale_after_s:

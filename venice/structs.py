@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 __all__ = ["Message", "TopicPartition", "parse_version_topic", "real_time_topic", "version_topic"]
@@ -17,9 +16,12 @@ class TopicPartition(NamedTuple):
     """Partition number, ``0 <= partition < P``."""
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One record read from a topic."""
+class Message(NamedTuple):
+    """One record read from a topic.
+
+    A named tuple rather than a frozen dataclass: a consumer builds one per record, and a
+    frozen dataclass's ``__init__`` (``object.__setattr__`` per field) cost ~1.6 µs against
+    ~0.4 µs, a tenth of a storage server's CPU while it ingests a push."""
 
     topic: str
     partition: int

@@ -38,6 +38,8 @@ def sample_runs() -> list[Run]:
     runs.append(run("davinci_get", "redis", 10_000))
     runs.append(run("compute100", "venice", 300, items=100))
     runs.append(run("compute100", "client_side", 150, items=100))
+    runs.append(run("router_get_records", "venice", 15_000))
+    runs.append(run("router_get_records", "redis", 100_000))
     runs.append(run("nearline_visible", "venice", 25_000, seconds=5.0, p99=80.0))
     runs.append(run("nearline_apply", "venice", 100_000, seconds=4.0))
     runs.append(run("nearline_apply", "redis", 100_000, seconds=1.0))
@@ -72,8 +74,11 @@ class TestRatios:
             summarise(sample_runs()),
             push={"venice_records_per_s": 50_000, "redis_records_per_s": 1_000_000},
             memory={"venice_bytes": 300, "redis_bytes": 200},
+            push_records={"venice_records_per_s": 20_000, "redis_records_per_s": 400_000},
         )
         assert set(ratios) == set(RATIO_NAMES)
+        assert ratios["push_records_vs_redis_pipe"] == pytest.approx(0.05)
+        assert ratios["router_get_records_vs_redis"] == pytest.approx(0.15)
         assert ratios["server_get_vs_redis"] == pytest.approx(0.33)
         assert ratios["router_get_vs_redis"] == pytest.approx(0.2)
         assert ratios["router_p99_ms_c32"] == 1.5
@@ -93,6 +98,7 @@ class TestRatios:
         assert ratios["server_get_vs_redis"] is None
         assert ratios["router_p99_ms_c32"] == 1.5  # needs no Redis side
         assert ratios["push_vs_redis_pipe"] is None and ratios["memory_vs_redis"] is None
+        assert ratios["push_records_vs_redis_pipe"] is None and ratios["router_get_records_vs_redis"] is None
         assert ratios["nearline_visible_p99_ms"] == 80.0 and ratios["nearline_vs_redis_set"] is None
 
     def test_targets_directions(self) -> None:
@@ -102,6 +108,12 @@ class TestRatios:
         assert TARGETS["batch100_vs_mget"].met(None) is None
         assert TARGETS["davinci_get_vs_redispy"].met(10.0) and not TARGETS["davinci_get_vs_redispy"].met(9.9)
         assert TARGETS["compute100_vs_client_side"].met(1.5) and TARGETS["sdk_direct_get_vs_redispy"].met(1.0)
+        # issue 13's goals
+        assert TARGETS["router_get_vs_redis"].met(0.35) and not TARGETS["router_get_vs_redis"].met(0.34)
+        assert TARGETS["sdk_get_vs_redispy"].met(0.6) and TARGETS["batch100_vs_mget"].met(0.35)
+        assert TARGETS["push_vs_redis_pipe"].met(0.4) and not TARGETS["push_vs_redis_pipe"].met(0.39)
+        assert TARGETS["push_records_vs_redis_pipe"].met(0.25) and not TARGETS["push_records_vs_redis_pipe"].met(0.24)
+        assert TARGETS["router_get_records_vs_redis"].met(0.25)
         assert TARGETS["nearline_visible_p99_ms"].met(100.0) and not TARGETS["nearline_visible_p99_ms"].met(100.5)
         assert TARGETS["nearline_vs_redis_set"].met(0.25) and not TARGETS["nearline_vs_redis_set"].met(0.24)
 

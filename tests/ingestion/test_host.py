@@ -111,6 +111,41 @@ class TestBatchVersions:
             assert report.offset == counted + 2  # start- and end-of-push
         await host.close()
 
+    async def test_a_partition_that_finishes_first_does_not_reassign_the_consumer(
+        self, tmp_path: Path, pubsub: PubSub
+    ) -> None:
+        """Partitions reaching end-of-push one by one keep the consumer's assignment (assigning
+        again drops what it prefetched for the others); every record is still applied once."""
+        store = _store()
+        small = keys_of_partition(0, 3, 5)
+        large = keys_of_partition(1, 3, 5000, start=10_000) + keys_of_partition(2, 3, 3000, start=100_000)
+        records = {key(i): value(f"n{i}", i) for i in small + large}
+        await write_push(pubsub, f"{store}_v1", 3, records)
+        assigns: list[set[TopicPartition]] = []
+        make_consumer = pubsub.consumer
+
+        async def counting_consumer() -> Any:
+            consumer = await make_consumer()
+            assign = consumer.assign
+
+            async def counted(positions: Mapping[TopicPartition, int]) -> None:
+                assigns.append(set(positions))
+                await assign(positions)
+
+            consumer.assign = counted  # type: ignore[method-assign]
+            return consumer
+
+        pubsub.consumer = counting_consumer  # type: ignore[method-assign]
+        host = _host(tmp_path, pubsub)
+        a = assignment(store, 1, 3)
+        await host.reconcile([a])
+        await wait_until(lambda: _all_ready(host, 3), "ready")
+        assert assigns == [{TopicPartition(f"{store}_v1", p) for p in range(3)}]
+        assert {r.partition: r.records for r in host.reports()} == {0: 5, 1: 5000, 2: 3000}
+        for k in (small[0], large[0], large[-1]):
+            assert _read(host, a, k) == value(f"n{k}", k)
+        await host.close()
+
     async def test_count_mismatch_is_an_error_that_survives_a_restart(self, tmp_path: Path, pubsub: PubSub) -> None:
         store = _store()
         topic = f"{store}_v1"

@@ -156,3 +156,147 @@ class TestCheckpoint:
         stored = Checkpoint(9, True, True, 2, 77, 0, None, rt_epoch=3, rt_lost=12).to_bytes()
         assert stored == b'{"offset":9,"eop":true,"sop":true,"records":2,"rt":77,"rt_epoch":3,"rt_lost":12}'
         assert Checkpoint(9, True, True, 2, 77).to_bytes() == b'{"offset":9,"eop":true,"sop":true,"records":2,"rt":77}'
+
+
+class TestAppendedBatches:
+    """A batch of puts whose keys ascend past the last stored key is appended (LMDB
+    ``putmulti(append=True)``); any other batch is written key by key. Either way the
+    partition holds what a plain dict of the same writes in log order holds."""
+
+    @staticmethod
+    def reference(batches: list[list[tuple[bytes, bytes | None]]]) -> list[tuple[bytes, bytes]]:
+        model: dict[bytes, bytes] = {}
+        for batch in batches:
+            for key, value in batch:
+                if value is None:
+                    model.pop(key, None)
+                else:
+                    model[key] = value
+        return sorted(model.items())
+
+    def run(self, tmp_path: Path, batches: list[list[tuple[bytes, bytes | None]]]) -> tuple[VersionStorage, list]:
+        storage = VersionStorage(tmp_path / "v", 1, [0])
+        for n, batch in enumerate(batches, 1):
+            storage.apply(0, batch, Checkpoint(n))
+        stored = storage.dump()[b"p0"]
+        assert storage.checkpoint(0) == Checkpoint(len(batches))
+        return storage, stored
+
+    def test_sorted_batches_of_a_fresh_partition_are_appended(self, tmp_path: Path) -> None:
+        keys = sorted(b"key:%06d" % i for i in range(0, 3000, 3))
+        batches = [[(k, b"v" + k) for k in keys[i : i + 100]] for i in range(0, len(keys), 100)]
+        storage, stored = self.run(tmp_path, batches)
+        assert stored == self.reference(batches)
+        assert storage.appended_batches == len(batches)
+        storage.close()
+
+    def test_lmdb_order_is_bytewise_with_prefixes_first(self, tmp_path: Path) -> None:
+        batch: list[tuple[bytes, bytes | None]] = [(b"a", b"1"), (b"ab", b"2"), (b"b", b"3"), (b"b\x00", b"4"), (b"\xff", b"5")]
+        storage, stored = self.run(tmp_path, [batch])
+        assert stored == [(b"a", b"1"), (b"ab", b"2"), (b"b", b"3"), (b"b\x00", b"4"), (b"\xff", b"5")]
+        assert storage.appended_batches == 1
+        storage.close()
+
+    @pytest.mark.parametrize(
+        "second",
+        [
+            [(b"k3", b"x"), (b"k5", b"y")],  # starts at the last stored key: must overwrite, not append
+            [(b"k1", b"x"), (b"k9", b"y")],  # starts below it
+            [(b"k7", b"x"), (b"k6", b"y")],  # not ascending
+            [(b"k7", b"x"), (b"k7", b"y")],  # a repeated key: the later value wins
+            [(b"k7", b"x"), (b"k3", None)],  # a delete among them
+        ],
+    )
+    def test_other_batches_are_written_key_by_key(self, tmp_path: Path, second: list[tuple[bytes, bytes | None]]) -> None:
+        first: list[tuple[bytes, bytes | None]] = [(b"k1", b"a"), (b"k2", b"b"), (b"k3", b"c")]
+        storage, stored = self.run(tmp_path, [first, second])
+        assert stored == self.reference([first, second])
+        assert storage.appended_batches == 1  # only the first
+        storage.close()
+
+    def test_a_reader_sees_appended_data(self, tmp_path: Path) -> None:
+        storage = VersionStorage(tmp_path / "v", 1, [0])
+        storage.apply(0, [(b"a", b"1"), (b"b", b"2")], Checkpoint(1))
+        assert storage.get_many([(0, b"a"), (0, b"b"), (0, b"c")]) == [b"1", b"2", None]
+        storage.apply(0, [(b"c", b"3"), (b"d", b"4")], Checkpoint(2))
+        assert storage.get_many([(0, b"c"), (0, b"d")]) == [b"3", b"4"]
+        assert [storage.get(0, k) for k in (b"a", b"b", b"c", b"d")] == [b"1", b"2", b"3", b"4"]
+        assert storage.appended_batches == 2
+        storage.close()
+
+
+class TestPartitionReader:
+    """The server's reader keeps one read transaction; it must still see every write that
+    committed before the read (it renews its snapshot when the storage's generation moved)."""
+
+    def test_sees_each_commit_made_after_its_first_read(self, tmp_path: Path) -> None:
+        import random
+
+        storage = VersionStorage(tmp_path / "v", 2, [0, 1])
+        read = storage.reader(0)
+        model: dict[bytes, bytes] = {}
+        rng = random.Random(5)
+        for step in range(300):
+            keys = [b"k%d" % rng.randrange(40) for _ in range(rng.randrange(1, 6))]
+            writes: list[tuple[bytes, bytes | None]] = [
+                (k, None if rng.random() < 0.3 else b"v%d-%d" % (step, i)) for i, k in enumerate(keys)
+            ]
+            storage.apply(0, writes, Checkpoint(step + 1))
+            storage.apply(1, [(b"other", b"%d" % step)], Checkpoint(step + 1))  # another partition's commit
+            for key, value in writes:
+                if value is None:
+                    model.pop(key, None)
+                else:
+                    model[key] = value
+            probe = [b"k%d" % i for i in range(40)]
+            assert [read(k) for k in probe] == [model.get(k) for k in probe]
+        storage.close()
+
+    def test_a_dropped_partition_reads_empty(self, tmp_path: Path) -> None:
+        storage = VersionStorage(tmp_path / "v", 1, [0])
+        storage.apply(0, [(b"a", b"1")], Checkpoint(1))
+        read = storage.reader(0)
+        assert read(b"a") == b"1"
+        storage.drop_partition(0)
+        assert read(b"a") is None
+        storage.close()
+
+    def test_stale_snapshots_are_released_and_fresh_ones_kept(self, tmp_path: Path) -> None:
+        storage = VersionStorage(tmp_path / "v", 2, [0, 1])
+        storage.apply(0, [(b"a", b"1")], Checkpoint(1))
+        first, second = storage.reader(0), storage.reader(1)
+        assert first(b"a") == b"1" and second(b"a") is None
+        storage.release_stale_readers()
+        assert first.seen == storage.generation and second.seen == storage.generation  # nothing committed since
+        storage.apply(0, [(b"a", b"2")], Checkpoint(2))
+        assert second(b"a") is None  # second renews with this read, first stays behind
+        storage.release_stale_readers()
+        assert first.seen == -1 and second.seen == storage.generation
+        assert first(b"a") == b"2"  # and reads the newest after its release
+        storage.close()
+        assert first.seen == -1 and second.seen == -1
+
+
+def test_a_reader_of_a_read_only_storage_sees_another_process_commit(tmp_path: Path) -> None:
+    """A read worker opens the files read-only while the ingesting process writes: with no
+    generation to watch, each read must take a fresh snapshot."""
+    import subprocess
+    import sys
+
+    writer_code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from venice.ingestion.records import Checkpoint\n"
+        "from venice.ingestion.storage import VersionStorage\n"
+        "s = VersionStorage(Path(sys.argv[1]), 1, [0])\n"
+        "s.apply(0, [(b'k', sys.argv[2].encode())], Checkpoint(int(sys.argv[3])))\n"
+        "s.close()\n"
+    )
+    path = tmp_path / "v"
+    subprocess.run([sys.executable, "-c", writer_code, str(path), "one", "1"], check=True)
+    reader_storage = VersionStorage(path, 1, [0], readonly=True)
+    read = reader_storage.reader(0)
+    assert read(b"k") == b"one"
+    subprocess.run([sys.executable, "-c", writer_code, str(path), "two", "2"], check=True)
+    assert read(b"k") == b"two"
+    reader_storage.close()

@@ -239,3 +239,60 @@ def test_bundled_sample_reads(members: list[dict[str, Any]]) -> None:
     assert any("last_active_days" not in r for _, r in records)
     assert any(r.get("last_active_days", 0) is None for _, r in records)
     assert all(len(r["embedding"]) == 8 for _, r in records)
+
+
+# -- JSON lines in batches (what the push reads) --------------------------------------------
+
+
+def read_batches(path: Path, size: int) -> list[list[tuple[str, dict[str, Any]]]]:
+    """Every batch's ``(position, record)`` pairs; each batch's numbers match its positions."""
+    with open_records(path) as source:
+        batches = []
+        for batch in source.batches(size):
+            assert batch.records is not None
+            assert batch.numbers() == [int(position.removeprefix("line ")) for position, _ in batch.records]
+            assert [batch.record(i) for i in range(len(batch))] == [record for _, record in batch.records]
+            batches.append(batch.records)
+        return batches
+
+
+def batch_error_of(path: Path, size: int) -> str:
+    with pytest.raises(InvalidInputError) as caught:
+        read_batches(path, size)
+    return caught.value.message
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 100])
+def test_jsonl_batches_keep_physical_line_positions(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf\n  \n{"id": 1}\n{"id": 2}\n\n{"id": 3}\r\n{"id": 4}\n{"id": 5}')  # BOM, blanks, CRLF, no final newline
+    batches = read_batches(path, size)
+    assert batches[0] == [("line 3", {"id": 1})]  # the first record alone, however many blank lines before it
+    assert [pair for batch in batches for pair in batch] == [
+        ("line 3", {"id": 1}), ("line 4", {"id": 2}), ("line 6", {"id": 3}), ("line 7", {"id": 4}), ("line 8", {"id": 5}),
+    ]
+    assert all(0 < len(batch) <= size for batch in batches[1:])
+
+
+@pytest.mark.parametrize("size", [1, 4, 100])
+def test_jsonl_batches_name_the_first_bad_line(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"id": 1}\n{"id": 2}\n\n{"id": 3,}\n[1, 2]\n')
+    assert batch_error_of(path, size).startswith(f"{path}: line 4: invalid JSON")
+    path.write_text('{"id": 1}\n{"id": 2}\n"text"\n{"id": 3,}\n')
+    assert batch_error_of(path, size) == f"{path}: line 3: expected a JSON object on each line, got a string"
+
+
+def test_jsonl_batches_of_a_truncated_gzip_name_a_line(tmp_path: Path) -> None:
+    plain = write_jsonl(tmp_path / "m.jsonl", [{"id": i, "pad": "y" * 100} for i in range(500)])
+    compressed = gzip_file(plain)
+    compressed.write_bytes(compressed.read_bytes()[:-200])
+    message = batch_error_of(compressed, 64)
+    assert message.startswith(f"{compressed}: line ")
+    assert "cannot read the file" in message
+
+
+def test_jsonl_batches_of_blank_lines_only(tmp_path: Path) -> None:
+    path = tmp_path / "blank.jsonl"
+    path.write_text("\n   \n\n")
+    assert read_batches(path, 2) == []

@@ -326,3 +326,94 @@ async def test_a_file_an_existing_newer_schema_fits_says_so(tmp_path: Path) -> N
         "value schema 2 of store 'members' has every field of this file: push with --value-schema-id 2 (the default)"
     )
     assert "proposed_schema" not in caught.value.details
+
+
+# -- issue 13: sorted partitions, shipped in runs, every input format through the batch encoders --
+
+
+def _partition_keys(log: MemoryPubSub) -> dict[int, list[bytes]]:
+    out: dict[int, list[bytes]] = {}
+    for partition, key, _, _ in log.data():
+        out.setdefault(partition, []).append(key)
+    return out
+
+
+async def test_each_partition_is_shipped_sorted_by_key_bytes(tmp_path: Path) -> None:
+    rows = [{"id": i, "name": f"m{i}", "score": None} for i in (7, -3, 1000, 2**40, 0, 55, -2**33, 12, 9, 31)]
+    summary, log = await run(FakeController(), write_jsonl(tmp_path / "m.jsonl", rows))
+    assert summary.records == len(rows)
+    by_partition = _partition_keys(log)
+    key_codec = AvroCodec("long", kind="key")
+    assert sorted(key_codec.decode(k) for keys in by_partition.values() for k in keys) == sorted(r["id"] for r in rows)
+    for keys in by_partition.values():
+        assert keys == sorted(keys)  # bytewise: LMDB's order, so the servers append
+    end = log.controls("END_OF_PUSH")
+    assert {p: end[p]["records"] for p in end} == {p: len(by_partition.get(p, [])) for p in range(PARTITIONS)}
+
+
+async def test_a_push_larger_than_the_sort_buffer_ships_sorted_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import venice.push.job as job
+
+    monkeypatch.setattr(job, "SORT_BUFFER_BYTES", 1)  # every batch is a run of its own
+    monkeypatch.setattr(job, "_BATCH_ROWS", 50)
+    rows = [{"id": (i * 7919) % 1000, "name": f"m{i}"} for i in range(1000)]
+    rows.append(dict(rows[10]))  # an identical repeat in a later run: still found and skipped
+    summary, log = await run(FakeController(), write_jsonl(tmp_path / "m.jsonl", rows))
+    assert summary.records == 1000 and summary.duplicates == 1
+    value_codec, key_codec = AvroCodec(VALUE_SCHEMA), AvroCodec("long", kind="key")
+    got = {key_codec.decode(k): value_codec.decode(v) for _, k, v, _ in log.data()}
+    assert got == {r["id"]: {"name": r["name"], "score": None} for r in rows}
+    assert len(log.data()) == 1000
+
+
+async def test_a_conflicting_duplicate_in_a_later_run_still_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import venice.push.job as job
+
+    monkeypatch.setattr(job, "SORT_BUFFER_BYTES", 1)
+    monkeypatch.setattr(job, "_BATCH_ROWS", 10)
+    rows = [{"id": i, "name": f"m{i}"} for i in range(40)] + [{"id": 3, "name": "other"}]
+    controller = FakeController()
+    with pytest.raises(InvalidInputError, match=r"line 41: key 3 appears twice with different values \(first at line 4\)"):
+        await run(controller, write_jsonl(tmp_path / "m.jsonl", rows))
+    assert "/stores/members/versions/4/error" in controller.paths("POST")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "avro", "parquet"])
+async def test_every_format_pushes_the_same_bytes(tmp_path: Path, fmt: str) -> None:
+    from .files import write_avro, write_parquet
+
+    rows = [{"id": i, "name": f"m{i}", "score": (None if i % 3 == 0 else i / 4)} for i in range(300)]
+    if fmt == "jsonl":
+        path = write_jsonl(tmp_path / "m.jsonl", rows)
+    elif fmt == "csv":
+        path = write_csv(tmp_path / "m.csv", ["id", "name", "score"],
+                         [[str(r["id"]), r["name"], "NA" if r["score"] is None else repr(r["score"])] for r in rows])
+    elif fmt == "avro":
+        schema = {"type": "record", "name": "In", "fields": [{"name": "id", "type": "long"}, *VALUE_SCHEMA["fields"]]}
+        path = write_avro(tmp_path / "m.avro", schema, rows)
+    else:
+        path = write_parquet(tmp_path / "m.parquet", rows)
+    summary, log = await run(FakeController(), path)
+    key_codec, value_codec = AvroCodec("long", kind="key"), AvroCodec(VALUE_SCHEMA)
+    expected = {key_codec.encode(r["id"]): value_codec.encode({"name": r["name"], "score": r["score"]}) for r in rows}
+    assert {k: v for _, k, v, _ in log.data()} == expected
+    assert summary.records == 300
+
+
+async def test_a_bad_csv_cell_deep_in_the_file_names_its_line(tmp_path: Path) -> None:
+    rows = [[str(i), f"m{i}", "1.5"] for i in range(5000)]
+    rows[4321][2] = "+1.5"  # the platform's number grammar has no '+'
+    controller = FakeController()
+    with pytest.raises(InvalidInputError, match=r"line 4323: field 'score': '\+1\.5' is not a number"):
+        await run(controller, write_csv(tmp_path / "m.csv", ["id", "name", "score"], rows))
+    assert "/stores/members/versions/4/error" in controller.paths("POST")
+
+
+async def test_a_malformed_second_line_fails_the_opened_version(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"id": 1, "name": "a"}\n{"id": 2, "name": \n')
+    controller = FakeController()
+    with pytest.raises(InvalidInputError, match="line 2: invalid JSON"):
+        await run(controller, path)
+    assert "/stores/members/versions" in controller.paths("POST")  # the first record was good: a version opened
+    assert "/stores/members/versions/4/error" in controller.paths("POST")

@@ -207,6 +207,21 @@ def test_duplicate_tracker_new_same_and_different() -> None:
     assert caught.value.message == "in.jsonl: line 12: key 1 appears twice with different values (first at line 2)"
 
 
+def test_duplicate_tracker_batches() -> None:
+    """check_batch: None for a batch of new keys (remembered), else 1 new / 0 identical
+    repeat / -1 contradiction per record, repeats inside the batch included."""
+    tracker = DuplicateTracker("in.jsonl")
+    assert tracker.check_batch([b"a", b"b", b"c"], [b"1", b"2", b"3"], [1, 2, 3]) is None
+    assert len(tracker) == 3 and tracker.duplicates == 0
+    assert tracker.check_batch([b"d", b"b", b"e", b"e", b"c"], [b"4", b"2", b"5", b"5", b"x"], [4, 5, 6, 7, 8]) == [1, 0, 1, 0, -1]
+    assert len(tracker) == 5 and tracker.duplicates == 2
+    assert tracker.check_batch([b"f", b"f"], [b"6", b"7"], [9, 10]) == [1, -1]
+    assert tracker.check_batch([], [], []) is None
+    with pytest.raises(InvalidInputError) as caught:  # the first line of a key is kept, whichever way it came
+        tracker.check("c", b"c", b"y", "line 11")
+    assert caught.value.message == 'in.jsonl: line 11: key "c" appears twice with different values (first at line 3)'
+
+
 def test_duplicate_tracker_shows_keys_as_json_and_record_positions() -> None:
     tracker = DuplicateTracker("in.avro")
     tracker.check({"org": "a", "user": 1}, b"k", b"v1", "record 40000")

@@ -124,8 +124,13 @@ def quickstart(data_dir: Path, servers: int, kafka_bootstrap: str | None) -> Non
     signal.signal(signal.SIGTERM, on_signal)
 
     pubsub_url = f"kafka://{kafka_bootstrap}" if kafka_bootstrap else None
+    from venice.workers import default_workers
+
     secret, tokens_file, admin = local_credentials(data_dir)
-    cluster = LocalCluster(data_dir, servers=servers, pubsub_url=pubsub_url, cluster_secret=secret, tokens_file=tokens_file)
+    cluster = LocalCluster(
+        data_dir, servers=servers, pubsub_url=pubsub_url, router_workers=default_workers(),
+        server_workers=default_workers(), cluster_secret=secret, tokens_file=tokens_file,
+    )
     click.echo(f"starting controller, {servers} storage server(s) and a router (logs in {cluster.logs}) ...", err=True)
     try:
         cluster.start()

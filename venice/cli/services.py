@@ -225,6 +225,9 @@ def controller(
 @click.option("--drain-grace", default=1.0, show_default=True, envvar="VENICE_DRAIN_GRACE_S", type=click.FloatRange(min=0), help="On SIGTERM: seconds to keep answering reads after the controller stopped routing here.")
 @click.option("--lmdb-map-size", default=1 << 36, show_default=True, envvar="VENICE_LMDB_MAP_SIZE", type=click.IntRange(min=1 << 16), help="Largest size in bytes of one store-version's LMDB; writes beyond it fail the version.")
 @http_limit_options()
+@click.option("--workers", default=1, show_default=True, envvar="VENICE_WORKERS", type=click.IntRange(1, 64), help="Processes sharing the port (SO_REUSEPORT): this one ingests and serves everything, the others serve reads from the same LMDB files read-only.")
+@click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT (set for the workers --workers starts).")
+@click.option("--read-worker-of", hidden=True, metavar="URL", help="Be a read worker of the ingesting process at URL (set by --workers).")
 @secret_option
 @tls_cert_option
 @tls_key_option
@@ -240,6 +243,9 @@ def server(
     drain_grace: float,
     lmdb_map_size: int,
     http: HttpLimits,
+    workers: int,
+    reuse_port: bool,
+    read_worker_of: str | None,
     cluster_secret_file: Path | None,
     tls_cert: Path | None,
     tls_key: Path | None,
@@ -248,6 +254,8 @@ def server(
     """Run a storage server: ingest assigned partitions into LMDB and serve reads."""
     from server.main import ServerConfig, run
 
+    if workers > 1 and port == 0:
+        raise click.BadParameter("--workers needs a fixed --port (the workers share it)", param_hint="--port")
     run(
         ServerConfig(
             data_dir=data_dir,
@@ -263,7 +271,10 @@ def server(
             tls_cert=_tls(tls_cert, tls_key)[0],
             tls_key=tls_key,
             ca_file=_ca(ca_file),
-        )
+        ),
+        workers=workers,
+        read_worker_of=read_worker_of,
+        reuse_port=reuse_port,
     )
 
 
@@ -274,22 +285,31 @@ def server(
 @click.option("--deadline", default=2.0, show_default=True, envvar="VENICE_DEADLINE_S", help="Seconds a read may take, failovers included.")
 @click.option("--max-answer-bytes", default=16 * 1024 * 1024, show_default=True, envvar="VENICE_MAX_ANSWER_BYTES", type=click.IntRange(min=1), help="Stored bytes of the values one answer may carry (duplicate keys count each time); beyond: 413 ANSWER_TOO_LARGE.")
 @http_limit_options()
+@click.option("--workers", default=1, show_default=True, envvar="VENICE_WORKERS", type=click.IntRange(1, 64), help="Router processes sharing the port (SO_REUSEPORT); each uses up to one core.")
+@click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT (set for the workers --workers starts).")
 @secret_option
 @tls_cert_option
 @tls_key_option
 @ca_file_option
 @log_format_option(lambda o: f"router:{o['port']}")
 def router(
-    host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits,
-    cluster_secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None, ca_file: Path | None,
+    host: str, port: int, controller_url: str, deadline: float, max_answer_bytes: int, http: HttpLimits, workers: int,
+    reuse_port: bool, cluster_secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None, ca_file: Path | None,
 ) -> None:
     """Run a router: key -> partition -> ready replica, with failover."""
     from router.main import RouterConfig, run
 
-    run(
-        RouterConfig(
-            host=host, port=port, controller_url=controller_url, deadline_s=deadline, max_answer_bytes=max_answer_bytes,
-            http=http, cluster_secret=_secret(cluster_secret_file), tls_cert=_tls(tls_cert, tls_key)[0], tls_key=tls_key,
-            ca_file=_ca(ca_file),
-        )
+    if workers > 1 and port == 0:
+        raise click.BadParameter("--workers needs a fixed --port (the workers share it)", param_hint="--port")
+    config = RouterConfig(
+        host=host, port=port, controller_url=controller_url, deadline_s=deadline, max_answer_bytes=max_answer_bytes,
+        http=http, reuse_port=reuse_port or workers > 1, cluster_secret=_secret(cluster_secret_file),
+        tls_cert=_tls(tls_cert, tls_key)[0], tls_key=tls_key, ca_file=_ca(ca_file),
     )
+    if workers == 1:
+        run(config)
+        return
+    from venice.workers import current_args, spawn_workers, worker_args
+
+    with spawn_workers(worker_args(current_args()), workers - 1):
+        run(config)

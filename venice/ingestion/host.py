@@ -117,6 +117,17 @@ class IngestionHost:
             raise ReplicaNotReadyError(f"{store} v{version} partition {partition} is not ready here")
         return storage
 
+    @property
+    def ready_set(self) -> object:
+        """The current ready set, as an object replaced (never changed in place) whenever
+        readiness changes: a reader cache keyed on it is right while it is the same object."""
+        return self._ready
+
+    def release_stale_readers(self) -> None:
+        """:meth:`VersionStorage.release_stale_readers` of every hosted version (loop thread)."""
+        for hosted in self.hosted.values():
+            hosted.storage.release_stale_readers()
+
     def reports(self) -> list[ReplicaReport]:
         return [r for hosted in self.hosted.values() for r in hosted.ingestion.reports()]
 

@@ -195,8 +195,19 @@ class HostingView:
             raise ReplicaNotReadyError(f"{self.data_dir} does not hold {store} v{version} partition {partition} ready")
         return storage
 
+    @property
+    def ready_set(self) -> object:
+        """The current ready set, as an object replaced (never changed in place) on every
+        reload: a reader cache keyed on it is right while it is the same object."""
+        return self._ready
+
     def versions(self) -> list[HostedEntry]:
         return list(self.entries.values())
+
+    def storages(self) -> list[tuple[str, int, VersionStorage]]:
+        """``(store, version, storage)`` of every store-version the manifest lists now."""
+        opened = self._open
+        return [(e.store, e.version, opened[e.dir]) for e in list(self.entries.values()) if e.dir in opened]
 
     def refresh(self) -> bool:
         """Re-read the manifest if it changed; True when it did (and parsed)."""

@@ -24,13 +24,14 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import lmdb
 
 from venice.errors import InternalError
 from venice.ingestion.records import Change, Checkpoint, Outcome
 
-__all__ = ["DEFAULT_CHANGELOG_SIZE", "DEFAULT_MAP_SIZE", "StorageError", "VersionStorage"]
+__all__ = ["DEFAULT_CHANGELOG_SIZE", "DEFAULT_MAP_SIZE", "PartitionReader", "StorageError", "VersionStorage"]
 
 _CHECKPOINTS = b"__checkpoints__"
 _OFFSET = struct.Struct(">Q")
@@ -53,6 +54,68 @@ def _lmdb_errors(what: str) -> Iterator[None]:
 
 
 Reader = Callable[[bytes], bytes | None]
+
+
+def _appendable(txn: lmdb.Transaction, db: lmdb._Database, writes: list[tuple[bytes, bytes | None]]) -> bool:
+    """Whether ``writes`` are all puts with keys strictly ascending (LMDB's order: bytewise,
+    a prefix first, as Python compares bytes) and above every key ``db`` holds: then
+    ``putmulti(append=True)`` stores exactly what the puts one by one would."""
+    previous = b""
+    first = True
+    for key, value in writes:
+        if value is None or (not first and key <= previous):
+            return False
+        previous, first = key, False
+    cursor = txn.cursor(db=db)
+    return not cursor.last() or bytes(cursor.key()) < writes[0][0]
+
+
+class PartitionReader:
+    """See :meth:`VersionStorage.reader`. Call it with key bytes: the stored value or ``None``."""
+
+    __slots__ = ("_db", "_fresh", "_storage", "_txn", "seen")
+
+    def __init__(self, storage: VersionStorage, db: lmdb._Database) -> None:
+        self._storage = storage
+        self._db = db
+        # Read-only (another process writes): no commit is seen here, so every read takes
+        # a new snapshot and none is kept between reads.
+        self._fresh = storage.readonly
+        self._txn: lmdb.Transaction | None = None
+        self.seen = -1
+        """The storage's :attr:`~VersionStorage.generation` the snapshot is at least as new as."""
+
+    def __call__(self, key: bytes) -> bytes | None:
+        if self._fresh:
+            try:
+                with self._storage.env.begin(db=self._db, buffers=False) as fresh:
+                    return fresh.get(key)
+            except lmdb.Error as exc:
+                raise StorageError(f"LMDB read failed: {exc}") from exc
+        txn = self._txn
+        try:
+            generation = self._storage.generation
+            if txn is None or self.seen != generation:
+                # py-lmdb has no reset/renew: a fresh snapshot is a new transaction. The
+                # generation is read first: a commit racing the begin only makes it renew again.
+                if txn is not None:
+                    txn.abort()
+                self.seen = generation
+                txn = self._txn = self._storage.env.begin(db=self._db, buffers=False)
+            return cast("bytes | None", txn.get(key))
+        except lmdb.Error as exc:
+            self.release()
+            raise StorageError(f"LMDB read failed: {exc}") from exc
+
+    def release(self) -> None:
+        """End the snapshot; the next read begins a new one."""
+        txn, self._txn = self._txn, None
+        self.seen = -1
+        if txn is not None:
+            try:
+                txn.abort()
+            except lmdb.Error:
+                pass  # the environment is closing: the transaction is gone with it
 
 
 def _trim_key(partition: int) -> bytes:
@@ -97,6 +160,13 @@ class VersionStorage:
             self._checkpoints = self.env.open_db(_CHECKPOINTS, create=not readonly)
         self._dbs: dict[int, lmdb._Database] = {}
         self._logs: dict[int, lmdb._Database] = {}
+        self.appended_batches = 0
+        """Batches stored by appending (keys in order past the last one), not key by key."""
+        self.generation = 0
+        """Write transactions committed through this object: a :class:`Reader` whose snapshot
+        is older renews it before reading."""
+        self._readers: list[PartitionReader] = []
+        self._reader_of: dict[int, PartitionReader] = {}
         # Reads served from this environment, counted by the server that serves them: an
         # attribute increment on an object the read already holds is the cheapest count
         # there is (its metrics read them at scrape time).
@@ -139,6 +209,7 @@ class VersionStorage:
                 txn.drop(log, delete=False)
             txn.delete(b"%d" % partition, db=self._checkpoints)
             txn.delete(_trim_key(partition), db=self._checkpoints)
+        self.generation += 1
 
     # -- writes ----------------------------------------------------------------------------
     def write_batch(self, partition: int, decide: Callable[[Reader], Outcome]) -> Outcome:
@@ -154,14 +225,25 @@ class VersionStorage:
                     txn.drop(log, delete=False)
                 # The old epoch's trim mark would make every position of the new one look expired.
                 txn.delete(_trim_key(partition), db=self._checkpoints)
-            for key, value in outcome.writes:
-                if value is None:
-                    txn.delete(key, db=db)
-                else:
-                    txn.put(key, value, db=db)
+            writes = outcome.writes
+            if len(writes) > 1 and _appendable(txn, db, writes):
+                # Keys in order past the last stored one (a sorted push into a fresh version):
+                # LMDB appends them to the rightmost page instead of searching the tree per key.
+                puts = cast("list[tuple[bytes, bytes]]", writes)  # _appendable: no deletes among them
+                consumed, added = txn.cursor(db=db).putmulti(puts, append=True)
+                if added != len(puts):  # cannot happen after _appendable; never store half a batch
+                    raise StorageError(f"LMDB append stored {added} of {len(puts)} records (consumed {consumed})")
+                self.appended_batches += 1
+            else:
+                for key, value in writes:
+                    if value is None:
+                        txn.delete(key, db=db)
+                    else:
+                        txn.put(key, value, db=db)
             if outcome.changes:
                 self._log_changes(txn, partition, outcome.changes)
             txn.put(b"%d" % partition, outcome.checkpoint.to_bytes(), db=self._checkpoints)
+        self.generation += 1  # after the commit, before the caller learns of it: readers renew
         return outcome
 
     def apply(self, partition: int, writes: Iterable[tuple[bytes, bytes | None]], checkpoint: Checkpoint) -> None:
@@ -219,6 +301,27 @@ class VersionStorage:
 
         return get
 
+    def reader(self, partition: int) -> PartitionReader:
+        """The reader of one partition (the same object each call), for ONE thread (the
+        server's event loop), keeping one
+        read transaction open and renewing it only when a write committed since its
+        snapshot (:attr:`generation`): the storage server's hot path, without a
+        transaction begun and ended per read. On a read-only storage (another process
+        writes; commits are not seen here) each read takes a fresh snapshot."""
+        reader = self._reader_of.get(partition)
+        if reader is None:  # one per partition: each holds an LMDB reader slot (126 by default)
+            reader = self._reader_of[partition] = PartitionReader(self, self._db(partition))
+            self._readers.append(reader)
+        return reader
+
+    def release_stale_readers(self) -> None:
+        """End the snapshots of readers that fell behind a commit (call from their thread):
+        a reader read no more since, and its old snapshot would keep LMDB from reusing
+        the pages later commits freed."""
+        for reader in self._readers:
+            if reader.seen != self.generation:
+                reader.release()
+
     def changes(self, partition: int, after: int | None = None, limit: int = 1000) -> list[Change]:
         """Up to ``limit`` change-log entries with offsets above ``after`` (all kept ones
         when ``None``), oldest first."""
@@ -269,6 +372,10 @@ class VersionStorage:
             self.env.sync(True)
 
     def close(self) -> None:
+        for reader in self._readers:
+            reader.release()
+        self._readers.clear()
+        self._reader_of.clear()
         self.env.close()
 
     def destroy(self) -> None:

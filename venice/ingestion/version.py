@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from venice.errors import OffsetOutOfRangeError, PubSubError, TopicNotFoundError, VeniceError
+from venice.ingestion.heap import release_free_heap
 from venice.ingestion.records import Checkpoint, Outcome, SkipKind, apply_rt_batch, apply_version_batch, rt_adopt, rt_resume
 from venice.ingestion.schemas import StoreCodecs
 from venice.ingestion.storage import Reader, VersionStorage
@@ -318,19 +319,29 @@ class VersionIngestion:
                     if consumer is not None:
                         await _close(consumer, self.topic)
                         consumer, assigned = None, {}
+                        release_free_heap()  # the burst is over: its buffers' pages go back to the OS
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(LAG_POLL_S if self._polls_lag() else None):
                             await self._wake.wait()
                     continue
                 if consumer is None:
                     consumer = await self.pubsub.consumer()
-                if positions.keys() != assigned.keys() or self._reseek:
+                # A partition that only dropped out (its end-of-push applied) stays assigned:
+                # assigning again drops what the consumer prefetched for the others and waits
+                # out its fetch in flight (up to the broker's fetch wait, 500 ms), once per
+                # partition that finishes. Records still read for it are not applied (below).
+                if not positions.keys() <= assigned.keys() or self._reseek:
                     await consumer.assign(positions)
                     assigned, self._reseek = positions, False
                 batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_BATCH_RECORDS)
                 for tp, messages in batches.items():
-                    if tp in assigned and messages:
+                    if not messages:
+                        continue
+                    if tp in positions:
                         await self._apply(tp, messages)
+                    else:
+                        self._reseek = True  # read past a partition not wanted now: seek every one to its checkpoint
+
         finally:
             if consumer is not None:
                 await _close(consumer, self.topic)

@@ -42,6 +42,15 @@ class Producer(abc.ABC):
         """Queue one record (stamped now unless ``timestamp_ms`` is given). May wait when
         buffers are full (back-pressure)."""
 
+    async def send_many(
+        self, topic: str, partition: int, keys: Sequence[bytes], values: Sequence[bytes | None], headers: Headers = ()
+    ) -> None:
+        """Queue records to one partition, in order, all with the same ``headers``: what a
+        push ships in chunks. The default sends them one by one; a backend may do better
+        (one call per chunk instead of per record)."""
+        for key, value in zip(keys, values, strict=True):
+            await self.send(topic, partition, key, value, headers)
+
     @abc.abstractmethod
     async def flush(self) -> None:
         """Return once every record sent so far is durably in the log."""

@@ -116,7 +116,7 @@ class ColumnarEncoder:
         self.text_cells = text_cells
         self.converter = RecordConverter(key_codec, value_codec, key_field=key_field, text_cells=text_cells, file=file)
         self._key_field = key_field or DEFAULT_KEY_FIELD
-        self._plans: dict[tuple[pa.Schema, bool], _Plan | None] = {}
+        self._plans: dict[tuple[pa.Schema, bool, bool], _Plan | None] = {}
         self.vectorized_batches = 0
         """Batches encoded column-wise so far (the rest went record by record)."""
         self.exact_batches = 0
@@ -151,6 +151,29 @@ class ColumnarEncoder:
                 return encoded
         self.exact_batches += 1
         return self.encode_rows(records)
+
+    def encode_csv(self, columns: Sequence[str], rows: Sequence[Sequence[str]], position: Position) -> EncodedBatch:
+        """Keys and values of CSV ``rows`` (lists of text cells under ``columns``).
+
+        The cells are typed column by column (:func:`venice.push.textcolumns.typed_batch`,
+        which takes a cell only where it reads exactly as the CSV rules read it) and take
+        the vectorized path; a batch with any cell it cannot prove goes row by row
+        through the exact path with CSV rules (``text_cells=True``), which words any error
+        with ``position(i)`` of the row.
+        """
+        from venice.push.textcolumns import typed_batch
+
+        key_spec, value_spec = self._key_spec(), self._value_spec()
+        if key_spec is not None and value_spec is not None and rows:
+            fields = {f["name"]: f["type"] for f in value_spec} | {f["name"]: f["type"] for f in key_spec}
+            typed = typed_batch(columns, rows, fields, [f["name"] for f in key_spec])
+            plan = self._plan(typed.schema, typed_text=True) if typed is not None else None
+            encoded = plan.encode(typed) if plan is not None and typed is not None else None
+            if encoded is not None:
+                self.vectorized_batches += 1
+                return EncodedBatch(_binary(encoded[0]), _binary(encoded[1]), vectorized=True)
+        self.exact_batches += 1
+        return self.encode_rows((position(i), dict(zip(columns, row, strict=True))) for i, row in enumerate(rows))
 
     def _records_at_once(self, records: list[dict[str, Any]]) -> EncodedBatch | None:
         try:
@@ -200,19 +223,20 @@ class ColumnarEncoder:
 
     # -- vectorized path -----------------------------------------------------------------
 
-    def _plan(self, schema: pa.Schema, *, absent_as_null: bool = False) -> _Plan | None:
+    def _plan(self, schema: pa.Schema, *, absent_as_null: bool = False, typed_text: bool = False) -> _Plan | None:
         """The vectorized plan for batches of ``schema``; ``absent_as_null``: the batch was
-        built from records, where a null may stand for an absent field."""
-        cache_key = (schema, absent_as_null)
+        built from records, where a null may stand for an absent field; ``typed_text``: the
+        batch holds CSV cells already typed by :func:`venice.push.textcolumns.typed_batch`."""
+        cache_key = (schema, absent_as_null, typed_text)
         if cache_key not in self._plans:
             if len(self._plans) > 64:
                 self._plans.clear()  # records of ever-changing shapes: do not hoard plans
-            self._plans[cache_key] = self._build_plan(schema, absent_as_null)
+            self._plans[cache_key] = self._build_plan(schema, absent_as_null, typed_text)
         return self._plans[cache_key]
 
-    def _build_plan(self, schema: pa.Schema, absent_as_null: bool) -> _Plan | None:
-        if self.text_cells:
-            return None  # text cells are coerced one by one (CSV rules)
+    def _build_plan(self, schema: pa.Schema, absent_as_null: bool, typed_text: bool = False) -> _Plan | None:
+        if self.text_cells and not typed_text:
+            return None  # text cells are coerced one by one (CSV rules), or typed first (encode_csv)
         names = schema.names
         if len(set(names)) != len(names):
             return None  # a dict per row would keep only one of them: let the exact path decide
@@ -340,7 +364,7 @@ def _has_null_in(array: pa.Array, rows: _Rows) -> bool:
 
 
 def _numbers(array: pa.Array, dtype: Any) -> np.ndarray:
-    filled = pc.fill_null(array, 0) if array.null_count else array
+    filled = pc.fill_null(array, False if pa.types.is_boolean(array.type) else 0) if array.null_count else array
     return np.asarray(filled.to_numpy(zero_copy_only=False)).astype(dtype, copy=False)
 
 
@@ -749,6 +773,8 @@ class _FieldsPlan:
             if seg is None:
                 return None
             segments.append(seg)
+        if not segments:  # a record of no fields: zero bytes per row
+            return _Seg(np.zeros(count, np.int64), _EMPTY)
         return _concat(segments)
 
     @staticmethod

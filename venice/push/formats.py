@@ -17,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
+import itertools
 import os
 import shutil
 import tempfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,7 +33,9 @@ from venice.errors import InvalidInputError
 
 __all__ = [
     "FORMATS",
+    "CsvRows",
     "RecordSource",
+    "SourceBatch",
     "csv_columns",
     "decode_line",
     "detect_format",
@@ -116,6 +120,33 @@ class RecordSource:
         readers = {"jsonl": self._jsonl, "csv": self._csv, "avro": self._avro, "parquet": self._parquet}
         return readers[self.fmt]()
 
+    def batches(self, size: int = 4096) -> Iterator[SourceBatch]:
+        """The records in batches of up to ``size``, in the shape their format holds them:
+        CSV as rows of text cells (:attr:`SourceBatch.csv`), Parquet as Arrow batches
+        (:attr:`SourceBatch.arrow`), the others as ``(position, record)`` pairs. Positions
+        and errors are those of iterating the source. Iterate only once (this or ``iter``).
+
+        The first batch holds the first record alone (the push checks it before it opens
+        a version; a bad record further on fails the version, as when iterating)."""
+        if self._started:
+            raise RuntimeError("a RecordSource can be iterated only once")
+        self._started = True
+        if self.fmt == "csv":
+            yield from self._csv_batches(size)
+        elif self.fmt == "parquet":
+            yield from self._parquet_batches(size)
+        elif self.fmt == "jsonl":
+            yield from self._jsonl_batches(size)
+        else:
+            records = self._avro()
+            take = 1
+            while True:
+                chunk = list(itertools.islice(records, take))
+                take = size
+                if not chunk:
+                    return
+                yield SourceBatch(records=chunk)
+
     def close(self) -> None:
         self._stack.close()
 
@@ -142,6 +173,45 @@ class RecordSource:
                 continue
             yield f"line {lineno}", self._json_object(line, f"line {lineno}")
 
+    def _jsonl_batches(self, size: int) -> Iterator[SourceBatch]:
+        """:meth:`_jsonl` in batches: a batch of lines that are all JSON objects is parsed in
+        one comprehension (no generator step, no function call per line); a batch with a
+        blank line or anything else goes line by line through :meth:`_jsonl`'s rules, which
+        word the error of its first bad line."""
+        readline = self._stream().readline
+        loads = orjson.loads
+        lineno = 0
+        take = 1  # the first record alone (the push checks it before opening a version)
+        while True:
+            lines: list[bytes] = []
+            for _ in range(take):
+                try:
+                    line = readline()
+                except _READ_ERRORS as exc:
+                    raise self._error(f"line {lineno + len(lines) + 1}", f"cannot read the file: {exc}") from None
+                if not line:
+                    break
+                lines.append(line)
+            if not lines:
+                return
+            if lineno == 0:
+                lines[0] = strip_bom(lines[0])
+            first, lineno = lineno + 1, lineno + len(lines)
+            try:
+                parsed: list[Any] | None = [loads(line) for line in lines]
+            except orjson.JSONDecodeError:
+                parsed = None
+            numbers = list(range(first, lineno + 1))
+            if parsed is not None and all(type(obj) is dict for obj in parsed):
+                records = [(f"line {number}", obj) for number, obj in zip(numbers, parsed, strict=True)]
+            else:
+                kept = [(number, line) for number, line in zip(numbers, lines, strict=True) if line.strip()]
+                numbers = [number for number, _ in kept]
+                records = [(f"line {number}", self._json_object(line, f"line {number}")) for number, line in kept]
+            if records:
+                take = size
+                yield SourceBatch(records=records, numbers_=numbers)
+
     def _lines(self, stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
         """``(line number, bytes)`` of each line, the UTF-8 BOM removed from the first; a
         read error (e.g. a truncated gzip) names the line it happened at."""
@@ -167,23 +237,49 @@ class RecordSource:
     # -- CSV -------------------------------------------------------------------------
 
     def _csv(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        rows = self._csv_rows()
+        columns = next(rows, None)
+        if columns is None:
+            return
+        for lineno, row in rows:
+            yield f"line {lineno}", dict(zip(columns, row, strict=True))
+
+    def _csv_batches(self, size: int) -> Iterator[SourceBatch]:
+        rows = self._csv_rows()
+        columns = next(rows, None)
+        if columns is None:
+            return
+        take = 1
+        while True:
+            chunk = list(itertools.islice(rows, take))
+            take = size
+            if not chunk:
+                return
+            lines = [lineno for lineno, _ in chunk]
+            yield SourceBatch(csv=CsvRows(columns, [row for _, row in chunk], lines))
+
+    def _csv_rows(self) -> Iterator[Any]:
+        """The header's column names first, then ``(line number, cells)`` of each row (blank
+        lines skipped; a row with the wrong number of cells is an error)."""
         reader = csv.reader(self._text_lines(self._stream()), strict=True)
         header = self._csv_row(reader, 1)
         if header is None:
             return
         columns = self._csv_header(header)
+        yield columns
         last_line = reader.line_num
+        width = len(columns)
         while True:
             row = self._csv_row(reader, last_line + 1)
             if row is None:
                 return
-            position = f"line {last_line + 1}"
+            lineno = last_line + 1
             last_line = reader.line_num
             if not row:  # a blank line
                 continue
-            if len(row) != len(columns):
-                raise self._error(position, f"expected {len(columns)} cells as in the header, got {len(row)}")
-            yield position, dict(zip(columns, row, strict=True))
+            if len(row) != width:
+                raise self._error(f"line {lineno}", f"expected {width} cells as in the header, got {len(row)}")
+            yield lineno, row
 
     def _text_lines(self, stream: IO[bytes]) -> Iterator[str]:
         """Lines decoded one by one, so a bad byte is reported on its own line number
@@ -270,6 +366,93 @@ class RecordSource:
                 number += 1
                 self._rows_done = number
                 yield f"record {number}", row
+
+
+    def _parquet_batches(self, size: int) -> Iterator[SourceBatch]:
+        import pyarrow.parquet as pq
+
+        source = self._parquet_source()
+        try:
+            parquet = pq.ParquetFile(source)
+            self._rows_total = parquet.metadata.num_rows
+            batches = parquet.iter_batches(batch_size=size)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+            raise self._error("record 1", f"not a readable Parquet file: {exc}") from None
+        number = 0
+        while True:
+            try:
+                batch = next(batches, None)
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises assorted types for bad data
+                raise self._error(f"record {number + 1}", f"corrupt Parquet data: {exc}") from None
+            if batch is None:
+                return
+            if batch.num_rows and number == 0:
+                yield SourceBatch(arrow=batch.slice(0, 1), first_record=1)
+                batch, number = batch.slice(1), 1
+                self._rows_done = number
+            if batch.num_rows:
+                yield SourceBatch(arrow=batch, first_record=number + 1)
+            number += batch.num_rows
+            self._rows_done = number
+
+
+@dataclass(frozen=True)
+class CsvRows:
+    """Rows of a CSV file: text cells under ``columns``, with each row's line number."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    lines: list[int]
+
+
+@dataclass(frozen=True)
+class SourceBatch:
+    """Up to a batch of a source's records, in one of three shapes (exactly one is set)."""
+
+    records: list[tuple[str, dict[str, Any]]] | None = None
+    """``(position, record)`` pairs (JSON lines, Avro)."""
+    numbers_: list[int] | None = None
+    """The line or record number of each of :attr:`records`, when the reader knows them
+    (else :meth:`numbers` reads them back from the positions)."""
+    csv: CsvRows | None = None
+    arrow: Any = None
+    """A pyarrow RecordBatch (Parquet); its row ``i`` is ``record {first_record + i}``."""
+    first_record: int = 1
+
+    def __len__(self) -> int:
+        if self.records is not None:
+            return len(self.records)
+        if self.csv is not None:
+            return len(self.csv.rows)
+        return int(self.arrow.num_rows)
+
+    def position(self, index: int) -> str:
+        """Where row ``index`` of the batch is in the file (``"line 17"``, ``"record 17"``)."""
+        if self.records is not None:
+            return self.records[index][0]
+        if self.csv is not None:
+            return f"line {self.csv.lines[index]}"
+        return f"record {self.first_record + index}"
+
+    def numbers(self) -> list[int]:
+        """The line or record number of each row (the number in :meth:`position`)."""
+        if self.csv is not None:
+            return self.csv.lines
+        if self.numbers_ is not None:
+            return self.numbers_
+        if self.records is not None:
+            digits = (position.rpartition(" ")[2] for position, _ in self.records)
+            return [int(d) if d.isdigit() else 0 for d in digits]
+        return list(range(self.first_record, self.first_record + int(self.arrow.num_rows)))
+
+    def record(self, index: int) -> dict[str, Any]:
+        """Row ``index`` as the record iterating the source gives."""
+        if self.records is not None:
+            return self.records[index][1]
+        if self.csv is not None:
+            return dict(zip(self.csv.columns, self.csv.rows[index], strict=True))
+        row: dict[str, Any] = self.arrow.slice(index, 1).to_pylist()[0]
+        return row
 
 
 def open_records(path: str | os.PathLike[str], fmt: str | None = None) -> RecordSource:

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import mmh3
 import orjson
 
 from venice.errors import InvalidInputError
@@ -437,9 +436,11 @@ class DuplicateTracker:
     which value wins would otherwise depend on partition order.
 
     Memory is kept modest: per key, its serialized bytes map to one int packing a
-    64-bit murmur3 hash of the value with the line or record number of the first
-    occurrence (positions look like ``"line 17"``/``"record 17"``). That is roughly
-    120 bytes per distinct key, so ~1.2 GB for 10 million keys.
+    64-bit hash of the value with the line or record number of the first occurrence
+    (positions look like ``"line 17"``/``"record 17"``). That is roughly 120 bytes per
+    distinct key, so ~1.2 GB for 10 million keys. The hash is Python's own of the bytes
+    (SipHash, 64 bits, computed in C and cached on the object); the tracker lives in one
+    process, so its per-process seed does not matter.
     """
 
     def __init__(self, file: str | os.PathLike[str] = "<input>") -> None:
@@ -456,7 +457,7 @@ class DuplicateTracker:
 
         Raises :class:`InvalidInputError` when the key was seen with a different value.
         """
-        value_hash = mmh3.hash64(value_bytes, signed=False)[0]
+        value_hash = hash(value_bytes) & _HASH_MASK
         previous = self._seen.get(key_bytes)
         if previous is None:
             self._seen[key_bytes] = (_position_number(position) << 64) | value_hash
@@ -470,6 +471,34 @@ class DuplicateTracker:
             position,
             f"key {describe_key(key)} appears twice with different values (first at {unit} {previous >> 64})",
         )
+
+
+    def check_encoded(self, key_bytes: bytes, value_bytes: bytes, number: int) -> int:
+        """:meth:`check` for the push's hot loop, with the record's line or record ``number``
+        instead of its position text: ``1`` for a new key, ``0`` for an identical repeat
+        (counted), ``-1`` for the same key with another value, which the caller words by
+        calling :meth:`check` with the key and position (it raises)."""
+        value_hash = hash(value_bytes) & _HASH_MASK
+        previous = self._seen.get(key_bytes)
+        if previous is None:
+            self._seen[key_bytes] = (number << 64) | value_hash
+            return 1
+        if previous & _HASH_MASK == value_hash:
+            self.duplicates += 1
+            return 0
+        return -1
+
+    def check_batch(self, keys: Sequence[bytes], values: Sequence[bytes], numbers: Sequence[int]) -> list[int] | None:
+        """:meth:`check_encoded` of a whole batch: ``None`` when every key is new (the usual
+        case, found with set operations in C: the keys are distinct and none was seen
+        before; all are remembered), else the outcome of each record, in order."""
+        seen = self._seen
+        if len(set(keys)) == len(keys) and seen.keys().isdisjoint(keys):
+            mask = _HASH_MASK
+            seen.update(zip(keys, [(n << 64) | (hash(v) & mask) for n, v in zip(numbers, values, strict=True)], strict=True))
+            return None
+        check = self.check_encoded
+        return [check(k, v, n) for k, v, n in zip(keys, values, numbers, strict=True)]
 
 
 _HASH_MASK = (1 << 64) - 1
