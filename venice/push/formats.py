@@ -343,16 +343,21 @@ class RecordSource:
         tmp.seek(0)
         return tmp
 
-    def _parquet(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _parquet_file_batches(self, size: int) -> Iterator[Any]:
+        """pyarrow's record batches of the Parquet input (its row count noted for progress);
+        a file pyarrow cannot open is our error on record 1."""
         import pyarrow.parquet as pq
 
         source = self._parquet_source()
         try:
             parquet = pq.ParquetFile(source)
             self._rows_total = parquet.metadata.num_rows
-            batches = parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS)
+            return iter(parquet.iter_batches(batch_size=size))
         except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
             raise self._error("record 1", f"not a readable Parquet file: {exc}") from None
+
+    def _parquet(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        batches = self._parquet_file_batches(_PARQUET_BATCH_ROWS)
         number = 0
         while True:
             try:
@@ -369,15 +374,7 @@ class RecordSource:
 
 
     def _parquet_batches(self, size: int) -> Iterator[SourceBatch]:
-        import pyarrow.parquet as pq
-
-        source = self._parquet_source()
-        try:
-            parquet = pq.ParquetFile(source)
-            self._rows_total = parquet.metadata.num_rows
-            batches = parquet.iter_batches(batch_size=size)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
-            raise self._error("record 1", f"not a readable Parquet file: {exc}") from None
+        batches = self._parquet_file_batches(size)
         number = 0
         while True:
             try:
