@@ -13,6 +13,8 @@ its JSON body names (:func:`venice.errors.error_from_response`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,7 +36,7 @@ from venice.errors import (
 from venice.protocol import Heartbeat, HeartbeatAnswer, RoutingTable
 from venice.tls import client_context
 
-__all__ = ["DEFAULT_TIMEOUT_S", "AsyncControllerClient", "BaseControllerClient", "Call", "ControllerClient"]
+__all__ = ["DEFAULT_TIMEOUT_S", "AsyncControllerClient", "BaseControllerClient", "Call", "ControllerClient", "ControllerPoller"]
 
 DEFAULT_TIMEOUT_S = 30.0
 MAX_LONG_POLL_S = 30.0
@@ -416,3 +418,22 @@ class AsyncControllerClient(BaseControllerClient):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+class ControllerPoller:
+    """The life cycle of a part's background copy of something the controller serves (the
+    routing table, the token table): one client, and one task that polls with it."""
+
+    _client: AsyncControllerClient | None = None
+    _task: asyncio.Task[None] | None = None
+
+    async def aclose(self) -> None:
+        """Stop polling and close the client; the last copy stays readable."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import orjson
 
 from venice import protocol
-from venice.controller_client import AsyncControllerClient
+from venice.controller_client import AsyncControllerClient, ControllerPoller
 from venice.errors import UnavailableError, VeniceError
 from venice.routing import RoutingTable, StoreRoute
 
@@ -42,7 +42,7 @@ OUTAGE_LOG_EVERY_S = 30.0
 logger = logging.getLogger("venice.routing")
 
 
-class RoutingCache:
+class RoutingCache(ControllerPoller):
     """Holds the newest routing table and refreshes it from ``source_url``."""
 
     def __init__(
@@ -59,8 +59,6 @@ class RoutingCache:
         """Sent as the bearer credential: the cluster secret for a router, a token for a client."""
         self._refresh_interval_s = refresh_interval_s
         self._table: RoutingTable | None = None
-        self._client: AsyncControllerClient | None = None
-        self._task: asyncio.Task[None] | None = None
         self._last_on_demand = 0.0
         self._failing_since: float | None = None
         self._last_outage_log = 0.0
@@ -150,16 +148,6 @@ class RoutingCache:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await moved.wait()
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     async def _run(self) -> None:
         while True:

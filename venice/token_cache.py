@@ -15,7 +15,7 @@ import logging
 import os
 
 from venice.auth import Action, AuthPolicy, Principal, Role, TokenTable
-from venice.controller_client import AsyncControllerClient
+from venice.controller_client import AsyncControllerClient, ControllerPoller
 from venice.errors import UnavailableError, VeniceError
 from venice.supervise import supervised
 
@@ -26,7 +26,7 @@ log = logging.getLogger("venice.auth")
 REFRESH_INTERVAL_S = 1.0
 
 
-class TokenCache:
+class TokenCache(ControllerPoller):
     """The newest token table and the :class:`AuthPolicy` built on it."""
 
     def __init__(
@@ -42,8 +42,6 @@ class TokenCache:
         self._ca_file = ca_file
         self._interval_s = refresh_interval_s
         self._generation: int | None = None
-        self._client: AsyncControllerClient | None = None
-        self._task: asyncio.Task[None] | None = None
         self.policy = AuthPolicy(secret)
         """Without a secret no table can be fetched: the part is open (and said so at start)."""
 
@@ -95,13 +93,3 @@ class TokenCache:
         """Whether a write must show a writer token here (also while the table is not
         fetched yet: then it is a 503, never an unchecked write)."""
         return self._secret is not None and (not self.loaded or self.policy.tokens is not None)
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
