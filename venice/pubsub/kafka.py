@@ -51,6 +51,7 @@ _UNKNOWN_TOPIC = kafka_errors.UnknownTopicOrPartitionError.errno
 _TOPIC_EXISTS = kafka_errors.TopicAlreadyExistsError.errno
 
 _Client = TypeVar("_Client", AIOKafkaProducer, AIOKafkaConsumer, AIOKafkaAdminClient)
+_T = TypeVar("_T")
 
 
 def _translate(exc: BaseException, what: str) -> VeniceError:
@@ -76,10 +77,36 @@ async def _kafka_errors(what: str) -> AsyncIterator[None]:
         raise _translate(exc, what) from exc
 
 
+async def _to_the_end(work: Awaitable[_T]) -> _T:
+    """``work``'s result, awaited to its end even when the caller is cancelled meanwhile;
+    the cancellation is raised once it has ended.
+
+    For the starts and stops of aiokafka clients, which leak sockets when cut short: a
+    start cancelled while it asks for metadata loses the connection it bootstraps with, and
+    a stop cancelled half-way has marked the client closed without closing its connections
+    (a later stop returns at once). Both are bounded by aiokafka's request timeouts."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})  # unlike awaiting the task, a cancelled wait leaves it running
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller is gone
+        raise asyncio.CancelledError
+    return task.result()
+
+
 async def _stop(client: Any) -> None:
-    """Stop an aiokafka client, ignoring errors: we are giving it up anyway."""
-    with contextlib.suppress(Exception):
-        await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+    """Stop an aiokafka client to the end, ignoring errors: we are giving it up anyway."""
+
+    async def stop() -> None:
+        with contextlib.suppress(Exception):
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+
+    await _to_the_end(stop())
 
 
 async def _started(factory: Callable[[], _Client], what: str, timeout_s: float) -> _Client:
@@ -91,7 +118,7 @@ async def _started(factory: Callable[[], _Client], what: str, timeout_s: float) 
     while True:
         client = factory()
         try:
-            await client.start()
+            await _to_the_end(client.start())
             return client
         except (kafka_errors.KafkaError, OSError) as exc:
             await _stop(client)
