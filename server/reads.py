@@ -17,7 +17,6 @@ off the fast path, with its path decoded again only then.
 from __future__ import annotations
 
 import binascii
-from base64 import urlsafe_b64decode
 from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
@@ -25,7 +24,7 @@ from venice.errors import KeyNotFoundError, RequestError, VeniceError
 from venice.httpserver import AnswerHeaders
 from venice.ingestion import decode_stored
 from venice.ingestion.storage import PartitionReader, VersionStorage
-from venice.protocol import SCHEMA_ID_HEADER, decode_batch_request, decode_key_segment, encode_batch_response
+from venice.protocol import SCHEMA_ID_HEADER, b64url_decode, decode_batch_request, decode_key_segment, encode_batch_response
 
 __all__ = ["ReadPaths"]
 
@@ -122,7 +121,7 @@ class ReadPaths:
         read, storage, store, version = entry
         if segment.isascii() and b"%" not in segment:
             try:
-                key = urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+                key = b64url_decode(segment)
             except (binascii.Error, ValueError) as exc:
                 raise RequestError(f"key segment is not base64url: {exc}") from None
         else:  # what the decoding path does with anything else

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 from typing import Any
 
 import fastavro
@@ -207,6 +208,13 @@ class TestFrames:
     def test_key_segment_known_answers(self) -> None:
         assert encode_key_segment(b"\xfb\xff") == "-_8"
         assert decode_key_segment("-_8") == b"\xfb\xff"
+        assert decode_key_segment("-_8=") == b"\xfb\xff"  # padding is optional
+
+    @pytest.mark.parametrize("segment", ["!!!", "!!!!", "a!b", "aGk.", "+/8", "aGk\n", "a GVsbG8"])
+    def test_bytes_outside_base64url_are_a_request_error(self, segment: str) -> None:
+        # The standard library's decoder skips them: "!!!" was the empty key, "+/8" read as "-_8".
+        with pytest.raises(RequestError, match="not base64url"):
+            decode_key_segment(segment)
 
     @BUDGET
     @given(st.text(max_size=60) | st.binary(max_size=60))
@@ -214,7 +222,9 @@ class TestFrames:
         try:
             decode_key_segment(segment)
         except RequestError:
-            pass
+            return
+        text = segment if isinstance(segment, str) else segment.decode("latin-1")
+        assert re.fullmatch(r"[A-Za-z0-9_-]*=*", text), segment  # only base64url decodes
 
     @BUDGET
     @given(st.lists(st.tuples(st.integers(0, 1023), st.binary(max_size=50)), max_size=20))

@@ -59,7 +59,14 @@ from venice.errors import (
     error_from_response,
 )
 from venice.evolution import ValueDecoder
-from venice.protocol import DELETED_SCHEMA_ID, MAX_PARTITIONS, ChangeLogPage, decode_changes_response, replica_changes_path
+from venice.protocol import (
+    DELETED_SCHEMA_ID,
+    MAX_PARTITIONS,
+    ChangeLogPage,
+    b64url_decode,
+    decode_changes_response,
+    replica_changes_path,
+)
 from venice.replica_health import ReplicaHealth
 from venice.routing import StoreRoute
 from venice.routing_cache import RoutingCache
@@ -130,7 +137,7 @@ class Position:
         if not isinstance(token, str) or len(token) > 64_000 or not token.isascii():
             raise RequestError("a position token is a short ASCII string (as a Change's position)")
         try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            raw = b64url_decode(token.encode("ascii"))
         except (binascii.Error, ValueError):
             raise RequestError(f"position token {token[:40]!r} is not base64url") from None
         if len(raw) < 6 or raw[0] != _TOKEN_FORMAT:

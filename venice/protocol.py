@@ -52,6 +52,7 @@ __all__ = [
     "StoreRouting",
     "VersionDescription",
     "VersionStatus",
+    "b64url_decode",
     "decode_batch_request",
     "decode_batch_response",
     "decode_changes_response",
@@ -110,11 +111,21 @@ def encode_key_segment(key: bytes) -> str:
     return base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii")
 
 
+_FROM_BASE64URL = bytes.maketrans(b"-_+/", b"+/!!")
+"""base64url's two letters to standard base64's; standard base64's own two become invalid."""
+
+
+def b64url_decode(raw: bytes) -> bytes:
+    """Unpadded base64url, strictly: any byte outside its alphabet is a ``binascii.Error``
+    (the standard library's decoder skips such bytes, so ``!!!`` would be an empty key)."""
+    return binascii.a2b_base64(raw.translate(_FROM_BASE64URL) + b"=" * (-len(raw) % 4), strict_mode=True)
+
+
 def decode_key_segment(text: str | bytes) -> bytes:
     """Inverse of :func:`encode_key_segment`; RequestError when it is not base64url."""
     raw = text.encode("ascii", "replace") if isinstance(text, str) else text
     try:
-        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+        return b64url_decode(raw)
     except (binascii.Error, ValueError) as exc:
         raise RequestError(f"key segment is not base64url: {exc}") from None
 

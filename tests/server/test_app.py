@@ -118,6 +118,7 @@ class TestGetOnBytes:
             for _ in range(2):  # a miss, then the cached reader
                 assert self.answer(server.reads._get_bytes, rest) == self.decoding_path(server, rest), rest
         assert self.answer(server.reads._get_bytes, b"s/1/0/" + good)[0] == 200
+        assert self.answer(server.reads._get_bytes, b"s/1/0/!!!")[0] == "BAD_REQUEST"  # not the empty key
 
     def test_each_read_counts_once(self, app: tuple[StorageApp, object]) -> None:
         """The metrics' read counters move by exactly one per read, on the first read of a
