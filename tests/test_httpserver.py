@@ -104,6 +104,12 @@ class App:
             raise RuntimeError("bug in the app")
         if path == "/nothing":
             return
+        if path == "/stubborn":  # ignores the disconnect; its clean-up takes a while
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                await asyncio.sleep(0.05)
+                self.events.append("cleaned up")
         if path.startswith("/slow/"):
             await asyncio.sleep(float(path[6:]))
         if path == "/fixed":
@@ -346,6 +352,22 @@ async def test_shutdown_finishes_requests_in_flight(app: App) -> None:
     assert response.status_code == 201
     await asyncio.wait_for(serving, 5)
     assert app.events == ["startup", "shutdown"]
+
+
+async def test_requests_cancelled_at_shutdown_clean_up_before_the_lifespan_ends(app: App) -> None:
+    server = HttpServer(app, port=0, graceful_shutdown_s=0.1)
+    serving = asyncio.create_task(server.serve())
+    while not server.port:
+        await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+        stubborn = asyncio.create_task(http.get("/stubborn"))
+        while app.asgi_calls == 0:
+            await asyncio.sleep(0.01)
+        server.request_exit()
+        await asyncio.wait_for(serving, 10)
+        with pytest.raises(httpx.HTTPError):  # closed without an answer
+            await stubborn
+    assert app.events == ["startup", "cleaned up", "shutdown"]
 
 
 async def test_first_sigterm_runs_before_shutdown_while_still_serving(app: App) -> None:

@@ -56,7 +56,8 @@ connection reset.
 
 SIGINT/SIGTERM: stop accepting, tell requests waiting in ``receive()`` (long polls,
 streams) that the request is over, finish requests in flight (up to
-``graceful_shutdown_s``), close the rest, run the lifespan shutdown. With
+``graceful_shutdown_s``), cancel the rest and let their clean-up run (up to
+``CANCELLED_REQUESTS_WAIT_S``), run the lifespan shutdown. With
 ``before_shutdown`` set, the first SIGTERM runs it first (the storage server drains
 there) while still serving; a second signal skips the wait.
 """
@@ -183,6 +184,8 @@ DEFAULT_MAX_HEAD_BYTES = 16 * 1024
 DEFAULT_MAX_URL_BYTES = 8 * 1024
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
+CANCELLED_REQUESTS_WAIT_S = 2.0
+"""At shutdown, how long requests cancelled after the grace period get to run their clean-up."""
 LINGER_S = 2.0
 """After a refusal: how long what the client still sends is read and dropped."""
 LINGER_BYTES = 16 * 1024 * 1024
@@ -1108,10 +1111,18 @@ class HttpServer:
             except TimeoutError:
                 log.warning("%d request(s) still running after %.1fs; cancelling",
                             sum(c.busy for c in self.connections), self.graceful_shutdown_s)
+        cancelled = []
         for connection in [*self.connections, *self.refused]:
-            if connection.task is not None:
+            if connection.task is not None and not connection.task.done():
                 connection.task.cancel()
+                cancelled.append(connection.task)
             connection._close()
+        if cancelled:
+            # A cancelled request's own clean-up (closing its clients, ending its streams)
+            # runs before the lifespan shutdown and the loop's end, not cut off by them.
+            _, stuck = await asyncio.wait(cancelled, timeout=CANCELLED_REQUESTS_WAIT_S)
+            if stuck:
+                log.warning("%d cancelled request(s) still running after %.1fs", len(stuck), CANCELLED_REQUESTS_WAIT_S)
         await asyncio.sleep(0)  # let the transports finish closing
         assert self._lifespan is not None
         await self._lifespan.shutdown()
