@@ -416,6 +416,36 @@ def test_a_client_that_does_not_read_is_not_answered_without_bound(app: App) -> 
         assert app.fast_calls == count
 
 
+def test_shutdown_cuts_a_client_that_does_not_read(app: App) -> None:
+    """Answers a client leaves unread would hold its connection open past the server's end
+    (a close waits to flush): shutdown cuts it, and nothing of the server outlives it."""
+    big = b"z" * 1_000_000
+
+    def fast_path(method: str, path: bytes, query: bytes, body: bytes) -> Any:
+        app.fast_calls += 1
+        return 200, [], big
+
+    app.fast_path = fast_path  # type: ignore[method-assign]
+    server = HttpServer(app, port=0, graceful_shutdown_s=0.2)
+    with serve_in_thread(server) as base:
+        host, port = base.removeprefix("http://").split(":")
+        sock = socket.create_connection((host, int(port)), timeout=10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 20)
+        while app.fast_calls == 0:
+            time.sleep(0.01)
+    with sock:
+        assert not server.connections
+        ended = False
+        try:
+            while sock.recv(1 << 20):
+                pass
+            ended = True
+        except ConnectionResetError:
+            ended = True
+        assert ended  # not a recv timeout: the server's side is gone
+
+
 # -- protocol details a keep-alive client depends on (issue 8, item 8) -------------------------------
 
 

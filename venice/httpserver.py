@@ -65,6 +65,7 @@ there) while still serving; a second signal skips the wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import logging
 import resource
@@ -509,6 +510,8 @@ class _Connection(asyncio.Protocol):
         server = self.server
         server.connections.discard(self)
         server.refused.discard(self)
+        if server.stopping:
+            server.connection_closed()
         if self.linger_timer is not None:
             self.linger_timer.cancel()
         self._signal_disconnect()
@@ -1019,6 +1022,8 @@ class HttpServer:
         self._force = False
         self._draining: asyncio.Task[None] | None = None
         self._idle: asyncio.Event | None = None
+        self._all_closed: asyncio.Event | None = None
+        """Set once stopping and every connection is closed."""
         self._lifespan: _Lifespan | None = None
 
     # -- running ----------------------------------------------------------------------------
@@ -1033,6 +1038,7 @@ class HttpServer:
         self.loop = asyncio.get_running_loop()
         self._exit = asyncio.Event()
         self._idle = asyncio.Event()
+        self._all_closed = asyncio.Event()
         self.max_connections = connection_cap(self.limits.max_connections)
         self._lifespan = _Lifespan(self.app)
         await self._lifespan.startup()
@@ -1082,6 +1088,10 @@ class HttpServer:
         if self._exit is not None:
             self._exit.set()
 
+    def connection_closed(self) -> None:
+        if self.stopping and not self.connections and not self.refused and self._all_closed is not None:
+            self._all_closed.set()
+
     def request_done(self) -> None:
         if self.stopping and self._idle is not None and not any(c.busy for c in self.connections):
             self._idle.set()
@@ -1123,7 +1133,15 @@ class HttpServer:
             _, stuck = await asyncio.wait(cancelled, timeout=CANCELLED_REQUESTS_WAIT_S)
             if stuck:
                 log.warning("%d cancelled request(s) still running after %.1fs", len(stuck), CANCELLED_REQUESTS_WAIT_S)
-        await asyncio.sleep(0)  # let the transports finish closing
+        # A connection still open now waits to flush to a client that does not read, or
+        # lingers to let its client read an answer: cut it, so that nothing outlives the server.
+        for connection in [*self.connections, *self.refused]:
+            if connection.transport is not None:
+                connection.transport.abort()
+        assert self._all_closed is not None
+        self.connection_closed()
+        with contextlib.suppress(TimeoutError):  # each connection_lost says its transport is closed
+            await asyncio.wait_for(self._all_closed.wait(), CANCELLED_REQUESTS_WAIT_S)
         assert self._lifespan is not None
         await self._lifespan.shutdown()
 
