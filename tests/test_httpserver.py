@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -294,12 +295,19 @@ async def test_a_deferred_can_be_awaited() -> None:
         await failed
 
 
-async def test_shutdown_waits_for_a_deferred_answer(app: App) -> None:
-    server = HttpServer(app, port=0, graceful_shutdown_s=5)
+@contextlib.asynccontextmanager
+async def _serving(server: HttpServer) -> AsyncIterator[tuple[asyncio.Task[None], httpx.AsyncClient]]:
+    """``server`` serving in this test's event loop, and a client of it."""
     serving = asyncio.create_task(server.serve())
     while not server.port:
         await asyncio.sleep(0.01)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+        yield serving, http
+
+
+async def test_shutdown_waits_for_a_deferred_answer(app: App) -> None:
+    server = HttpServer(app, port=0, graceful_shutdown_s=5)
+    async with _serving(server) as (serving, http):
         later = asyncio.create_task(http.get("/later/in-flight"))
         while app.fast_calls == 0:
             await asyncio.sleep(0.001)
@@ -341,10 +349,7 @@ async def test_failed_startup_does_not_serve(app: App) -> None:
 
 async def test_shutdown_finishes_requests_in_flight(app: App) -> None:
     server = HttpServer(app, port=0, graceful_shutdown_s=5)
-    serving = asyncio.create_task(server.serve())
-    while not server.port:
-        await asyncio.sleep(0.01)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+    async with _serving(server) as (serving, http):
         slow = asyncio.create_task(http.get("/slow/0.3"))
         await asyncio.sleep(0.1)
         server.request_exit()
@@ -356,10 +361,7 @@ async def test_shutdown_finishes_requests_in_flight(app: App) -> None:
 
 async def test_requests_cancelled_at_shutdown_clean_up_before_the_lifespan_ends(app: App) -> None:
     server = HttpServer(app, port=0, graceful_shutdown_s=0.1)
-    serving = asyncio.create_task(server.serve())
-    while not server.port:
-        await asyncio.sleep(0.01)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+    async with _serving(server) as (serving, http):
         stubborn = asyncio.create_task(http.get("/stubborn"))
         while app.asgi_calls == 0:
             await asyncio.sleep(0.01)
