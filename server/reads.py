@@ -16,7 +16,6 @@ off the fast path, with its path decoded again only then.
 
 from __future__ import annotations
 
-import binascii
 from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
@@ -24,7 +23,7 @@ from venice.errors import KeyNotFoundError, RequestError, VeniceError
 from venice.httpserver import AnswerHeaders
 from venice.ingestion import decode_stored
 from venice.ingestion.storage import PartitionReader, VersionStorage
-from venice.protocol import SCHEMA_ID_HEADER, b64url_decode, decode_batch_request, decode_key_segment, encode_batch_response
+from venice.protocol import SCHEMA_ID_HEADER, decode_batch_request, decode_key_segment, encode_batch_response
 
 __all__ = ["ReadPaths"]
 
@@ -119,13 +118,8 @@ class ReadPaths:
         if entry is None:
             entry = self._reader_for(head)
         read, storage, store, version = entry
-        if segment.isascii() and b"%" not in segment:
-            try:
-                key = b64url_decode(segment)
-            except (binascii.Error, ValueError) as exc:
-                raise RequestError(f"key segment is not base64url: {exc}") from None
-        else:  # what the decoding path does with anything else
-            key = decode_key_segment(_text(segment))
+        # Plain base64url as it is; anything else as the decoding path reads it.
+        key = decode_key_segment(segment if segment.isascii() and b"%" not in segment else _text(segment))
         raw = read(key)
         if raw is None:
             storage.misses += 1

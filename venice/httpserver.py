@@ -1089,7 +1089,8 @@ class HttpServer:
             self._exit.set()
 
     def connection_closed(self) -> None:
-        if self.stopping and not self.connections and not self.refused and self._all_closed is not None:
+        """While stopping: a connection is closed (and maybe the last one)."""
+        if not self.connections and not self.refused and self._all_closed is not None:
             self._all_closed.set()
 
     def request_done(self) -> None:
